@@ -1,0 +1,1 @@
+"""The interview engine: question selection by (conformal) information pursuit. Pure Python."""

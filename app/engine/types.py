@@ -1,0 +1,86 @@
+"""Value types shared by the engine and whatever supplies its probabilities (LLM or table)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class CaseContext:
+    """What the clinician knows before the interview starts."""
+
+    summary: str
+    age: int | None = None
+    sex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QA:
+    """One asked question and the patient's answer."""
+
+    question: str
+    answer: str
+
+
+History = tuple[QA, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedAnswer:
+    """A plausible answer to a candidate question and its weight (weights of a set sum to 1)."""
+
+    text: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """Identifies a posterior source so calibrations can be matched to serving."""
+
+    model: str
+    prompt_version: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class PosteriorProvider(Protocol):
+    """Where the engine gets label probabilities, candidate questions and candidate answers.
+
+    Implemented by the vLLM gateway (``app.llm``) and by scripted/tabular models in tests.
+    """
+
+    @property
+    def info(self) -> ProviderInfo: ...
+
+    async def label_posteriors(
+        self,
+        *,
+        case: CaseContext,
+        histories: Sequence[History],
+        inquiry: str,
+        labels: Sequence[str],
+    ) -> npt.NDArray[np.float64]:
+        """Probabilities over ``labels`` for each history: shape (len(histories), len(labels))."""
+        ...
+
+    async def propose_questions(
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        inquiry: str,
+        labels: Sequence[str],
+        n: int,
+    ) -> list[str]:
+        """Up to ``n`` distinct new questions, none already in ``history``."""
+        ...
+
+    async def simulate_answers(
+        self, *, case: CaseContext, history: History, question: str, m: int
+    ) -> list[WeightedAnswer]:
+        """Up to ``m`` distinct plausible answers whose weights sum to 1."""
+        ...
