@@ -28,6 +28,35 @@ class Settings(BaseSettings):
     llm_read_timeout_s: float = 120.0
     llm_max_retries: int = 2
     llm_max_concurrency: int = 16
+    llm_retry_backoff_s: float = Field(
+        default=0.25, description="First retry delay; doubles per retry, with jitter."
+    )
+    llm_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Prompts per /v1/completions request (chunks run concurrently).",
+    )
+    llm_permutations: int = Field(
+        default=1, ge=1, le=26, description="Cyclic option orders averaged per posterior."
+    )
+    llm_answer_temperature: float = Field(
+        default=0.8, ge=0.0, description="Sampling temperature for simulated answers."
+    )
+    llm_seed: int = Field(default=0, description="Base seed: same inputs, same samples.")
+    llm_cache_size: int = Field(default=65536, ge=0, description="In-process posterior LRU size.")
+    llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="Redis posterior TTL.")
+    llm_home: Path | None = Field(
+        default=None,
+        description="Local vLLM venv + model cache (default: $XDG_CACHE_HOME/pursuit/llm).",
+    )
+    llm_host: str = Field(default="127.0.0.1", description="Where `pursuit llm up` listens.")
+    llm_port: int = Field(default=8001, description="Port of the local vLLM server.")
+    llm_enforce_eager: bool = Field(
+        default=True, description="Local server: skip compile warm-up (faster start)."
+    )
+    llm_block_size: int | None = Field(
+        default=None, description="Local server: KV block size (None: vLLM's CPU default, 128)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 

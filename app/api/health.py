@@ -1,0 +1,92 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from app.api.deps import ResourcesDep
+from app.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_response
+from app.resources import Resources
+
+router = APIRouter(tags=["health"])
+
+CHECK_TIMEOUT_S = 3.0
+
+
+class Check(BaseModel):
+    status: Literal["ok", "fail", "not_configured"]
+    detail: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ok"]
+    checks: dict[str, Check]
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check_database(resources: Resources) -> Check:
+    async with resources.engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+    return Check(status="ok")
+
+
+async def _check_redis(resources: Resources) -> Check:
+    if resources.redis is None:
+        return Check(status="not_configured")
+    await resources.redis.ping()
+    return Check(status="ok")
+
+
+async def _check_llm(resources: Resources) -> Check:
+    if resources.llm_http is None:
+        return Check(status="not_configured", detail="PURSUIT_LLM_BASE_URL is not set")
+    response = await resources.llm_http.get("/health", timeout=CHECK_TIMEOUT_S)
+    if response.status_code != 200:
+        return Check(status="fail", detail=f"LLM server /health answered {response.status_code}")
+    return Check(status="ok")
+
+
+async def _guarded(name: str, check: asyncio.Task[Check]) -> tuple[str, Check]:
+    try:
+        return name, await asyncio.wait_for(check, CHECK_TIMEOUT_S)
+    except TimeoutError:
+        return name, Check(status="fail", detail=f"no answer within {CHECK_TIMEOUT_S:g} s")
+    except Exception as exc:  # readiness reports any failure, it never raises
+        return name, Check(status="fail", detail=type(exc).__name__)
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: database, Redis and LLM server (when configured) answer",
+    response_model=Readiness,
+    responses={503: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}},
+)
+async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
+    checks = dict(
+        await asyncio.gather(
+            _guarded("database", asyncio.ensure_future(_check_database(resources))),
+            _guarded("redis", asyncio.ensure_future(_check_redis(resources))),
+            _guarded("llm", asyncio.ensure_future(_check_llm(resources))),
+        )
+    )
+    failed = [name for name, check in checks.items() if check.status == "fail"]
+    if failed:
+        return problem_response(
+            status=503,
+            type_slug="not-ready",
+            title="Service not ready",
+            detail="Failing: " + ", ".join(failed),
+            headers={"Retry-After": "5"},
+            checks={name: check.model_dump() for name, check in checks.items()},
+        )
+    return Readiness(status="ok", checks=checks)

@@ -1,0 +1,129 @@
+"""RFC 9457 problem details: the one error shape of every Pursuit response."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.context import request_id_var
+from app.errors import PursuitError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://pursuit.dev/problems/"
+
+
+class Problem(BaseModel):
+    """The body of every error response (RFC 9457), plus the request id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=[PROBLEM_TYPE_BASE + "not-found"])
+    title: str = Field(examples=["Not found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["No session with id 3f2a..."])
+    request_id: str | None = Field(default=None, examples=["9b1c0f6e2d4a4c1e8f3b5a7d9e0c1b2a"])
+
+
+def problem_response(
+    *,
+    status: int,
+    type_slug: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """Build a problem+json response carrying the current request id."""
+    request_id = request_id_var.get()
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + type_slug,
+        title=title,
+        status=status,
+        detail=detail,
+        request_id=request_id,
+        **extensions,
+    )
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers["X-Request-Id"] = request_id
+    return JSONResponse(
+        body.model_dump(exclude_none=False),
+        status_code=status,
+        headers=all_headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def _slug(status: int) -> str:
+    return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    phrase = HTTPStatus(exc.status_code).phrase
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    if detail is None:
+        detail = {
+            404: "No resource at this path.",
+            405: "This method is not allowed on this path.",
+        }.get(exc.status_code, phrase)
+    return problem_response(
+        status=exc.status_code,
+        type_slug=_slug(exc.status_code),
+        title=phrase,
+        detail=detail,
+        headers=dict(exc.headers or {}),
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Echo where and why, never the offending input: it may be patient text.
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        for err in exc.errors()
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    return problem_response(
+        status=422,
+        type_slug="validation-error",
+        title="Request validation failed",
+        detail=f"{where}: {first['msg']}" if where else str(first["msg"]),
+        errors=errors,
+    )
+
+
+async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PursuitError)
+    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
+    return problem_response(
+        status=exc.status,
+        type_slug=exc.type_slug,
+        title=exc.title,
+        detail=exc.detail,
+        headers=headers,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Map every expected failure to problem+json (500s are handled by the request middleware)."""
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(PursuitError, _pursuit_error)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+    for status, description in {
+        404: "Not found",
+        422: "Invalid input",
+        500: "Internal error",
+    }.items()
+}

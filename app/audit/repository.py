@@ -1,0 +1,60 @@
+"""All SQL for audit events. Append-only: there is no update or delete here by design."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import request_id_var
+from app.db.models import AuditEvent
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def record(
+        self,
+        *,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        outcome: str,
+        actor_key_id: str | None = None,
+        tenant: str | None = None,
+    ) -> AuditEvent:
+        """Append one event within the caller's transaction; the request id is taken from context."""
+        event = AuditEvent(
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            outcome=outcome,
+            request_id=request_id_var.get(),
+            actor_key_id=actor_key_id,
+            tenant=tenant,
+        )
+        self._session.add(event)
+        await self._session.flush()
+        return event
+
+    async def list(
+        self,
+        *,
+        limit: int,
+        before: datetime | None = None,
+        tenant: str | None = None,
+        resource_id: str | None = None,
+    ) -> Sequence[AuditEvent]:
+        """Newest first, ``limit`` at most, optionally older than ``before``."""
+        stmt = sa.select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+        if before is not None:
+            stmt = stmt.where(AuditEvent.occurred_at < before)
+        if tenant is not None:
+            stmt = stmt.where(AuditEvent.tenant == tenant)
+        if resource_id is not None:
+            stmt = stmt.where(AuditEvent.resource_id == resource_id)
+        result = await self._session.scalars(stmt.limit(limit))
+        return result.all()

@@ -1,0 +1,69 @@
+"""The app factory. Nothing but settings exists at import; the lifespan owns every resource."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import audit, health
+from app.api.middleware import RequestContextMiddleware
+from app.api.problems import install_problem_handlers
+from app.logging import configure_logging
+from app.resources import Resources
+from app.settings import Settings, get_settings
+
+log = structlog.get_logger("pursuit")
+
+DESCRIPTION = """
+Pursuit guides a clinician's interview by Conformal Information Pursuit: it proposes the next
+question and shows a differential, a set of candidate answers that contains the right one with
+probability at least 1 - alpha **marginally over patients like the calibration cases, at this
+step of the interview**. It is decision support, not a diagnosis: the guarantee says nothing
+about any single patient, and does not hold when the model, prompts, policy or population differ
+from the calibration. Every error is `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the ASGI app; resources open in the lifespan, not here."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = Resources.open(settings)
+        app.state.resources = resources
+        log.info(
+            "startup",
+            version=__version__,
+            database=resources.engine.dialect.name,
+            redis=resources.redis is not None,
+            llm=resources.llm_http is not None,
+        )
+        try:
+            yield
+        finally:
+            await resources.close()
+            log.info("shutdown")
+
+    app = FastAPI(
+        title="Pursuit",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(audit.router)
+    return app
+
+
+def asgi_app() -> FastAPI:
+    """Entry point for ``uvicorn --factory app.main:asgi_app``."""
+    settings = get_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    return create_app(settings)

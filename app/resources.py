@@ -1,0 +1,61 @@
+"""Long-lived resources, created by the lifespan and handed to requests through ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.db.engine import create_engine, create_sessionmaker
+from app.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis | None
+    llm_http: httpx.AsyncClient | None
+
+    @classmethod
+    def open(cls, settings: Settings) -> Resources:
+        """Create clients; nothing connects until first use."""
+        engine = create_engine(settings.effective_database_url)
+        redis = (
+            Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=2,
+                socket_timeout=2,
+                health_check_interval=30,
+            )
+            if settings.redis_url
+            else None
+        )
+        llm_http = (
+            httpx.AsyncClient(
+                base_url=settings.llm_base_url,
+                timeout=httpx.Timeout(
+                    settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s
+                ),
+                limits=httpx.Limits(max_connections=settings.llm_max_concurrency * 2),
+            )
+            if settings.llm_base_url
+            else None
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            redis=redis,
+            llm_http=llm_http,
+        )
+
+    async def close(self) -> None:
+        if self.llm_http is not None:
+            await self.llm_http.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()

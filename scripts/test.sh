@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: set up, start services, lint, type-check, migrate-check, test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+scripts/ensure-services.sh
+
+echo "== lint"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== typecheck"
+.venv/bin/mypy
+
+echo "== migrations: upgrade a fresh PostgreSQL database and a fresh SQLite file, then check drift"
+run_db="pursuit_ci_$(date +%s)_$$"
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE \"$run_db\""
+scratch=$(mktemp -d)
+trap 'psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS \"$run_db\" WITH (FORCE)" || true; rm -rf "$scratch"' EXIT
+for url in "postgresql+asyncpg://postgres@127.0.0.1:5432/$run_db" "sqlite+aiosqlite:///$scratch/check.db"; do
+  PURSUIT_DATABASE_URL="$url" .venv/bin/alembic upgrade head
+  PURSUIT_DATABASE_URL="$url" .venv/bin/alembic check
+done
+
+echo "== tests"
+export PURSUIT_TEST_POSTGRES_URL="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+export PURSUIT_TEST_REDIS_URL="redis://127.0.0.1:6379/15"
+.venv/bin/pytest -q "$@"

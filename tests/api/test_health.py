@@ -1,0 +1,53 @@
+"""Liveness and readiness against real PostgreSQL/SQLite, Redis and an unreachable LLM."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import open_client
+
+
+def _closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_database_and_redis(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    checks = response.json()["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["redis"]["status"] == "ok"
+    assert checks["llm"]["status"] == "not_configured"
+
+
+async def test_readyz_names_what_failed(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{_closed_port()}/0",
+            "llm_base_url": f"http://127.0.0.1:{_closed_port()}",
+        }
+    )
+    async for client in open_client(create_app(broken)):
+        response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["detail"] == "Failing: redis, llm"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "fail"
+    assert body["checks"]["llm"]["status"] == "fail"
+    assert response.headers["retry-after"] == "5"

@@ -1,0 +1,107 @@
+"""Shared fixtures: real PostgreSQL, real Redis and SQLite files, schemas made by Alembic."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from app.db.engine import create_engine
+from app.db.migrate import upgrade_head
+from app.db.models import Base
+from app.main import create_app
+from app.settings import Settings
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PURSUIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("PURSUIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test run, dropped at the end."""
+    name = f"pursuit_test_{uuid.uuid4().hex[:10]}"
+    admin = _libpq(POSTGRES_ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade_head(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A fresh, migrated SQLite file for this test run."""
+    path: Path = tmp_path_factory.mktemp("sqlite") / "pursuit.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade_head(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+async def _truncate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                await conn.execute(sa.delete(table))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> AsyncIterator[str]:
+    """The database URL, emptied after the test so tests never see each other's rows."""
+    yield database_url
+    await _truncate(database_url)
+
+
+@pytest.fixture
+def settings(clean_database: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=clean_database,
+        redis_url=REDIS_URL,
+        data_dir=tmp_path,
+        llm_base_url=None,
+        llm_model=None,
+    )
+
+
+async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and give an HTTP client talking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pursuit.test") as client:
+            yield client
+
+
+@pytest.fixture
+async def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in open_client(app):
+        yield c
