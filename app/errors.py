@@ -52,3 +52,11 @@ class UpstreamBadOutputError(PursuitError):
     status = 502
     type_slug = "upstream-bad-output"
     title = "Upstream returned malformed output"
+
+
+class PreconditionFailedError(PursuitError):
+    """An ``If-Match`` precondition names a version the resource is no longer at."""
+
+    status = 412
+    type_slug = "precondition-failed"
+    title = "Precondition failed"

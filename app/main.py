@@ -9,9 +9,10 @@ import structlog
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import audit, health
+from app.api import audit, health, sessions
 from app.api.middleware import RequestContextMiddleware
 from app.api.problems import install_problem_handlers
+from app.engine.types import PosteriorProvider
 from app.logging import configure_logging
 from app.resources import Resources
 from app.settings import Settings, get_settings
@@ -28,13 +29,20 @@ from the calibration. Every error is `application/problem+json` (RFC 9457).
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the ASGI app; resources open in the lifespan, not here."""
+def create_app(
+    settings: Settings | None = None, *, provider: PosteriorProvider | None = None
+) -> FastAPI:
+    """Build the ASGI app; resources open in the lifespan, not here.
+
+    ``provider`` replaces the LLM gateway as the source of posteriors (tests, tabular models).
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         resources = Resources.open(settings)
+        if provider is not None:
+            resources.provider = provider
         app.state.resources = resources
         log.info(
             "startup",
@@ -58,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
+    app.include_router(sessions.router)
     app.include_router(audit.router)
     return app
 

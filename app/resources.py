@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.db.engine import create_engine, create_sessionmaker
+from app.engine.types import PosteriorProvider
 from app.settings import Settings
 
 
@@ -19,6 +20,7 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis | None
     llm_http: httpx.AsyncClient | None
+    provider: PosteriorProvider | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base, new_id, utcnow
+from app.db.base import Base, JSONType, new_id, utcnow
 
-__all__ = ["AuditEvent", "Base"]
+__all__ = ["AuditEvent", "Base", "Calibration", "IdempotencyRecord", "InterviewSession", "Turn"]
 
 
 class AuditEvent(Base):
@@ -29,3 +30,100 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(sa.String(128))
     actor_key_id: Mapped[str | None] = mapped_column(sa.String(64))
     tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+
+
+class InterviewSession(Base):
+    """One guided interview. Patient text lives here and in its turns, nowhere else."""
+
+    __tablename__ = "interview_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    step: Mapped[int] = mapped_column(sa.Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    patient_summary: Mapped[str] = mapped_column(sa.Text)
+    patient_age: Mapped[int | None] = mapped_column(sa.Integer)
+    patient_sex: Mapped[str | None] = mapped_column(sa.String(32))
+    inquiry: Mapped[str] = mapped_column(sa.Text)
+    candidates: Mapped[list[str]] = mapped_column(JSONType)
+    # The interview configuration (policy, alpha, budget, question source and bank, ...).
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    model: Mapped[str] = mapped_column(sa.String(128))
+    prompt_version: Mapped[str] = mapped_column(sa.String(64))
+    calibration_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    current_question_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    stop_reason: Mapped[str | None] = mapped_column(sa.String(32))
+    final: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Turn(Base):
+    """Step k of a session: the differential after k answers, and the question asked next."""
+
+    __tablename__ = "interview_turns"
+    __table_args__ = (sa.UniqueConstraint("session_id", "step"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("interview_sessions.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    differential: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    question_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, unique=True)
+    question: Mapped[str | None] = mapped_column(sa.Text)
+    # Why this question: the chosen candidate's scores and the runner-ups.
+    rationale: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    posterior_evaluations: Mapped[int] = mapped_column(sa.Integer, default=0)
+    answer: Mapped[str | None] = mapped_column(sa.Text)
+    answered_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class IdempotencyRecord(Base):
+    """A replayable response for an ``Idempotency-Key`` on one session's answers."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (sa.UniqueConstraint("session_id", "key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    session_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("interview_sessions.id", ondelete="CASCADE")
+    )
+    key: Mapped[str] = mapped_column(sa.String(128))
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    status_code: Mapped[int] = mapped_column(sa.Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class Calibration(Base):
+    """A calibration run: per-step conformal thresholds for one (model, prompts, policy, alpha)."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    name: Mapped[str | None] = mapped_column(sa.String(128))
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        sa.DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+    model: Mapped[str] = mapped_column(sa.String(128))
+    prompt_version: Mapped[str] = mapped_column(sa.String(64))
+    policy: Mapped[str] = mapped_column(sa.String(16))
+    alpha: Mapped[float] = mapped_column(sa.Float)
+    anytime: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    max_questions: Mapped[int] = mapped_column(sa.Integer)
+    dataset_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    progress_done: Mapped[int] = mapped_column(sa.Integer, default=0)
+    progress_total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    # The serialised per-step calibration (thresholds, n and scores per step).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=False, index=True)

@@ -1,0 +1,143 @@
+"""Interview sessions over REST (v1). Thin: parse, call the service, shape headers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Response, status
+
+from app.api.deps import ResourcesDep
+from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.errors import InvalidInputError
+from app.sessions.schemas import AnswerIn, FinalOut, SessionCreate, SessionDetail, SessionOut
+from app.sessions.service import SessionService
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+def _problem(description: str) -> dict[str, object]:
+    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+
+
+ERRORS = {
+    **PROBLEM_RESPONSES,
+    502: _problem("The LLM server returned something unusable"),
+    503: _problem("The LLM server is unavailable or timed out; retry after Retry-After"),
+}
+CHANGE_ERRORS = {
+    **ERRORS,
+    409: _problem(
+        "Not the current question, the session is not active, or a concurrent change won"
+    ),
+    412: _problem("If-Match names another version"),
+}
+
+
+def get_service(resources: ResourcesDep) -> SessionService:
+    return SessionService(sessionmaker=resources.sessionmaker, provider=resources.provider)
+
+
+ServiceDep = Annotated[SessionService, Depends(get_service)]
+
+_ETAG = re.compile(r'^(?:W/)?"?v?(\d{1,9})"?$')
+
+
+def _if_match(value: str | None) -> int | None:
+    if value is None or value.strip() == "*":
+        return None
+    match = _ETAG.match(value.strip())
+    if match is None:
+        raise InvalidInputError('If-Match must be an ETag this API sent, e.g. "3"')
+    return int(match.group(1))
+
+
+def _etag(response: Response, version: int) -> None:
+    response.headers["ETag"] = f'"{version}"'
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(description='Optional: the ETag (session version) the change is based on, e.g. "3".'),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=128,
+        description="Optional: the same key and body return the same response; "
+        "the same key with another body is a 422.",
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Open an interview: the first question and the differential",
+    responses=ERRORS,
+)
+async def create_session(
+    body: SessionCreate, service: ServiceDep, response: Response
+) -> SessionOut:
+    created = await service.create(body)
+    response.headers["Location"] = f"/v1/sessions/{created.id}"
+    _etag(response, created.version)
+    return created
+
+
+@router.get(
+    "/{session_id}",
+    summary="The whole state: transcript, current question, the differential at every step",
+    responses=ERRORS,
+)
+async def get_session(
+    session_id: uuid.UUID, service: ServiceDep, response: Response
+) -> SessionDetail:
+    detail = await service.get(session_id)
+    _etag(response, detail.version)
+    return detail
+
+
+@router.post(
+    "/{session_id}/answers",
+    summary="Answer the current question: the next question and the differential",
+    responses=CHANGE_ERRORS,
+)
+async def answer_question(
+    session_id: uuid.UUID,
+    body: AnswerIn,
+    service: ServiceDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+) -> SessionOut:
+    result = await service.answer(
+        session_id, body, idempotency_key=idempotency_key, if_match=_if_match(if_match)
+    )
+    _etag(response, result.version)
+    return result
+
+
+@router.post(
+    "/{session_id}/finalize",
+    summary="End the interview: the final top answer and set",
+    responses=CHANGE_ERRORS,
+)
+async def finalize_session(
+    session_id: uuid.UUID, service: ServiceDep, response: Response, if_match: IfMatch = None
+) -> FinalOut:
+    result = await service.finalize(session_id, if_match=_if_match(if_match))
+    _etag(response, result.version)
+    return result
+
+
+@router.delete(
+    "/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Erase the session and all its patient data",
+    responses=PROBLEM_RESPONSES,
+)
+async def delete_session(session_id: uuid.UUID, service: ServiceDep) -> Response:
+    await service.delete(session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

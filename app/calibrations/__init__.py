@@ -1,0 +1,1 @@
+"""Calibration runs: per-step conformal thresholds stored for serving."""

@@ -1,0 +1,191 @@
+"""Wire models of the sessions API (v1). Strict on input; names are a published contract."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from app.engine.config import Policy, QuestionSource
+
+MAX_LABELS = 26
+MAX_BANK_QUESTIONS = 500
+
+GUARANTEE_CALIBRATED = (
+    "The set contains the right answer with probability at least {target:.0%} "
+    "marginally, over patients like the {n} calibration cases, at step {step} of an interview "
+    "run with the same model, prompts and policy. It is not a statement about this patient, "
+    "not a diagnosis, and does not hold for a population, model or policy that differs from "
+    "the calibration."
+)
+GUARANTEE_INSUFFICIENT = (
+    "Calibrated on too few cases ({n}) for a {target:.0%} guarantee at step {step}: the set is "
+    "every candidate, which covers trivially and says nothing. Not a diagnosis."
+)
+GUARANTEE_UNCALIBRATED = (
+    "Uncalibrated: no calibration matches this model, prompt version, policy and alpha, so "
+    "this set is only the model's own top labels holding {target:.0%} of its probability. "
+    "It carries no coverage guarantee and is not a diagnosis."
+)
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PatientIn(Strict):
+    summary: Annotated[Text, StringConstraints(max_length=8000)] = Field(
+        description="Initial information about the patient (free text)."
+    )
+    age: int | None = Field(default=None, ge=0, le=130)
+    sex: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
+
+
+class SessionCreate(Strict):
+    """Open an interview."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "patient": {
+                        "summary": "A 34-year-old woman with two days of fever and a stiff neck.",
+                        "age": 34,
+                        "sex": "female",
+                    },
+                    "inquiry": "What is the most likely diagnosis?",
+                    "candidates": ["Bacterial meningitis", "Migraine", "Influenza"],
+                    "alpha": 0.1,
+                    "policy": "cip",
+                    "question_source": "generated",
+                    "max_questions": 5,
+                }
+            ]
+        },
+    )
+
+    patient: PatientIn
+    inquiry: Annotated[Text, StringConstraints(max_length=1000)] = Field(
+        description='The clinical question, e.g. "most likely diagnosis?"'
+    )
+    candidates: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
+        min_length=2, max_length=MAX_LABELS, description="Distinct candidate answers (2-26)."
+    )
+    alpha: float = Field(default=0.1, gt=0, lt=0.5, description="Miscoverage level in (0, 0.5).")
+    policy: Policy = Policy.CIP
+    question_source: QuestionSource = QuestionSource.GENERATED
+    question_bank: list[Annotated[Text, StringConstraints(max_length=500)]] | None = Field(
+        default=None, max_length=MAX_BANK_QUESTIONS, description="Caller-supplied bank."
+    )
+    question_bank_name: str | None = Field(
+        default=None,
+        description="A shipped bank: internal_medicine, pediatrics or neurology.",
+        max_length=64,
+    )
+    max_questions: int = Field(default=10, ge=0, le=30)
+    n_candidate_questions: int = Field(default=8, ge=1, le=16)
+    n_answers: int = Field(default=4, ge=1, le=8)
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, labels: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for label in labels:
+            key = " ".join(label.split()).casefold()
+            if key in seen:
+                raise ValueError(f"duplicate candidate: {label!r}")
+            seen.add(key)
+        return labels
+
+
+class AnswerIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"question_id": "0b6f3c1e-...", "answer": "Yes, since yesterday."}]
+        },
+    )
+
+    question_id: str = Field(max_length=64, description="The id of the current question.")
+    answer: Annotated[Text, StringConstraints(max_length=2000)]
+
+
+class LabelOut(BaseModel):
+    label: str
+    probability: float
+    p_value: float | None = Field(
+        description="Conformal p-value against the step's calibration scores; null if none."
+    )
+    in_set: bool
+
+
+class DifferentialOut(BaseModel):
+    """The differential at one step: the prediction set and what its guarantee covers."""
+
+    labels: list[LabelOut] = Field(description="The labels in the set, most probable first.")
+    all_labels: list[LabelOut] = Field(description="Every candidate, most probable first.")
+    set_size: int
+    top: str = Field(description="The most probable label (not a diagnosis).")
+    alpha: float
+    coverage_target: float
+    step: int
+    calibrated: bool
+    calibration_id: str | None
+    calibration_n: int | None = Field(description="Calibration cases at this step.")
+    threshold: float | None
+    entropy: float
+    guarantee: str
+
+
+class CandidateOut(BaseModel):
+    question: str
+    expected_set_size: float
+    expected_entropy: float
+
+
+class QuestionOut(BaseModel):
+    id: str
+    text: str
+    step: int
+    policy: str
+    expected_set_size: float | None = Field(description="Chosen question: E[|C_{k+1}|].")
+    expected_entropy: float | None
+    objective_calibrated: bool | None
+    runner_ups: list[CandidateOut]
+
+
+class TurnOut(BaseModel):
+    step: int
+    question: QuestionOut | None
+    answer: str | None
+    differential: DifferentialOut
+
+
+class SessionOut(BaseModel):
+    id: str
+    status: Literal["active", "stopped", "finalized"]
+    step: int
+    version: int = Field(description="Bumped by every change; sent as the ETag.")
+    next_question: QuestionOut | None
+    should_stop: bool
+    stop_reason: str | None
+    differential: DifferentialOut
+    model: str
+    prompt_version: str
+    policy: str
+    calibration_id: str | None
+
+
+class SessionDetail(SessionOut):
+    patient: PatientIn
+    inquiry: str
+    candidates: list[str]
+    transcript: list[TurnOut]
+
+
+class FinalOut(SessionOut):
+    final_answer: str = Field(description="The top label at the last step (not a diagnosis).")
+    final_set: list[str]

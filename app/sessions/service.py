@@ -1,0 +1,525 @@
+"""The life of an interview session: create, answer, read, finalize, erase.
+
+Long LLM work never runs inside a database transaction. Each change is: read a snapshot
+(short transaction), plan the turn (seconds, no database), then apply it in one short
+transaction guarded by the session's version (optimistic concurrency). Two concurrent
+answers both plan, exactly one applies, the other gets 409; a crash or a client disconnect
+before the apply leaves the session exactly as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.repository import AuditRepository
+from app.calibrations.repository import CalibrationRepository
+from app.calibrations.thresholds import n_for_step, thresholds_from_result
+from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
+from app.engine import (
+    Differential,
+    InterviewConfig,
+    QuestionSource,
+    StepwiseThresholds,
+    TurnOutcome,
+    load_query_bank,
+    plan_turn,
+)
+from app.engine.types import QA, CaseContext, History, PosteriorProvider
+from app.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionFailedError,
+    UpstreamUnavailableError,
+)
+from app.sessions.repository import SessionRepository
+from app.sessions.schemas import (
+    GUARANTEE_CALIBRATED,
+    GUARANTEE_INSUFFICIENT,
+    GUARANTEE_UNCALIBRATED,
+    AnswerIn,
+    CandidateOut,
+    DifferentialOut,
+    FinalOut,
+    LabelOut,
+    PatientIn,
+    QuestionOut,
+    SessionCreate,
+    SessionDetail,
+    SessionOut,
+    TurnOut,
+)
+
+MAX_RUNNER_UPS = 5
+
+# Named banks are read from the shipped file once per process.
+_named_bank = functools.lru_cache(maxsize=8)(load_query_bank)
+
+
+@dataclass(frozen=True)
+class _Calibrated:
+    """The calibration serving a session, resolved to engine thresholds."""
+
+    row: Calibration
+    thresholds: StepwiseThresholds
+    selection: StepwiseThresholds | None
+
+
+@dataclass
+class SessionService:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    provider: PosteriorProvider | None
+    tenant: str | None = None
+    actor_key_id: str | None = None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def create(self, body: SessionCreate) -> SessionOut:
+        provider = self._require_provider()
+        config = _config_from(body)
+        info = provider.info
+        async with self.sessionmaker() as db:
+            calibration = await self._calibration_for(
+                db, model=info.model, prompt_version=info.prompt_version, config=config
+            )
+        seed = secrets.randbits(62)
+        case = CaseContext(summary=body.patient.summary, age=body.patient.age, sex=body.patient.sex)
+        outcome = await self._plan(
+            provider,
+            case=case,
+            history=(),
+            inquiry=body.inquiry,
+            labels=body.candidates,
+            config=config,
+            calibration=calibration,
+            seed=seed,
+        )
+        session_id = uuid.uuid4()
+        async with self.sessionmaker.begin() as db:
+            question_id = uuid.uuid4() if outcome.next_question else None
+            row = InterviewSession(
+                id=session_id,
+                tenant=self.tenant,
+                status="active" if question_id else "stopped",
+                version=1,
+                step=0,
+                patient_summary=body.patient.summary,
+                patient_age=body.patient.age,
+                patient_sex=body.patient.sex,
+                inquiry=body.inquiry,
+                candidates=list(body.candidates),
+                config=_config_json(config, body),
+                seed=seed,
+                model=info.model,
+                prompt_version=info.prompt_version,
+                calibration_id=calibration.row.id if calibration else None,
+                current_question_id=question_id,
+                stop_reason=outcome.stop_reason.value if outcome.stop_reason else None,
+            )
+            repo = SessionRepository(db)
+            await repo.add(row)
+            turn = _turn_row(row, outcome, question_id, calibration)
+            await repo.add(turn)
+            await self._audit(db, "session.create", session_id, "success")
+            return _session_out(row, turn)
+
+    async def answer(
+        self,
+        session_id: uuid.UUID,
+        body: AnswerIn,
+        *,
+        idempotency_key: str | None,
+        if_match: int | None,
+    ) -> SessionOut:
+        request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        async with self.sessionmaker() as db:
+            repo = SessionRepository(db)
+            row = await self._load(db, session_id, "session.answer")
+            if idempotency_key is not None:
+                record = await repo.idempotency_record(session_id, idempotency_key)
+                if record is not None:
+                    if record.request_hash != request_hash:
+                        raise InvalidInputError(
+                            "this Idempotency-Key was used with a different request body"
+                        )
+                    return SessionOut.model_validate(record.response)
+            _check_if_match(row, if_match)
+            if row.status != "active":
+                raise ConflictError(f"the session is {row.status}; it takes no more answers")
+            if body.question_id != str(row.current_question_id):
+                raise ConflictError(
+                    f"question {body.question_id} is not the current question "
+                    f"({row.current_question_id})"
+                )
+            turns = list(await repo.turns(session_id))
+            calibration = await self._calibration_by_id(db, row.calibration_id)
+        current = turns[-1]
+        assert current.question is not None and current.step == row.step
+        history: History = (
+            *(QA(t.question, t.answer) for t in turns if t.question and t.answer is not None),
+            QA(current.question, body.answer),
+        )
+        config = _config_from_json(row.config)
+        outcome = await self._plan(
+            self._require_provider(row),
+            case=CaseContext(summary=row.patient_summary, age=row.patient_age, sex=row.patient_sex),
+            history=history,
+            inquiry=row.inquiry,
+            labels=row.candidates,
+            config=config,
+            calibration=calibration,
+            seed=row.seed,
+        )
+        async with self.sessionmaker.begin() as db:
+            repo = SessionRepository(db)
+            question_id = uuid.uuid4() if outcome.next_question else None
+            values: dict[str, Any] = {
+                "step": row.step + 1,
+                "current_question_id": question_id,
+                "status": "active" if question_id else "stopped",
+                "stop_reason": outcome.stop_reason.value if outcome.stop_reason else None,
+            }
+            if not await repo.bump_version(session_id, expected_version=row.version, values=values):
+                raise ConflictError(
+                    "the session changed while this answer was processed; reload it"
+                )
+            await repo.record_answer(current.id, body.answer)
+            fresh = await repo.get(session_id, tenant=self.tenant)
+            assert fresh is not None
+            turn = _turn_row(fresh, outcome, question_id, calibration)
+            await repo.add(turn)
+            response = _session_out(fresh, turn)
+            if idempotency_key is not None:
+                await repo.add(
+                    IdempotencyRecord(
+                        session_id=session_id,
+                        key=idempotency_key,
+                        request_hash=request_hash,
+                        status_code=200,
+                        response=response.model_dump(mode="json"),
+                    )
+                )
+            await self._audit(db, "session.answer", session_id, "success")
+        return response
+
+    async def get(self, session_id: uuid.UUID) -> SessionDetail:
+        async with self.sessionmaker.begin() as db:
+            row = await self._load(db, session_id, "session.read")
+            turns = list(await SessionRepository(db).turns(session_id))
+            await self._audit(db, "session.read", session_id, "success")
+        out = _session_out(row, turns[-1])
+        return SessionDetail(
+            **out.model_dump(),
+            patient=PatientIn(
+                summary=row.patient_summary, age=row.patient_age, sex=row.patient_sex
+            ),
+            inquiry=row.inquiry,
+            candidates=row.candidates,
+            transcript=[
+                TurnOut(
+                    step=t.step,
+                    question=QuestionOut.model_validate(t.rationale) if t.rationale else None,
+                    answer=t.answer,
+                    differential=DifferentialOut.model_validate(t.differential),
+                )
+                for t in turns
+            ],
+        )
+
+    async def finalize(self, session_id: uuid.UUID, *, if_match: int | None) -> FinalOut:
+        async with self.sessionmaker.begin() as db:
+            repo = SessionRepository(db)
+            row = await self._load(db, session_id, "session.finalize")
+            _check_if_match(row, if_match)
+            turn = await repo.current_turn(session_id, row.step)
+            assert turn is not None
+            differential = DifferentialOut.model_validate(turn.differential)
+            final = {
+                "final_answer": differential.top,
+                "final_set": [x.label for x in differential.labels],
+            }
+            if row.status != "finalized":
+                values = {"status": "finalized", "current_question_id": None, "final": final}
+                if not await repo.bump_version(
+                    session_id, expected_version=row.version, values=values
+                ):
+                    raise ConflictError("the session changed meanwhile; reload it")
+                row = await repo.get(session_id, tenant=self.tenant) or row
+            await self._audit(db, "session.finalize", session_id, "success")
+            return FinalOut(**_session_out(row, turn).model_dump(), **final)
+
+    async def delete(self, session_id: uuid.UUID) -> None:
+        async with self.sessionmaker.begin() as db:
+            await self._load(db, session_id, "session.delete")
+            await SessionRepository(db).delete(session_id)
+            await self._audit(db, "session.delete", session_id, "success")
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _require_provider(self, row: InterviewSession | None = None) -> PosteriorProvider:
+        if self.provider is None:
+            raise UpstreamUnavailableError(
+                "no LLM server is configured (set PURSUIT_LLM_BASE_URL)", retry_after_s=30
+            )
+        if row is not None and (self.provider.info.model, self.provider.info.prompt_version) != (
+            row.model,
+            row.prompt_version,
+        ):
+            raise ConflictError(
+                f"this session was started with model {row.model!r} and prompt version "
+                f"{row.prompt_version!r}; the server now runs {self.provider.info.model!r} / "
+                f"{self.provider.info.prompt_version!r}, so its calibration would not apply"
+            )
+        return self.provider
+
+    async def _load(self, db: AsyncSession, session_id: uuid.UUID, action: str) -> InterviewSession:
+        row = await SessionRepository(db).get(session_id, tenant=self.tenant)
+        if row is None:
+            await self._audit_separately(action, session_id, "not_found")
+            raise NotFoundError(f"no session {session_id}")
+        return row
+
+    async def _calibration_for(
+        self, db: AsyncSession, *, model: str, prompt_version: str, config: InterviewConfig
+    ) -> _Calibrated | None:
+        row = await CalibrationRepository(db).find_active(
+            model=model,
+            prompt_version=prompt_version,
+            policy=config.policy.value,
+            alpha=config.alpha,
+        )
+        return _resolve(row)
+
+    async def _calibration_by_id(
+        self, db: AsyncSession, calibration_id: uuid.UUID | None
+    ) -> _Calibrated | None:
+        if calibration_id is None:
+            return None
+        return _resolve(await CalibrationRepository(db).get(calibration_id))
+
+    async def _plan(
+        self,
+        provider: PosteriorProvider,
+        *,
+        case: CaseContext,
+        history: History,
+        inquiry: str,
+        labels: list[str],
+        config: InterviewConfig,
+        calibration: _Calibrated | None,
+        seed: int,
+    ) -> TurnOutcome:
+        return await plan_turn(
+            provider=provider,
+            case=case,
+            history=history,
+            inquiry=inquiry,
+            labels=labels,
+            config=config,
+            thresholds=calibration.thresholds if calibration else None,
+            selection_thresholds=calibration.selection if calibration else None,
+            rng=np.random.default_rng([seed, len(history)]),
+        )
+
+    async def _audit(
+        self, db: AsyncSession, action: str, session_id: uuid.UUID, outcome: str
+    ) -> None:
+        await AuditRepository(db).record(
+            action=action,
+            resource_type="session",
+            resource_id=str(session_id),
+            outcome=outcome,
+            actor_key_id=self.actor_key_id,
+            tenant=self.tenant,
+        )
+
+    async def _audit_separately(self, action: str, session_id: uuid.UUID, outcome: str) -> None:
+        """Record a refused action in its own transaction (the request's will roll back)."""
+        async with self.sessionmaker.begin() as db:
+            await self._audit(db, action, session_id, outcome)
+
+
+def _resolve(row: Calibration | None) -> _Calibrated | None:
+    if row is None or row.result is None:
+        return None
+    selection = row.result.get("selection")
+    return _Calibrated(
+        row=row,
+        thresholds=thresholds_from_result(row.result),
+        selection=thresholds_from_result(selection) if selection else None,
+    )
+
+
+def _check_if_match(row: InterviewSession, if_match: int | None) -> None:
+    if if_match is not None and if_match != row.version:
+        raise PreconditionFailedError(
+            f"If-Match names version {if_match}; the session is at version {row.version}"
+        )
+
+
+def _config_from(body: SessionCreate) -> InterviewConfig:
+    bank: tuple[str, ...] = ()
+    if body.question_source is QuestionSource.BANK:
+        if body.question_bank and body.question_bank_name:
+            raise InvalidInputError("give question_bank or question_bank_name, not both")
+        if body.question_bank:
+            bank = tuple(body.question_bank)
+        elif body.question_bank_name:
+            try:
+                bank = _named_bank(body.question_bank_name)
+            except NotFoundError as exc:
+                raise InvalidInputError(exc.detail) from None
+        else:
+            raise InvalidInputError(
+                "question_source 'bank' needs question_bank or question_bank_name"
+            )
+    elif body.question_bank or body.question_bank_name:
+        raise InvalidInputError("a question bank is only used with question_source 'bank'")
+    return InterviewConfig(
+        policy=body.policy,
+        alpha=body.alpha,
+        max_questions=body.max_questions,
+        question_source=body.question_source,
+        n_questions=body.n_candidate_questions,
+        n_answers=body.n_answers,
+        bank=bank,
+        max_candidates=body.n_candidate_questions if bank else None,
+    )
+
+
+def _config_json(config: InterviewConfig, body: SessionCreate) -> dict[str, Any]:
+    return {
+        "policy": config.policy.value,
+        "alpha": config.alpha,
+        "max_questions": config.max_questions,
+        "question_source": config.question_source.value,
+        "question_bank_name": body.question_bank_name,
+        "bank": list(config.bank) if body.question_bank else None,
+        "n_questions": config.n_questions,
+        "n_answers": config.n_answers,
+        "max_candidates": config.max_candidates,
+    }
+
+
+def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
+    bank: tuple[str, ...] = ()
+    if data.get("bank"):
+        bank = tuple(data["bank"])
+    elif data.get("question_bank_name"):
+        bank = _named_bank(data["question_bank_name"])
+    return InterviewConfig(
+        policy=data["policy"],
+        alpha=data["alpha"],
+        max_questions=data["max_questions"],
+        question_source=data["question_source"],
+        n_questions=data["n_questions"],
+        n_answers=data["n_answers"],
+        bank=bank,
+        max_candidates=data["max_candidates"],
+    )
+
+
+def _differential_out(d: Differential, calibration: _Calibrated | None) -> DifferentialOut:
+    order = sorted(range(len(d.labels)), key=lambda i: -d.posterior[i])
+    all_labels = [
+        LabelOut(
+            label=d.labels[i],
+            probability=d.posterior[i],
+            p_value=d.p_values[i] if d.p_values is not None else None,
+            in_set=d.in_set[i],
+        )
+        for i in order
+    ]
+    target = 1 - d.alpha
+    n = n_for_step(calibration.row.result or {}, d.step) if calibration else None
+    threshold = d.threshold if d.threshold is not None and math.isfinite(d.threshold) else None
+    if calibration is None:
+        guarantee = GUARANTEE_UNCALIBRATED.format(target=target)
+    elif threshold is None:
+        guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=n or 0, step=d.step)
+    else:
+        guarantee = GUARANTEE_CALIBRATED.format(target=target, n=n, step=d.step)
+    return DifferentialOut(
+        labels=[label for label in all_labels if label.in_set],
+        all_labels=all_labels,
+        set_size=d.set_size,
+        top=d.top_label,
+        alpha=d.alpha,
+        coverage_target=target,
+        step=d.step,
+        calibrated=d.calibrated,
+        calibration_id=str(calibration.row.id) if calibration else None,
+        calibration_n=n,
+        threshold=threshold,
+        entropy=d.entropy,
+        guarantee=guarantee,
+    )
+
+
+def _question_out(outcome: TurnOutcome, question_id: uuid.UUID) -> QuestionOut:
+    assert outcome.next_question is not None
+    rationale = outcome.rationale
+    return QuestionOut(
+        id=str(question_id),
+        text=outcome.next_question,
+        step=outcome.step,
+        policy=rationale.policy.value if rationale else "",
+        expected_set_size=rationale.expected_set_size if rationale else None,
+        expected_entropy=rationale.expected_entropy if rationale else None,
+        objective_calibrated=rationale.objective_calibrated if rationale else None,
+        runner_ups=[
+            CandidateOut(
+                question=c.question,
+                expected_set_size=c.expected_set_size,
+                expected_entropy=c.expected_entropy,
+            )
+            for c in (rationale.runner_ups if rationale else ())[:MAX_RUNNER_UPS]
+        ],
+    )
+
+
+def _turn_row(
+    row: InterviewSession,
+    outcome: TurnOutcome,
+    question_id: uuid.UUID | None,
+    calibration: _Calibrated | None,
+) -> Turn:
+    question = _question_out(outcome, question_id) if question_id else None
+    return Turn(
+        session_id=row.id,
+        step=outcome.step,
+        differential=_differential_out(outcome.differential, calibration).model_dump(mode="json"),
+        question_id=question_id,
+        question=outcome.next_question,
+        rationale=question.model_dump(mode="json") if question else None,
+        posterior_evaluations=outcome.posterior_evaluations,
+    )
+
+
+def _session_out(row: InterviewSession, turn: Turn) -> SessionOut:
+    question = QuestionOut.model_validate(turn.rationale) if turn.rationale else None
+    if row.status == "finalized":
+        question = None
+    return SessionOut(
+        id=str(row.id),
+        status=row.status,
+        step=row.step,
+        version=row.version,
+        next_question=question,
+        should_stop=row.status != "active",
+        stop_reason=row.stop_reason or ("finalized" if row.status == "finalized" else None),
+        differential=DifferentialOut.model_validate(turn.differential),
+        model=row.model,
+        prompt_version=row.prompt_version,
+        policy=row.config["policy"],
+        calibration_id=str(row.calibration_id) if row.calibration_id else None,
+    )

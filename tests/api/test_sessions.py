@@ -1,0 +1,342 @@
+"""The sessions API on real PostgreSQL and SQLite, with a scripted posterior provider.
+
+The same flows run against the real vLLM server in tests/llm/test_sessions_llm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from app.calibrations.thresholds import calibration_result
+from app.conformal import lac_threshold
+from app.db.engine import create_engine
+from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
+from app.engine.types import WeightedAnswer
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import open_client
+from tests.engine.scripted import ScriptedProvider
+
+LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
+QUESTIONS = ["Do you have a stiff neck?", "Is light painful?", "Any cough?", "Any rash?"]
+
+
+def _provider() -> ScriptedProvider:
+    yes, no = WeightedAnswer("yes", 0.5), WeightedAnswer("no", 0.5)
+    return ScriptedProvider(
+        table={
+            (): [0.35, 0.3, 0.2, 0.15],
+            ((QUESTIONS[0], "yes"),): [0.9, 0.05, 0.03, 0.02],
+            ((QUESTIONS[0], "no"),): [0.05, 0.5, 0.3, 0.15],
+            ((QUESTIONS[1], "yes"),): [0.3, 0.6, 0.05, 0.05],
+            ((QUESTIONS[1], "no"),): [0.4, 0.1, 0.3, 0.2],
+        },
+        default_answers=(yes, no),
+        proposals=QUESTIONS,
+    )
+
+
+def _body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient": {"summary": "34-year-old with fever and headache", "age": 34, "sex": "female"},
+        "inquiry": "What is the most likely diagnosis?",
+        "candidates": LABELS,
+        "alpha": 0.1,
+        "policy": "cip",
+        "max_questions": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    return _provider()
+
+
+@pytest.fixture
+async def app(settings: Settings, provider: ScriptedProvider) -> FastAPI:
+    return create_app(settings, provider=provider)
+
+
+async def _count(settings: Settings, model: type[Any]) -> int:
+    engine = create_engine(settings.effective_database_url)
+    try:
+        async with engine.connect() as conn:
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(model))).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _create(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await client.post("/v1/sessions", json=_body(**overrides))
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_create_returns_first_question_and_uncalibrated_differential(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post("/v1/sessions", json=_body())
+    assert response.status_code == 201, response.text
+    session = response.json()
+    assert response.headers["location"] == f"/v1/sessions/{session['id']}"
+    assert response.headers["etag"] == '"1"'
+    assert session["status"] == "active" and session["step"] == 0
+    assert session["should_stop"] is False and session["stop_reason"] is None
+    assert session["next_question"]["text"] in QUESTIONS
+    differential = session["differential"]
+    assert differential["calibrated"] is False and differential["calibration_id"] is None
+    assert "Uncalibrated" in differential["guarantee"]
+    assert differential["top"] == "Meningitis"
+    # Nominal set: fewest top labels with mass >= 0.9 -> 0.35 + 0.3 + 0.2 + 0.15.
+    assert [x["label"] for x in differential["labels"]] == LABELS
+    assert all(x["p_value"] is None for x in differential["labels"])
+
+
+async def test_a_whole_interview_then_finalize(client: httpx.AsyncClient) -> None:
+    # "random" has no no-gain stop, so the scripted interview runs to its budget.
+    session = await _create(client, policy="random")
+    asked = []
+    for step in range(3):
+        question = session["next_question"]
+        assert question is not None, session
+        asked.append(question["text"])
+        response = await client.post(
+            f"/v1/sessions/{session['id']}/answers",
+            json={"question_id": question["id"], "answer": "no"},
+        )
+        assert response.status_code == 200, response.text
+        session = response.json()
+        assert session["step"] == step + 1
+    assert len(set(asked)) == 3
+    assert session["should_stop"] is True and session["stop_reason"] == "budget"
+    assert session["status"] == "stopped" and session["next_question"] is None
+
+    final = await client.post(f"/v1/sessions/{session['id']}/finalize")
+    assert final.status_code == 200, final.text
+    assert final.json()["status"] == "finalized"
+    assert final.json()["final_answer"] == session["differential"]["top"]
+    assert final.json()["final_set"] == [x["label"] for x in session["differential"]["labels"]]
+
+    detail = (await client.get(f"/v1/sessions/{session['id']}")).json()
+    assert detail["status"] == "finalized"
+    assert [t["question"]["text"] for t in detail["transcript"][:3]] == asked
+    assert [t["answer"] for t in detail["transcript"]] == ["no", "no", "no", None]
+    assert [t["differential"]["step"] for t in detail["transcript"]] == [0, 1, 2, 3]
+    assert detail["patient"]["summary"] == "34-year-old with fever and headache"
+
+
+async def test_cip_chooses_the_question_with_the_smallest_expected_set(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await _create(client)
+    question = session["next_question"]
+    # Q0 splits into a singleton-ish "yes" (0.9 -> set {Meningitis, ...}) and a spread "no".
+    assert question["text"] == QUESTIONS[0]
+    sizes = [
+        question["expected_set_size"],
+        *(r["expected_set_size"] for r in question["runner_ups"]),
+    ]
+    assert sizes == sorted(sizes)
+
+
+async def test_answering_another_question_is_409_and_changes_nothing(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    session = await _create(client)
+    response = await client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json={"question_id": str(uuid.uuid4()), "answer": "yes"},
+    )
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    assert (await client.get(f"/v1/sessions/{session['id']}")).json()["step"] == 0
+    assert await _count(settings, Turn) == 1
+
+
+async def test_idempotency_key_replays_and_rejects_other_bodies(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    session = await _create(client)
+    url = f"/v1/sessions/{session['id']}/answers"
+    body = {"question_id": session["next_question"]["id"], "answer": "yes"}
+    first = await client.post(url, json=body, headers={"Idempotency-Key": "k-1"})
+    again = await client.post(url, json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert first.json()["step"] == 1
+
+    other = await client.post(
+        url, json={**body, "answer": "no"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert other.status_code == 422
+    assert await _count(settings, Turn) == 2
+    assert await _count(settings, IdempotencyRecord) == 1
+
+
+async def test_stale_if_match_is_412(client: httpx.AsyncClient) -> None:
+    session = await _create(client)
+    url = f"/v1/sessions/{session['id']}/answers"
+    body = {"question_id": session["next_question"]["id"], "answer": "yes"}
+    stale = await client.post(url, json=body, headers={"If-Match": '"7"'})
+    assert stale.status_code == 412
+    fresh = await client.post(url, json=body, headers={"If-Match": '"1"'})
+    assert fresh.status_code == 200 and fresh.headers["etag"] == '"2"'
+
+
+async def test_concurrent_answers_never_both_apply(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    session = await _create(client)
+    url = f"/v1/sessions/{session['id']}/answers"
+    qid = session["next_question"]["id"]
+    responses = await asyncio.gather(
+        *(client.post(url, json={"question_id": qid, "answer": a}) for a in ("yes", "no", "yes"))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200, 409, 409], [r.text for r in responses]
+    detail = (await client.get(f"/v1/sessions/{session['id']}")).json()
+    assert detail["step"] == 1
+    assert await _count(settings, Turn) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _body(patient={"summary": "   "}),
+        _body(patient={"summary": "x" * 8001}),
+        _body(candidates=["Flu", "flu "]),
+        _body(candidates=["only one"]),
+        _body(candidates=[f"L{i}" for i in range(27)]),
+        _body(alpha=0.5),
+        _body(alpha=0),
+        _body(policy="oracle"),
+        _body(question_source="bank"),
+        _body(question_source="bank", question_bank_name="cardiology"),
+        _body(max_questions=-1),
+        _body(unexpected="field"),
+    ],
+)
+async def test_bad_input_is_a_422_problem_and_writes_nothing(
+    client: httpx.AsyncClient, settings: Settings, body: dict[str, Any]
+) -> None:
+    response = await client.post("/v1/sessions", json=body)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert await _count(settings, InterviewSession) == 0
+
+
+async def test_malformed_json_and_unknown_session(client: httpx.AsyncClient) -> None:
+    malformed = await client.post(
+        "/v1/sessions", content=b'{"patient": ', headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 422
+    missing = await client.get(f"/v1/sessions/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    not_a_uuid = await client.get("/v1/sessions/not-a-uuid")
+    assert not_a_uuid.status_code == 422
+
+
+async def test_delete_erases_the_patient_data(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    session = await _create(client)
+    await client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json={"question_id": session["next_question"]["id"], "answer": "yes"},
+        headers={"Idempotency-Key": "del-1"},
+    )
+    response = await client.delete(f"/v1/sessions/{session['id']}")
+    assert response.status_code == 204
+    assert (await client.get(f"/v1/sessions/{session['id']}")).status_code == 404
+    for model in (InterviewSession, Turn, IdempotencyRecord):
+        assert await _count(settings, model) == 0
+    audit = (await client.get("/v1/audit", params={"resource_id": session["id"]})).json()
+    assert {e["action"] for e in audit["events"]} >= {"session.create", "session.delete"}
+
+
+async def test_a_restart_loses_nothing(settings: Settings) -> None:
+    async for client in open_client(create_app(settings, provider=_provider())):
+        session = await _create(client)
+    async for client in open_client(create_app(settings, provider=_provider())):
+        response = await client.post(
+            f"/v1/sessions/{session['id']}/answers",
+            json={"question_id": session["next_question"]["id"], "answer": "yes"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["step"] == 1
+
+
+async def test_without_an_llm_server_create_is_503(settings: Settings) -> None:
+    async for client in open_client(create_app(settings)):
+        response = await client.post("/v1/sessions", json=_body())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "30"
+    assert await _count(settings, InterviewSession) == 0
+
+
+@pytest.fixture
+async def calibration(settings: Settings) -> AsyncIterator[tuple[str, list[float]]]:
+    """An active calibration for the scripted provider, cip, alpha 0.1 (3 steps)."""
+    rng = __import__("numpy").random.default_rng(3)
+    scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
+    taus = [lac_threshold(__import__("numpy").asarray(s), 0.1) for s in scores]
+    engine = create_engine(settings.effective_database_url)
+    row_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(Calibration).values(
+                id=row_id,
+                status="succeeded",
+                model="scripted",
+                prompt_version="test",
+                policy="cip",
+                alpha=0.1,
+                anytime=False,
+                max_questions=3,
+                params={},
+                progress_done=40,
+                progress_total=40,
+                active=True,
+                result=calibration_result(
+                    thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[40] * 4
+                ),
+            )
+        )
+    await engine.dispose()
+    yield str(row_id), taus
+
+
+async def test_a_matching_calibration_gives_a_guaranteed_set(
+    client: httpx.AsyncClient, calibration: tuple[str, list[float]]
+) -> None:
+    calibration_id, taus = calibration
+    session = await _create(client)
+    differential = session["differential"]
+    assert differential["calibrated"] is True
+    assert differential["calibration_id"] == calibration_id == session["calibration_id"]
+    assert differential["calibration_n"] == 40
+    assert (
+        "at least 90%" in differential["guarantee"]
+        and "not a diagnosis" in differential["guarantee"]
+    )
+    prior = dict(zip(LABELS, [0.35, 0.3, 0.2, 0.15], strict=True))
+    expected = {label for label, p in prior.items() if 1 - p <= taus[0]}
+    assert {x["label"] for x in differential["labels"]} == expected
+    assert all(x["p_value"] is not None for x in differential["all_labels"])
+
+    other_alpha = await _create(client, alpha=0.2)
+    assert other_alpha["differential"]["calibrated"] is False
