@@ -7,10 +7,12 @@ import uvicorn
 
 from app import __version__
 from app.db.migrate import upgrade_head
+from app.llm.cli import llm_app
 from app.logging import configure_logging
 from app.settings import get_settings
 
 cli = typer.Typer(help="Pursuit: conformal information pursuit for clinical interviews.")
+cli.add_typer(llm_app, name="llm")
 
 
 @cli.command()
