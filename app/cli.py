@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import typer
 import uvicorn
 
 from app import __version__
+from app.auth import service as key_service
+from app.auth.keys import parse_scopes
 from app.db.migrate import upgrade_head
 from app.llm.cli import llm_app
 from app.logging import configure_logging
@@ -13,6 +18,8 @@ from app.settings import get_settings
 
 cli = typer.Typer(help="Pursuit: conformal information pursuit for clinical interviews.")
 cli.add_typer(llm_app, name="llm")
+keys_app = typer.Typer(help="API keys: create (printed once), list, revoke.", no_args_is_help=True)
+cli.add_typer(keys_app, name="keys")
 
 
 @cli.command()
@@ -26,6 +33,15 @@ def serve(
     configure_logging(level=settings.log_level, json=settings.log_json)
     if settings.is_embedded_database:
         upgrade_head(settings.effective_database_url)
+        secret = asyncio.run(
+            key_service.ensure_dev_key(settings.effective_database_url, settings.data_dir)
+        )
+        if secret is not None:
+            typer.echo(
+                "Created a local development API key (all scopes, tenant 'local'); it is also in "
+                f"{settings.data_dir / key_service.DEV_KEY_FILE}:\n  {secret}",
+                err=True,
+            )
     uvicorn.run(
         "app.main:asgi_app",
         factory=True,
@@ -45,6 +61,46 @@ def migrate() -> None:
     configure_logging(level=settings.log_level, json=settings.log_json)
     upgrade_head(settings.effective_database_url)
     typer.echo("database at head")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: str = typer.Option(..., help="The tenant whose sessions this key reaches."),
+    scopes: str = typer.Option(
+        ..., help="Comma-separated: sessions:write, sessions:read, calibrations:admin, audit:read"
+    ),
+    name: str | None = typer.Option(None, help="A label for people."),
+) -> None:
+    """Create a key; it is printed once, on the last line, and stored only as a hash."""
+    try:
+        parsed = parse_scopes(scopes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
+    settings = get_settings()
+    row, secret = asyncio.run(
+        key_service.create_key(
+            settings.effective_database_url, tenant=tenant, scopes=parsed, name=name
+        )
+    )
+    typer.echo(f"key id {row.id} for tenant {tenant!r}, scopes {', '.join(row.scopes)}")
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    for row in asyncio.run(key_service.list_keys(get_settings().effective_database_url)):
+        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        typer.echo(f"{row.id}  {row.tenant:<20} {state:<18} {','.join(row.scopes)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: uuid.UUID) -> None:
+    """Revoke a key (effective within the auth cache TTL, 10 s by default)."""
+    if not asyncio.run(key_service.revoke_key(get_settings().effective_database_url, key_id)):
+        typer.echo(f"no active key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 @cli.command()

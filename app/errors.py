@@ -14,10 +14,19 @@ class PursuitError(Exception):
     type_slug: str = "internal-error"
     title: str = "Internal error"
 
-    def __init__(self, detail: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after_s: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})
+        if retry_after_s is not None:
+            self.headers["Retry-After"] = str(retry_after_s)
 
 
 class NotFoundError(PursuitError):
@@ -60,3 +69,24 @@ class PreconditionFailedError(PursuitError):
     status = 412
     type_slug = "precondition-failed"
     title = "Precondition failed"
+
+
+class UnauthorizedError(PursuitError):
+    status = 401
+    type_slug = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="pursuit"'})
+
+
+class ForbiddenError(PursuitError):
+    status = 403
+    type_slug = "forbidden"
+    title = "Forbidden"
+
+
+class RateLimitedError(PursuitError):
+    status = 429
+    type_slug = "rate-limited"
+    title = "Too many requests"

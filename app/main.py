@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app import __version__
 from app.api import audit, health, sessions
-from app.api.middleware import RequestContextMiddleware
+from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.problems import install_problem_handlers
 from app.engine.types import PosteriorProvider
 from app.logging import configure_logging
@@ -64,6 +64,8 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # Added last = outermost: the request id exists before the body limit can refuse.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(sessions.router)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.auth.principal import Principal
 from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
+from app.limits.budget import TenantBudget
+from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.settings import Settings
 
 
@@ -20,7 +23,11 @@ class Resources:
     sessionmaker: async_sessionmaker[AsyncSession]
     redis: Redis | None
     llm_http: httpx.AsyncClient | None
+    rate_limiter: RateLimiter
+    budget: TenantBudget
     provider: PosteriorProvider | None = None
+    # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
+    principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings) -> Resources:
@@ -47,8 +54,17 @@ class Resources:
             if settings.llm_base_url
             else None
         )
+        rate_limiter: RateLimiter = (
+            RedisRateLimiter(redis, per_minute=settings.rate_limit_per_minute)
+            if redis is not None
+            else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
+        )
         return cls(
             settings=settings,
+            rate_limiter=rate_limiter,
+            budget=TenantBudget(
+                per_tenant=settings.tenant_llm_concurrency, wait_s=settings.tenant_llm_wait_s
+            ),
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             redis=redis,

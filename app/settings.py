@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     llm_block_size: int | None = Field(
         default=None, description="Local server: KV block size (None: vLLM's CPU default, 128)."
     )
+    rate_limit_per_minute: int = Field(
+        default=600, ge=1, description="Requests per key per minute."
+    )
+    tenant_llm_concurrency: int = Field(
+        default=4, ge=1, description="Interview turns one tenant may run at once (per process)."
+    )
+    tenant_llm_wait_s: float = Field(
+        default=10.0, ge=0, description="How long a turn waits for its tenant's slot before 429."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request body.")
+    auth_cache_ttl_s: float = Field(
+        default=10.0, ge=0, description="How long a verified key is trusted without the database."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 

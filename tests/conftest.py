@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from app.auth.keys import ALL_SCOPES, Scope
+from app.auth.service import create_key
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_head
 from app.db.models import Base
@@ -85,15 +87,26 @@ def settings(clean_database: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path,
         llm_base_url=None,
         llm_model=None,
+        auth_cache_ttl_s=0,  # every request re-checks its key, so revocation tests are exact
     )
 
 
-async def open_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+async def open_client(
+    app: FastAPI, *, api_key: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's lifespan and give an HTTP client talking to it in-process."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pursuit.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://pursuit.test", headers=headers
+        ) as client:
             yield client
+
+
+async def make_key(settings: Settings, *, tenant: str, scopes: Sequence[Scope] = ALL_SCOPES) -> str:
+    _, secret = await create_key(settings.effective_database_url, tenant=tenant, scopes=scopes)
+    return secret
 
 
 @pytest.fixture
@@ -102,6 +115,13 @@ async def app(settings: Settings) -> FastAPI:
 
 
 @pytest.fixture
-async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in open_client(app):
+async def api_key(settings: Settings) -> str:
+    """An all-scopes key of tenant ``clinic-a``."""
+    return await make_key(settings, tenant="clinic-a")
+
+
+@pytest.fixture
+async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the running app, authenticated with ``api_key``."""
+    async for c in open_client(app, api_key=api_key):
         yield c

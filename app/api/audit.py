@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from app.api.deps import DbSession
 from app.api.problems import PROBLEM_RESPONSES
+from app.api.security import AuditReader
 from app.audit.repository import AuditRepository
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=PROBLEM_RESPONSES)
@@ -34,12 +35,15 @@ class AuditPage(BaseModel):
     events: list[AuditEventOut]
 
 
-@router.get("", summary="Audit events, newest first")
+@router.get("", summary="Audit events of the caller's tenant, newest first")
 async def list_audit_events(
     db: DbSession,
+    principal: AuditReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before: Annotated[datetime | None, Query(description="Only events older than this")] = None,
     resource_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> AuditPage:
-    events = await AuditRepository(db).list(limit=limit, before=before, resource_id=resource_id)
+    events = await AuditRepository(db).list(
+        limit=limit, before=before, resource_id=resource_id, tenant=principal.tenant
+    )
     return AuditPage(events=[AuditEventOut.model_validate(e) for e in events])

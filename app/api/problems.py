@@ -102,13 +102,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PursuitError)
-    headers = {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s is not None else None
     return problem_response(
         status=exc.status,
         type_slug=exc.type_slug,
         title=exc.title,
         detail=exc.detail,
-        headers=headers,
+        headers=exc.headers,
     )
 
 

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Header, Response, status
 
 from app.api.deps import ResourcesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.security import SessionsReader, SessionsWriter
+from app.auth.principal import Principal
 from app.errors import InvalidInputError
 from app.sessions.schemas import AnswerIn, FinalOut, SessionCreate, SessionDetail, SessionOut
 from app.sessions.service import SessionService
@@ -23,6 +25,9 @@ def _problem(description: str) -> dict[str, object]:
 
 ERRORS = {
     **PROBLEM_RESPONSES,
+    401: _problem("No or an unknown API key"),
+    403: _problem("The API key lacks the scope"),
+    429: _problem("Rate limit or the tenant's concurrent-turn budget reached; see Retry-After"),
     502: _problem("The LLM server returned something unusable"),
     503: _problem("The LLM server is unavailable or timed out; retry after Retry-After"),
 }
@@ -35,11 +40,26 @@ CHANGE_ERRORS = {
 }
 
 
-def get_service(resources: ResourcesDep) -> SessionService:
-    return SessionService(sessionmaker=resources.sessionmaker, provider=resources.provider)
+def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
+    return SessionService(
+        sessionmaker=resources.sessionmaker,
+        provider=resources.provider,
+        budget=resources.budget,
+        tenant=principal.tenant,
+        actor_key_id=principal.key_id,
+    )
 
 
-ServiceDep = Annotated[SessionService, Depends(get_service)]
+def writer_service(resources: ResourcesDep, principal: SessionsWriter) -> SessionService:
+    return _service(resources, principal)
+
+
+def reader_service(resources: ResourcesDep, principal: SessionsReader) -> SessionService:
+    return _service(resources, principal)
+
+
+WriterDep = Annotated[SessionService, Depends(writer_service)]
+ReaderDep = Annotated[SessionService, Depends(reader_service)]
 
 _ETAG = re.compile(r'^(?:W/)?"?v?(\d{1,9})"?$')
 
@@ -77,9 +97,7 @@ IdempotencyKey = Annotated[
     summary="Open an interview: the first question and the differential",
     responses=ERRORS,
 )
-async def create_session(
-    body: SessionCreate, service: ServiceDep, response: Response
-) -> SessionOut:
+async def create_session(body: SessionCreate, service: WriterDep, response: Response) -> SessionOut:
     created = await service.create(body)
     response.headers["Location"] = f"/v1/sessions/{created.id}"
     _etag(response, created.version)
@@ -92,7 +110,7 @@ async def create_session(
     responses=ERRORS,
 )
 async def get_session(
-    session_id: uuid.UUID, service: ServiceDep, response: Response
+    session_id: uuid.UUID, service: WriterDep, response: Response
 ) -> SessionDetail:
     detail = await service.get(session_id)
     _etag(response, detail.version)
@@ -107,7 +125,7 @@ async def get_session(
 async def answer_question(
     session_id: uuid.UUID,
     body: AnswerIn,
-    service: ServiceDep,
+    service: WriterDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
@@ -125,7 +143,7 @@ async def answer_question(
     responses=CHANGE_ERRORS,
 )
 async def finalize_session(
-    session_id: uuid.UUID, service: ServiceDep, response: Response, if_match: IfMatch = None
+    session_id: uuid.UUID, service: WriterDep, response: Response, if_match: IfMatch = None
 ) -> FinalOut:
     result = await service.finalize(session_id, if_match=_if_match(if_match))
     _etag(response, result.version)
@@ -136,8 +154,8 @@ async def finalize_session(
     "/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase the session and all its patient data",
-    responses=PROBLEM_RESPONSES,
+    responses=ERRORS,
 )
-async def delete_session(session_id: uuid.UUID, service: ServiceDep) -> Response:
+async def delete_session(session_id: uuid.UUID, service: WriterDep) -> Response:
     await service.delete(session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

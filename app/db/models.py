@@ -11,7 +11,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, JSONType, new_id, utcnow
 
-__all__ = ["AuditEvent", "Base", "Calibration", "IdempotencyRecord", "InterviewSession", "Turn"]
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "Base",
+    "Calibration",
+    "IdempotencyRecord",
+    "InterviewSession",
+    "Turn",
+]
 
 
 class AuditEvent(Base):
@@ -127,3 +135,18 @@ class Calibration(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(sa.Text)
     active: Mapped[bool] = mapped_column(sa.Boolean, default=False, index=True)
+
+
+class ApiKey(Base):
+    """An API key of a tenant. Only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    lookup: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    digest: Mapped[str] = mapped_column(sa.String(64))
+    tenant: Mapped[str] = mapped_column(sa.String(64), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    name: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

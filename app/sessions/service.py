@@ -14,6 +14,7 @@ import hashlib
 import math
 import secrets
 import uuid
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from app.errors import (
     PreconditionFailedError,
     UpstreamUnavailableError,
 )
+from app.limits.budget import TenantBudget
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
     GUARANTEE_CALIBRATED,
@@ -78,6 +80,7 @@ class _Calibrated:
 class SessionService:
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: PosteriorProvider | None
+    budget: TenantBudget | None = None
     tenant: str | None = None
     actor_key_id: str | None = None
 
@@ -307,6 +310,35 @@ class SessionService:
         return _resolve(await CalibrationRepository(db).get(calibration_id))
 
     async def _plan(
+        self,
+        provider: PosteriorProvider,
+        *,
+        case: CaseContext,
+        history: History,
+        inquiry: str,
+        labels: list[str],
+        config: InterviewConfig,
+        calibration: _Calibrated | None,
+        seed: int,
+    ) -> TurnOutcome:
+        async with self._llm_slot():
+            return await self._plan_unbudgeted(
+                provider,
+                case=case,
+                history=history,
+                inquiry=inquiry,
+                labels=labels,
+                config=config,
+                calibration=calibration,
+                seed=seed,
+            )
+
+    def _llm_slot(self) -> AbstractAsyncContextManager[None]:
+        if self.budget is None or self.tenant is None:
+            return nullcontext()
+        return self.budget.slot(self.tenant)
+
+    async def _plan_unbudgeted(
         self,
         provider: PosteriorProvider,
         *,

@@ -268,10 +268,10 @@ async def test_delete_erases_the_patient_data(
     assert {e["action"] for e in audit["events"]} >= {"session.create", "session.delete"}
 
 
-async def test_a_restart_loses_nothing(settings: Settings) -> None:
-    async for client in open_client(create_app(settings, provider=_provider())):
+async def test_a_restart_loses_nothing(settings: Settings, api_key: str) -> None:
+    async for client in open_client(create_app(settings, provider=_provider()), api_key=api_key):
         session = await _create(client)
-    async for client in open_client(create_app(settings, provider=_provider())):
+    async for client in open_client(create_app(settings, provider=_provider()), api_key=api_key):
         response = await client.post(
             f"/v1/sessions/{session['id']}/answers",
             json={"question_id": session["next_question"]["id"], "answer": "yes"},
@@ -280,8 +280,8 @@ async def test_a_restart_loses_nothing(settings: Settings) -> None:
         assert response.json()["step"] == 1
 
 
-async def test_without_an_llm_server_create_is_503(settings: Settings) -> None:
-    async for client in open_client(create_app(settings)):
+async def test_without_an_llm_server_create_is_503(settings: Settings, api_key: str) -> None:
+    async for client in open_client(create_app(settings), api_key=api_key):
         response = await client.post("/v1/sessions", json=_body())
     assert response.status_code == 503
     assert response.headers["retry-after"] == "30"

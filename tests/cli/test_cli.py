@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from app import __version__
+from app.auth.keys import digest, parse_lookup
 
 PURSUIT = [sys.executable, "-m", "app.cli"]
 
@@ -72,7 +73,51 @@ def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
         assert missing.status_code == 404
         assert missing.headers["content-type"] == "application/problem+json"
         assert missing.json()["request_id"] == "cli-404"
+        # No open door: the first run minted a development key, and it works.
+        dev_key = (tmp_path / "dev-api-key").read_text().strip()
+        assert httpx.get(f"{base}/v1/audit").status_code == 401
+        authorized = httpx.get(f"{base}/v1/audit", headers={"Authorization": f"Bearer {dev_key}"})
+        assert authorized.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
-    assert (tmp_path / "pursuit.db").exists()
+        _, stderr = proc.communicate(timeout=30)
+    assert dev_key in stderr.decode()
+
+
+def test_keys_create_prints_the_key_once_on_the_last_line(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    subprocess.run([*PURSUIT, "migrate"], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [
+            *PURSUIT,
+            "keys",
+            "create",
+            "--tenant",
+            "clinic-x",
+            "--scopes",
+            "sessions:read,audit:read",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    secret = created.stdout.strip().splitlines()[-1]
+    assert parse_lookup(secret) is not None
+    with sqlite3.connect(tmp_path / "pursuit.db") as conn:
+        stored = conn.execute("SELECT digest, tenant, scopes FROM api_keys").fetchall()
+    assert stored == [(digest(secret), "clinic-x", '["sessions:read", "audit:read"]')]
+    assert secret not in str(stored)
+
+    listed = subprocess.run(
+        [*PURSUIT, "keys", "list"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "clinic-x" in listed.stdout and secret not in listed.stdout
+
+    bad = subprocess.run(
+        [*PURSUIT, "keys", "create", "--tenant", "t", "--scopes", "root"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "unknown scope" in bad.stderr

@@ -1,0 +1,71 @@
+"""Bearer API keys: who is calling, for which tenant, with which scopes; and their rate limit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+
+from app.api.deps import ResourcesDep
+from app.auth import keys
+from app.auth.keys import Scope
+from app.auth.principal import Principal
+from app.auth.repository import ApiKeyRepository
+from app.errors import ForbiddenError, RateLimitedError, UnauthorizedError
+from app.resources import Resources
+
+
+async def _verify(resources: Resources, secret: str) -> Principal:
+    cached = resources.principal_cache.get(secret)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    lookup = keys.parse_lookup(secret)
+    if lookup is None:
+        raise UnauthorizedError("malformed API key")
+    async with resources.sessionmaker() as db:
+        row = await ApiKeyRepository(db).by_lookup(lookup)
+    if row is None or not keys.matches(secret, row.digest):
+        raise UnauthorizedError("unknown or revoked API key")
+    principal = Principal(key_id=str(row.id), tenant=row.tenant, scopes=frozenset(row.scopes))
+    ttl = resources.settings.auth_cache_ttl_s
+    if ttl > 0:
+        if len(resources.principal_cache) > 10_000:
+            resources.principal_cache.clear()
+        resources.principal_cache[secret] = (principal, time.monotonic() + ttl)
+    return principal
+
+
+async def authenticate(request: Request, response: Response, resources: ResourcesDep) -> Principal:
+    """The caller's principal from ``Authorization: Bearer KEY``; then its rate limit."""
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY'")
+    principal = await _verify(resources, secret.strip())
+    decision = await resources.rate_limiter.hit(principal.key_id)
+    if not decision.allowed:
+        raise RateLimitedError(
+            f"rate limit of {decision.limit} requests per minute reached",
+            headers=decision.headers(),
+        )
+    response.headers.update(decision.headers())
+    return principal
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates and insists on ``scope``."""
+
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope.value not in principal.scopes:
+            raise ForbiddenError(f"this API key lacks the scope {scope.value!r}")
+        return principal
+
+    return dependency
+
+
+SessionsWriter = Annotated[Principal, Depends(require(Scope.SESSIONS_WRITE))]
+SessionsReader = Annotated[Principal, Depends(require(Scope.SESSIONS_READ))]
+CalibrationsAdmin = Annotated[Principal, Depends(require(Scope.CALIBRATIONS_ADMIN))]
+AuditReader = Annotated[Principal, Depends(require(Scope.AUDIT_READ))]

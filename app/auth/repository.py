@@ -1,0 +1,51 @@
+"""All SQL for API keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.keys import NewKey, Scope
+from app.db.base import utcnow
+from app.db.models import ApiKey
+
+
+class ApiKeyRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(
+        self, *, key: NewKey, tenant: str, scopes: Sequence[Scope], name: str | None = None
+    ) -> ApiKey:
+        row = ApiKey(
+            lookup=key.lookup,
+            digest=key.digest,
+            tenant=tenant,
+            scopes=[s.value for s in scopes],
+            name=name,
+        )
+        self._session.add(row)
+        await self._session.flush()
+        return row
+
+    async def by_lookup(self, lookup: str) -> ApiKey | None:
+        stmt = sa.select(ApiKey).where(ApiKey.lookup == lookup, ApiKey.revoked_at.is_(None))
+        return (await self._session.scalars(stmt)).first()
+
+    async def list(self) -> Sequence[ApiKey]:
+        return (await self._session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at))).all()
+
+    async def count_active(self) -> int:
+        stmt = sa.select(sa.func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+        return int((await self._session.execute(stmt)).scalar_one())
+
+    async def revoke(self, key_id: uuid.UUID) -> bool:
+        result = await self._session.execute(
+            sa.update(ApiKey)
+            .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)

@@ -1,0 +1,1 @@
+"""Rate limits and per-tenant budgets of concurrent LLM work."""

@@ -1,0 +1,89 @@
+"""Per-key request rate limits: fixed one-minute windows in Redis, or in memory without it.
+
+When Redis is configured but unreachable the limiter fails open (requests are served and a
+warning is logged): a clinic's interview must not stop because the cache is down. The
+in-memory limiter counts per process, so with several replicas and no Redis the effective
+limit is the per-process limit times the number of replicas.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger("pursuit.limits")
+
+WINDOW_S = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int  # seconds until the window resets
+
+    def headers(self) -> dict[str, str]:
+        """IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers), plus Retry-After on 429."""
+        headers = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.reset_s)
+        return headers
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str) -> RateDecision: ...
+
+
+def _window(now: float) -> tuple[int, int]:
+    index = int(now // WINDOW_S)
+    return index, max(1, int((index + 1) * WINDOW_S - now))
+
+
+def _decide(count: int, limit: int, reset_s: int) -> RateDecision:
+    return RateDecision(
+        allowed=count <= limit, limit=limit, remaining=max(0, limit - count), reset_s=reset_s
+    )
+
+
+class RedisRateLimiter:
+    def __init__(self, redis: Redis, *, per_minute: int) -> None:
+        self._redis = redis
+        self._limit = per_minute
+
+    async def hit(self, key: str) -> RateDecision:
+        index, reset_s = _window(time.time())
+        name = f"pursuit:rl:{key}:{index}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, WINDOW_S + 5)
+                count, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("rate_limit.redis_unavailable", error=type(exc).__name__)
+            return RateDecision(True, self._limit, self._limit, reset_s)
+        return _decide(int(count), self._limit, reset_s)
+
+
+class MemoryRateLimiter:
+    def __init__(self, *, per_minute: int) -> None:
+        self._limit = per_minute
+        self._counts: dict[str, tuple[int, int]] = {}
+
+    async def hit(self, key: str) -> RateDecision:
+        index, reset_s = _window(time.time())
+        window, count = self._counts.get(key, (index, 0))
+        count = count + 1 if window == index else 1
+        self._counts[key] = (index, count)
+        if len(self._counts) > 100_000:  # drop stale windows now and then
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
+        return _decide(count, self._limit, reset_s)

@@ -1,0 +1,187 @@
+"""Keys, scopes, tenants, rate limits, body limits and the per-tenant LLM budget."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from app.auth.keys import Scope
+from app.auth.service import list_keys, revoke_key
+from app.main import create_app
+from app.settings import Settings
+from tests.api.test_sessions import _body, _provider
+from tests.conftest import make_key, open_client
+
+
+async def test_health_endpoints_are_public(app: FastAPI) -> None:
+    async for client in open_client(app):
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Basic dXNlcjpwYXNz", "Bearer ", "Bearer not-a-key", "Bearer pk_000000000000_nope"],
+)
+async def test_missing_or_bad_keys_are_401(app: FastAPI, authorization: str | None) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    async for client in open_client(app):
+        response = await client.get("/v1/audit", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_a_revoked_key_stops_working(app: FastAPI, settings: Settings) -> None:
+    secret = await make_key(settings, tenant="clinic-a", scopes=[Scope.AUDIT_READ])
+    async for client in open_client(app, api_key=secret):
+        assert (await client.get("/v1/audit")).status_code == 200
+        keys = await list_keys(settings.effective_database_url)
+        (row,) = [k for k in keys if k.scopes == ["audit:read"]]
+        assert await revoke_key(settings.effective_database_url, row.id)
+        assert (await client.get("/v1/audit")).status_code == 401
+
+
+async def test_a_missing_scope_is_403(app: FastAPI, settings: Settings) -> None:
+    reader = await make_key(settings, tenant="clinic-a", scopes=[Scope.SESSIONS_READ])
+    async for client in open_client(app, api_key=reader):
+        response = await client.post("/v1/sessions", json=_body())
+        assert response.status_code == 403
+        assert "sessions:write" in response.json()["detail"]
+        assert (await client.get("/v1/audit")).status_code == 403
+
+
+@pytest.fixture
+async def app_with_provider(settings: Settings) -> FastAPI:
+    return create_app(settings, provider=_provider())
+
+
+async def test_another_tenants_session_is_404(
+    app_with_provider: FastAPI, settings: Settings
+) -> None:
+    mine = await make_key(settings, tenant="clinic-a")
+    theirs = await make_key(settings, tenant="clinic-b")
+    async for a in open_client(app_with_provider, api_key=mine):
+        created = (await a.post("/v1/sessions", json=_body())).json()
+        sid, qid = created["id"], created["next_question"]["id"]
+        async for b in open_client(app_with_provider, api_key=theirs):
+            assert (await b.get(f"/v1/sessions/{sid}")).status_code == 404
+            answer = await b.post(
+                f"/v1/sessions/{sid}/answers", json={"question_id": qid, "answer": "yes"}
+            )
+            assert answer.status_code == 404
+            assert (await b.post(f"/v1/sessions/{sid}/finalize")).status_code == 404
+            assert (await b.delete(f"/v1/sessions/{sid}")).status_code == 404
+            their_audit = (await b.get("/v1/audit")).json()["events"]
+            assert their_audit and all(e["tenant"] == "clinic-b" for e in their_audit)
+            assert {e["outcome"] for e in their_audit} == {"not_found"}
+        assert (await a.get(f"/v1/sessions/{sid}")).json()["step"] == 0
+        my_audit = (await a.get("/v1/audit", params={"resource_id": sid})).json()["events"]
+        assert {e["action"] for e in my_audit} == {"session.create", "session.read"}
+        assert all(e["actor_key_id"] and e["request_id"] for e in my_audit)
+
+
+def _with(settings: Settings, **changes: Any) -> Settings:
+    return settings.model_copy(update=changes)
+
+
+@pytest.mark.parametrize("backend", ["redis", "memory"])
+async def test_rate_limit_is_429_with_headers(settings: Settings, backend: str) -> None:
+    limited = _with(
+        settings,
+        rate_limit_per_minute=3,
+        redis_url=settings.redis_url if backend == "redis" else None,
+    )
+    secret = await make_key(settings, tenant=f"rl-{backend}-{id(settings)}")
+    async for client in open_client(create_app(limited), api_key=secret):
+        responses = [await client.get("/v1/audit") for _ in range(4)]
+    assert [r.status_code for r in responses[:3]] == [200, 200, 200]
+    assert [r.headers["ratelimit-remaining"] for r in responses[:3]] == ["2", "1", "0"]
+    refused = responses[3]
+    assert refused.status_code == 429
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit-limit"] == "3"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_redis_down_keeps_serving(settings: Settings, api_key: str) -> None:
+    """Rate limiting fails open when Redis is unreachable; interviews go on."""
+    broken = _with(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    async for client in open_client(create_app(broken, provider=_provider()), api_key=api_key):
+        created = await client.post("/v1/sessions", json=_body())
+        assert created.status_code == 201, created.text
+        assert (await client.get(f"/v1/sessions/{created.json()['id']}")).status_code == 200
+
+
+async def test_oversized_bodies_are_413(settings: Settings, api_key: str) -> None:
+    small = _with(settings, max_body_bytes=2048)
+    async for client in open_client(create_app(small, provider=_provider()), api_key=api_key):
+        declared = await client.post("/v1/sessions", json=_body(patient={"summary": "x" * 4000}))
+        assert declared.status_code == 413
+        assert declared.headers["content-type"] == "application/problem+json"
+
+        async def chunks() -> Any:
+            for _ in range(10):
+                yield b"x" * 512
+
+        streamed = await client.post(
+            "/v1/sessions", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert streamed.status_code == 413
+        fine = await client.post("/v1/sessions", json=_body())
+        assert fine.status_code == 201
+
+
+class _GatedProvider:
+    """The scripted provider, but every posterior call waits for ``gate``."""
+
+    def __init__(self) -> None:
+        self.inner = _provider()
+        self.gate = asyncio.Event()
+        self.arrivals: asyncio.Queue[None] = asyncio.Queue()
+
+    @property
+    def info(self) -> Any:
+        return self.inner.info
+
+    async def label_posteriors(self, **kwargs: Any) -> Any:
+        self.arrivals.put_nowait(None)
+        await self.gate.wait()
+        return await self.inner.label_posteriors(**kwargs)
+
+    async def propose_questions(self, **kwargs: Any) -> Any:
+        return await self.inner.propose_questions(**kwargs)
+
+    async def simulate_answers(self, **kwargs: Any) -> Any:
+        return await self.inner.simulate_answers(**kwargs)
+
+
+async def test_one_tenant_cannot_take_every_llm_slot(settings: Settings) -> None:
+    budgeted = _with(settings, tenant_llm_concurrency=1, tenant_llm_wait_s=0.2)
+    provider = _GatedProvider()
+    app = create_app(budgeted, provider=provider)
+    greedy = await make_key(settings, tenant="greedy")
+    other = await make_key(settings, tenant="other")
+    async for g in open_client(app, api_key=greedy):
+        async for o in open_client(app, api_key=other):
+            first = asyncio.create_task(g.post("/v1/sessions", json=_body()))
+            await asyncio.wait_for(provider.arrivals.get(), 10)
+            second = await g.post("/v1/sessions", json=_body())
+            assert second.status_code == 429
+            assert second.headers["retry-after"] == "2"
+            others = asyncio.create_task(o.post("/v1/sessions", json=_body()))
+            await asyncio.wait_for(provider.arrivals.get(), 10)  # the other tenant got a slot
+            provider.gate.set()
+            assert (await first).status_code == 201
+            assert (await others).status_code == 201
