@@ -9,8 +9,9 @@ import structlog
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import audit, health, sessions
+from app.api import audit, calibrations, health, sessions
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.page import mount_page
 from app.api.problems import install_problem_handlers
 from app.engine.types import PosteriorProvider
 from app.logging import configure_logging
@@ -70,6 +71,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(audit.router)
+    app.include_router(calibrations.router)
+    mount_page(app)
     return app
 
 

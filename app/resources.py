@@ -13,6 +13,7 @@ from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.llm import LLMGateway, make_posterior_cache
 from app.settings import Settings
 
 
@@ -59,8 +60,21 @@ class Resources:
             if redis is not None
             else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
         )
+        provider = (
+            LLMGateway(
+                http=llm_http,
+                model=settings.llm_model,
+                settings=settings,
+                cache=make_posterior_cache(
+                    redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s
+                ),
+            )
+            if llm_http is not None and settings.llm_model
+            else None
+        )
         return cls(
             settings=settings,
+            provider=provider,
             rate_limiter=rate_limiter,
             budget=TenantBudget(
                 per_tenant=settings.tenant_llm_concurrency, wait_s=settings.tenant_llm_wait_s

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from app.api.deps import ResourcesDep
 from app.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_response
+from app.llm import llm_ready
 from app.resources import Resources
 
 router = APIRouter(tags=["health"])
@@ -50,10 +51,10 @@ async def _check_redis(resources: Resources) -> Check:
 async def _check_llm(resources: Resources) -> Check:
     if resources.llm_http is None:
         return Check(status="not_configured", detail="PURSUIT_LLM_BASE_URL is not set")
-    response = await resources.llm_http.get("/health", timeout=CHECK_TIMEOUT_S)
-    if response.status_code != 200:
-        return Check(status="fail", detail=f"LLM server /health answered {response.status_code}")
-    return Check(status="ok")
+    if resources.provider is None:
+        return Check(status="fail", detail="PURSUIT_LLM_MODEL is not set")
+    problem = await llm_ready(resources.llm_http)
+    return Check(status="ok") if problem is None else Check(status="fail", detail=problem)
 
 
 async def _guarded(name: str, check: asyncio.Task[Check]) -> tuple[str, Check]:

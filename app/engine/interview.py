@@ -172,18 +172,15 @@ async def plan_turn(
             np.array([c.expected_entropy for c in scored]),
         )
         ranked = tuple(scored[i] for i in order)
-        if config.stop_on_no_gain:
-            if config.policy is Policy.CIP:
-                now_tau = (
-                    None
-                    if selection_thresholds is None
-                    else selection_thresholds.threshold_for_step(step)
-                )
-                current = float(prediction_set_mask(posteriors[0], now_tau, config.alpha).sum())
-            else:
-                current = differential.entropy
-            if float(objective.min()) >= current - _GAIN_TOL:
-                return outcome(StopReason.NO_GAIN, None, ranked)
+        if config.stop_on_no_gain and not _improves(
+            config.policy,
+            ranked[0],
+            posteriors[0],
+            differential.entropy,
+            None if selection_thresholds is None else selection_thresholds.threshold_for_step(step),
+            config.alpha,
+        ):
+            return outcome(StopReason.NO_GAIN, None, ranked)
         if (
             config.spread_epsilon is not None
             and objective.size >= 2
@@ -258,6 +255,31 @@ async def run_interview(
             return Trajectory(turns=tuple(turns), history=history)
         answer = await answer_fn(turn.next_question)
         history = (*history, QA(turn.next_question, answer))
+
+
+def _improves(
+    policy: Policy,
+    best: CandidateScore,
+    posterior: FloatArray,
+    current_entropy: float,
+    now_tau: float | None,
+    alpha: float,
+) -> bool:
+    """Whether the best candidate is expected to beat the present state in the policy's order.
+
+    C-IP's order is lexicographic (set size, then entropy), so a question that cannot shrink
+    the set but is expected to sharpen the posterior still counts as a gain: with a weak
+    model every set is full and a size-only rule would never ask anything. IP: entropy.
+    """
+    if policy is Policy.IP:
+        return best.expected_entropy < current_entropy - _GAIN_TOL
+    current_size = float(prediction_set_mask(posterior, now_tau, alpha).sum())
+    if best.expected_set_size < current_size - _GAIN_TOL:
+        return True
+    return (
+        best.expected_set_size <= current_size + _GAIN_TOL
+        and best.expected_entropy < current_entropy - _GAIN_TOL
+    )
 
 
 def rank_candidates(

@@ -298,6 +298,33 @@ async def test_no_gain_when_no_answer_moves_the_posterior(policy: Policy) -> Non
     assert out.next_question == "Q1"  # full tie: candidate order
 
 
+async def test_cip_keeps_asking_when_sets_stay_full_but_entropy_drops() -> None:
+    # A weak model: every set (nominal, alpha 0.1) holds all four labels, before and after,
+    # but Q1's answers sharpen the posterior. Size ties, entropy decides: a gain.
+    prior = [0.3, 0.25, 0.25, 0.2]
+    sharper = {(("Q1", "x"),): [0.4, 0.25, 0.2, 0.15], (("Q1", "y"),): [0.15, 0.2, 0.25, 0.4]}
+    table = {(): prior, **sharper}
+    answers = {"Q1": [WeightedAnswer("x", 0.5), WeightedAnswer("y", 0.5)]}
+    prov = provider(["Q1"], table=table, answers=answers)
+    size, ent = expected(prov, "Q1", None)
+    assert size == nominal_size(prior, ALPHA) == 4 and ent < shannon(prior)
+
+    out = await turn(prov, InterviewConfig(policy=Policy.CIP), selection=None)
+    assert out.next_question == "Q1" and out.stop_reason is None
+
+
+async def test_cip_no_gain_when_sets_stay_full_and_entropy_rises() -> None:
+    prior = [0.4, 0.25, 0.2, 0.15]
+    table = {(): prior, (("Q1", "x"),): [0.3, 0.25, 0.25, 0.2], (("Q1", "y"),): UNIFORM}
+    answers = {"Q1": [WeightedAnswer("x", 0.5), WeightedAnswer("y", 0.5)]}
+    prov = provider(["Q1"], table=table, answers=answers)
+    size, ent = expected(prov, "Q1", None)
+    assert size == nominal_size(prior, ALPHA) and ent > shannon(prior)
+
+    out = await turn(prov, InterviewConfig(policy=Policy.CIP), selection=None)
+    assert out.stop_reason is StopReason.NO_GAIN
+
+
 async def test_ip_no_gain_when_every_answer_raises_entropy() -> None:
     prior = [0.7, 0.1, 0.1, 0.1]
     table = {(): prior, (("Q1", "x"),): UNIFORM, (("Q1", "y"),): [0.4, 0.3, 0.2, 0.1]}

@@ -1,0 +1,144 @@
+// Pursuit clinician page: plain JS over the REST API (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let session = null;
+
+$("api-key").value = sessionStorage.getItem("pursuit-key") || "";
+$("api-key").addEventListener("change", () => sessionStorage.setItem("pursuit-key", $("api-key").value.trim()));
+
+async function call(method, path, body) {
+  $("error").hidden = true;
+  const headers = { Authorization: `Bearer ${$("api-key").value.trim()}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = response.status === 204 ? null : await response.json();
+  if (!response.ok) {
+    const problem = data || {};
+    throw new Error(`${problem.title || response.status}: ${problem.detail || ""} (request ${problem.request_id || "?"})`);
+  }
+  return data;
+}
+
+function showError(error) {
+  $("error").textContent = error.message;
+  $("error").hidden = false;
+}
+
+function busy(button, on) {
+  button.disabled = on;
+  button.dataset.label = button.dataset.label || button.textContent;
+  button.textContent = on ? "Working… (the model may take a few seconds)" : button.dataset.label;
+}
+
+function pct(x) { return `${(100 * x).toFixed(1)}%`; }
+
+function renderDifferential(d) {
+  $("diff-step").textContent = `after ${d.step} answer${d.step === 1 ? "" : "s"}`;
+  const coverage = $("coverage");
+  coverage.textContent = d.calibrated
+    ? `The highlighted set contains the right answer with probability ≥ ${pct(d.coverage_target)}, calibrated on ${d.calibration_n} cases. ${d.guarantee}`
+    : d.guarantee;
+  coverage.classList.toggle("uncalibrated", !d.calibrated);
+  const body = $("differential").querySelector("tbody");
+  body.replaceChildren(...d.all_labels.map((x) => {
+    const row = document.createElement("tr");
+    row.className = x.in_set ? "in-set" : "";
+    const cells = [x.label, null, x.p_value === null ? "—" : x.p_value.toFixed(3), x.in_set ? "✓" : ""];
+    cells.forEach((text, i) => {
+      const cell = document.createElement("td");
+      if (i === 1) {
+        const bar = document.createElement("span");
+        bar.className = "bar";
+        bar.style.width = `${Math.round(120 * x.probability)}px`;
+        cell.append(bar, document.createTextNode(pct(x.probability)));
+      } else {
+        cell.textContent = text;
+      }
+      row.append(cell);
+    });
+    return row;
+  }));
+}
+
+function renderWhy(q) {
+  const box = $("why-body");
+  box.replaceChildren();
+  if (!q || q.expected_set_size === null) { box.textContent = `Chosen by the ${q ? q.policy : ""} policy.`; return; }
+  const p = document.createElement("p");
+  p.textContent = `Policy ${q.policy}: after this question the set is expected to hold ${q.expected_set_size.toFixed(2)} candidates `
+    + `(expected entropy ${q.expected_entropy.toFixed(3)} nats)${q.objective_calibrated ? "" : ", by the model's own (uncalibrated) sets"}.`;
+  box.append(p);
+  if (q.runner_ups.length) {
+    const list = document.createElement("ul");
+    q.runner_ups.forEach((r) => {
+      const li = document.createElement("li");
+      li.textContent = `${r.question} — expected set ${r.expected_set_size.toFixed(2)}, entropy ${r.expected_entropy.toFixed(3)}`;
+      list.append(li);
+    });
+    box.append(document.createTextNode("Runner-ups:"), list);
+  }
+}
+
+function render(s) {
+  session = s;
+  $("interview").hidden = false;
+  $("session-meta").textContent = `${s.id.slice(0, 8)} · ${s.policy} · ${s.model}`;
+  renderDifferential(s.differential);
+  const q = s.next_question;
+  $("question-box").hidden = !q;
+  if (q) { $("question").textContent = q.text; renderWhy(q); }
+  $("stopped").hidden = !s.should_stop;
+  $("stopped").textContent = s.should_stop ? `The interview stopped: ${s.stop_reason}.` : "";
+  $("finalize").hidden = s.status === "finalized";
+  if (s.final_answer) {
+    $("final").hidden = false;
+    $("final").textContent = `Final: most probable "${s.final_answer}"; set {${s.final_set.join(", ")}}. Not a diagnosis.`;
+  }
+}
+
+function addTranscript(question, answer) {
+  const li = document.createElement("li");
+  li.textContent = `${question} — ${answer}`;
+  $("transcript").append(li);
+}
+
+$("start-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const [source, bank] = $("source").value.split(":");
+  const body = {
+    patient: { summary: $("summary").value, age: $("age").value ? Number($("age").value) : null, sex: $("sex").value || null },
+    inquiry: $("inquiry").value,
+    candidates: $("candidates").value.split("\n").map((x) => x.trim()).filter(Boolean),
+    alpha: Number($("alpha").value),
+    policy: $("policy").value,
+    question_source: source,
+    max_questions: Number($("max-questions").value),
+  };
+  if (bank) body.question_bank_name = bank;
+  busy($("start"), true);
+  try {
+    $("transcript").replaceChildren();
+    $("final").hidden = true;
+    render(await call("POST", "/v1/sessions", body));
+  } catch (error) { showError(error); } finally { busy($("start"), false); }
+});
+
+$("answer-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const question = session.next_question;
+  const answer = $("answer").value;
+  busy($("submit-answer"), true);
+  try {
+    const next = await call("POST", `/v1/sessions/${session.id}/answers`, { question_id: question.id, answer });
+    addTranscript(question.text, answer);
+    $("answer").value = "";
+    render(next);
+  } catch (error) { showError(error); } finally { busy($("submit-answer"), false); }
+});
+
+$("finalize").addEventListener("click", async () => {
+  busy($("finalize"), true);
+  try { render(await call("POST", `/v1/sessions/${session.id}/finalize`)); }
+  catch (error) { showError(error); } finally { busy($("finalize"), false); }
+});
