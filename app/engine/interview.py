@@ -41,7 +41,7 @@ from app.engine.outcomes import (
     TurnOutcome,
     make_differential,
 )
-from app.engine.scoring import entropy, prediction_set_mask, score_candidates
+from app.engine.scoring import entropy, improves, objective_set_size, score_candidates
 from app.engine.thresholds import StepThresholds
 from app.engine.types import QA, CaseContext, History, PosteriorProvider, WeightedAnswer
 from app.errors import InvalidInputError, UpstreamBadOutputError
@@ -265,20 +265,16 @@ def _improves(
     now_tau: float | None,
     alpha: float,
 ) -> bool:
-    """Whether the best candidate is expected to beat the present state in the policy's order.
-
-    C-IP's order is lexicographic (set size, then entropy), so a question that cannot shrink
-    the set but is expected to sharpen the posterior still counts as a gain: with a weak
-    model every set is full and a size-only rule would never ask anything. IP: entropy.
-    """
-    if policy is Policy.IP:
-        return best.expected_entropy < current_entropy - _GAIN_TOL
-    current_size = float(prediction_set_mask(posterior, now_tau, alpha).sum())
-    if best.expected_set_size < current_size - _GAIN_TOL:
-        return True
-    return (
-        best.expected_set_size <= current_size + _GAIN_TOL
-        and best.expected_entropy < current_entropy - _GAIN_TOL
+    """Whether the best candidate is expected to beat the present state (see ``improves``)."""
+    return bool(
+        improves(
+            by_set_size=policy is Policy.CIP,
+            best_size=best.expected_set_size,
+            best_entropy=best.expected_entropy,
+            current_size=objective_set_size(posterior, now_tau, alpha),
+            current_entropy=current_entropy,
+            tol=_GAIN_TOL,
+        )
     )
 
 
@@ -354,7 +350,7 @@ def _score(
         probs[qi, : len(q_rows)] = posteriors[q_rows]
         weights[qi, : len(q_answers)] = [a.weight for a in q_answers]
     expected_size, expected_entropy = score_candidates(probs, weights, threshold, alpha)
-    sizes = prediction_set_mask(probs, threshold, alpha).sum(axis=-1)
+    sizes = objective_set_size(probs, threshold, alpha)
     entropies = entropy(probs)
     tops = probs.argmax(axis=-1)
     return [

@@ -70,6 +70,44 @@ def prediction_set_mask(probs: npt.ArrayLike, threshold: float | None, alpha: fl
     return lac_set_mask(probs, threshold)
 
 
+def objective_set_size(
+    probs: npt.ArrayLike, threshold: float | None, alpha: float
+) -> npt.NDArray[np.intp]:
+    """Set sizes as the C-IP objective counts them: an empty set counts as all K labels.
+
+    A LAC set is empty when no label is probable enough, i.e. the posterior is flat. Counted
+    as 0, a flat posterior would look like the best possible outcome and C-IP would prefer
+    the least informative question; counted as K it is what it is, no narrowing at all.
+    """
+    mask = prediction_set_mask(probs, threshold, alpha)
+    sizes = mask.sum(axis=-1)
+    return np.asarray(np.where(sizes == 0, mask.shape[-1], sizes), dtype=np.intp)
+
+
+def improves(
+    *,
+    by_set_size: bool,
+    best_size: npt.ArrayLike,
+    best_entropy: npt.ArrayLike,
+    current_size: npt.ArrayLike,
+    current_entropy: npt.ArrayLike,
+    tol: float = 1e-9,
+) -> BoolArray:
+    """Whether the best candidate beats the present state in the policy's order.
+
+    C-IP (``by_set_size``) orders lexicographically by (expected set size, expected
+    entropy): a question that cannot shrink the set but is expected to sharpen the posterior
+    still counts as a gain (with a weak model every set is full, and a size-only rule would
+    never ask). IP orders by entropy alone.
+    """
+    size, ent = np.asarray(best_size), np.asarray(best_entropy)
+    now_size, now_ent = np.asarray(current_size), np.asarray(current_entropy)
+    sharper = ent < now_ent - tol
+    if not by_set_size:
+        return np.asarray(sharper, dtype=np.bool_)
+    return np.asarray((size < now_size - tol) | ((size <= now_size + tol) & sharper), np.bool_)
+
+
 def score_candidates(
     probs: npt.ArrayLike,
     weights: npt.ArrayLike,
@@ -81,7 +119,8 @@ def score_candidates(
     ``probs`` is (Q, M, K): the posterior after candidate answer m to question q;
     ``weights`` is (Q, M), each row summing to 1 (pad ragged M with weight 0 and any
     finite probabilities). Returns two (Q,) arrays:
-    ``sum_m w_qm |C(h + (q, a_m))|`` and ``sum_m w_qm H(Y | h + (q, a_m))``.
+    ``sum_m w_qm |C(h + (q, a_m))|`` (empty sets counted as K, see ``objective_set_size``)
+    and ``sum_m w_qm H(Y | h + (q, a_m))``.
     """
     p = np.asarray(probs, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
@@ -93,7 +132,7 @@ def score_candidates(
         raise ValueError("probs and weights must be finite")
     if (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0, rtol=0.0, atol=_WEIGHT_SUM_TOL):
         raise ValueError("weights must be >= 0 and each row must sum to 1")
-    sizes = prediction_set_mask(p, threshold, alpha).sum(axis=-1)
+    sizes = objective_set_size(p, threshold, alpha)
     expected_size = np.sum(w * sizes, axis=1)
     expected_entropy = np.sum(w * entropy(p), axis=1)
     return expected_size, expected_entropy

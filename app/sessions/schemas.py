@@ -88,6 +88,17 @@ class SessionCreate(Strict):
     max_questions: int = Field(default=10, ge=0, le=30)
     n_candidate_questions: int = Field(default=8, ge=1, le=16)
     n_answers: int = Field(default=4, ge=1, le=8)
+    stop_on_no_gain: bool = Field(
+        default=True,
+        description="Stop when no candidate is expected to shrink the set or sharpen the "
+        "posterior. Turn off to always ask up to max_questions (a weak model rarely gains).",
+    )
+    spread_epsilon: float | None = Field(
+        default=None,
+        gt=0,
+        description="Optional: the paper's rule, stop when the candidates' objective spread "
+        "(standard deviation) falls below this.",
+    )
 
     @field_validator("candidates")
     @classmethod

@@ -425,6 +425,8 @@ def _config_from(body: SessionCreate) -> InterviewConfig:
         n_answers=body.n_answers,
         bank=bank,
         max_candidates=body.n_candidate_questions if bank else None,
+        stop_on_no_gain=body.stop_on_no_gain,
+        spread_epsilon=body.spread_epsilon,
     )
 
 
@@ -439,6 +441,8 @@ def _config_json(config: InterviewConfig, body: SessionCreate) -> dict[str, Any]
         "n_questions": config.n_questions,
         "n_answers": config.n_answers,
         "max_candidates": config.max_candidates,
+        "stop_on_no_gain": config.stop_on_no_gain,
+        "spread_epsilon": config.spread_epsilon,
     }
 
 
@@ -457,6 +461,8 @@ def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
         n_answers=data["n_answers"],
         bank=bank,
         max_candidates=data["max_candidates"],
+        stop_on_no_gain=data["stop_on_no_gain"],
+        spread_epsilon=data["spread_epsilon"],
     )
 
 

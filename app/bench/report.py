@@ -1,0 +1,527 @@
+"""Benchmark reports from plain per-case records: report.json, report.md and PNG plots.
+
+Shared by the 20 Questions bench (``pursuit bench20q``) and the MediQ bench. A bench hands
+over one ``CaseRecord`` per (policy, test case): the outcome at every step 0..T_i of the
+case's interview run without early stopping (is the top label right, is the true label in
+the calibrated set, how big is the set) and the step at which the serving stop rule ended it.
+
+Two views of the same records:
+
+- ``steps[k]`` (fixed step): every case that reached step k, at step k. This is where split
+  conformal promises coverage >= 1 - alpha (per step; anytime mode: at every step at once),
+  and ``coverage_p_value`` tests it. ``mean_questions`` is k; ``budget_*`` fields give the
+  serving view with a budget of k questions: each case at ``min(stop_step, k)``.
+- ``final``: every case at its own stop (singleton set, budget, no gain, ...). Coverage there
+  is guaranteed only by anytime calibration; ``step`` is null.
+- ``final_singleton``: every case at its first singleton set, else its last step (the stop
+  rule without policy-specific rules such as "no gain"), same fields.
+
+``report.json``::
+
+    {"alpha": a, "model": m, "prompt_version": v, "cases": n, "confidence": 0.95,
+     "target_coverage": 1 - a, "policies": {"cip": {"steps": [{"step": k, "n": n_k,
+     "accuracy": x, "coverage": c, "coverage_ci": [lo, hi], "mean_set_size": s,
+     "mean_questions": q, ...}, ...], "final": {...same fields...}}, ...}, ...extra}
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.conformal import clopper_pearson
+from app.conformal.rank import AlphaLike, conformal_rank
+
+__all__ = [
+    "CaseRecord",
+    "StepOutcome",
+    "build_report",
+    "coverage_p_value",
+    "render_markdown",
+    "render_sweep_markdown",
+    "summarise_policy",
+    "write_report",
+    "write_sweep_report",
+]
+
+CONFIDENCE = 0.95
+_PLOT_DPI = 90
+_PLOT_SIZE = (9.0, 6.0)
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """One case at one step: top label right, true label in the set, set size."""
+
+    correct: bool
+    covered: bool
+    set_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    """One test case under one policy: steps 0..T_i (no early stop) and the serving stop."""
+
+    policy: str
+    case_id: str
+    steps: tuple[StepOutcome, ...]
+    stop_step: int
+    stop_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("a case record needs at least step 0")
+        if not 0 <= self.stop_step < len(self.steps):
+            raise ValueError(f"stop_step {self.stop_step} outside steps 0..{len(self.steps) - 1}")
+
+
+def coverage_p_value(covered: int, n_test: int, n_cal: int, alpha: AlphaLike) -> float:
+    """One-sided p-value of "coverage >= the split-conformal guarantee" for covered / n_test.
+
+    Under exchangeability and without ties, the coverage of the rank-r threshold from n_cal
+    scores is Beta(r, n_cal + 1 - r) given the calibration set, so the covered count of
+    n_test fresh cases is BetaBinomial(n_test, r, n_cal + 1 - r): this accounts for the
+    randomness of both the calibration and the test cases. Ties only raise coverage, so the
+    lower tail stays valid. Returns P(X <= covered); an infinite threshold (r > n_cal,
+    the full set) gives 1.
+    """
+    if n_test < 1 or not 0 <= covered <= n_test:
+        raise ValueError(f"need 0 <= covered <= n_test and n_test >= 1, got {covered}/{n_test}")
+    r = conformal_rank(n_cal, alpha)
+    if r > n_cal:
+        return 1.0
+    # scipy.special, not scipy.stats: the latter takes seconds to import.
+    from scipy.special import betaln, gammaln
+
+    a, b = float(r), float(n_cal + 1 - r)
+    x = np.arange(covered + 1, dtype=np.float64)
+    log_pmf = (
+        gammaln(n_test + 1.0)
+        - gammaln(x + 1.0)
+        - gammaln(n_test - x + 1.0)
+        + betaln(x + a, n_test - x + b)
+        - betaln(a, b)
+    )
+    return float(min(1.0, np.exp(log_pmf).sum()))
+
+
+def _stats(
+    outcomes: Sequence[StepOutcome], questions: Sequence[int], confidence: float
+) -> dict[str, Any]:
+    n = len(outcomes)
+    covered = sum(o.covered for o in outcomes)
+    low, high = clopper_pearson(covered, n, confidence)
+    return {
+        "n": n,
+        "accuracy": sum(o.correct for o in outcomes) / n,
+        "coverage": covered / n,
+        "covered": covered,
+        "coverage_ci": [low, high],
+        "mean_set_size": float(np.mean([o.set_size for o in outcomes])),
+        "mean_questions": float(np.mean(questions)),
+    }
+
+
+def summarise_policy(
+    records: Sequence[CaseRecord],
+    *,
+    confidence: float = CONFIDENCE,
+    calibration_n: Sequence[int] | None = None,
+    step_alpha: AlphaLike | None = None,
+) -> dict[str, Any]:
+    """``{"steps": [...], "final": {...}}`` for one policy's records.
+
+    With ``calibration_n`` (calibration cases per step) and ``step_alpha`` (the alpha each
+    step's threshold was computed at), step entries gain ``n_cal`` and ``coverage_p_value``.
+    """
+    if not records:
+        raise ValueError("no records")
+    horizon = max(len(r.steps) for r in records)
+    steps: list[dict[str, Any]] = []
+    for k in range(horizon):
+        reached = [r for r in records if len(r.steps) > k]
+        entry: dict[str, Any] = {"step": k}
+        entry.update(_stats([r.steps[k] for r in reached], [k] * len(reached), confidence))
+        at_budget = [r.steps[min(r.stop_step, k)] for r in records]
+        budget = _stats(at_budget, [min(r.stop_step, k) for r in records], confidence)
+        entry["budget_accuracy"] = budget["accuracy"]
+        entry["budget_coverage"] = budget["coverage"]
+        entry["budget_mean_set_size"] = budget["mean_set_size"]
+        entry["budget_mean_questions"] = budget["mean_questions"]
+        if calibration_n is not None and step_alpha is not None and k < len(calibration_n):
+            entry["n_cal"] = int(calibration_n[k])
+            entry["coverage_p_value"] = coverage_p_value(
+                entry["covered"], entry["n"], int(calibration_n[k]), step_alpha
+            )
+        steps.append(entry)
+    final: dict[str, Any] = {"step": None}
+    final.update(
+        _stats(
+            [r.steps[r.stop_step] for r in records],
+            [r.stop_step for r in records],
+            confidence,
+        )
+    )
+    final["stop_reasons"] = dict(sorted(Counter(r.stop_reason for r in records).items()))
+    # The same cases stopped by set size alone (first singleton set, else the last step):
+    # what the bench would show without the policy-specific stop rules.
+    singleton_stop = [_first_singleton(r) for r in records]
+    final_singleton: dict[str, Any] = {"step": None}
+    final_singleton.update(
+        _stats(
+            [r.steps[k] for r, k in zip(records, singleton_stop, strict=True)],
+            singleton_stop,
+            confidence,
+        )
+    )
+    return {"steps": steps, "final": final, "final_singleton": final_singleton}
+
+
+def _first_singleton(record: CaseRecord) -> int:
+    return next((k for k, s in enumerate(record.steps) if s.set_size == 1), len(record.steps) - 1)
+
+
+def build_report(
+    *,
+    records: Sequence[CaseRecord],
+    alpha: float,
+    model: str,
+    prompt_version: str,
+    confidence: float = CONFIDENCE,
+    calibration_n: Mapping[str, Sequence[int]] | None = None,
+    step_alpha: AlphaLike | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The report.json dict; policies in first-seen order; ``extra`` keys are added on top."""
+    by_policy: dict[str, list[CaseRecord]] = {}
+    for r in records:
+        by_policy.setdefault(r.policy, []).append(r)
+    report: dict[str, Any] = {
+        "alpha": float(alpha),
+        "model": model,
+        "prompt_version": prompt_version,
+        "cases": len({r.case_id for r in records}),
+        "confidence": confidence,
+        "target_coverage": 1.0 - float(alpha),
+        "policies": {
+            policy: summarise_policy(
+                recs,
+                confidence=confidence,
+                calibration_n=None if calibration_n is None else calibration_n.get(policy),
+                step_alpha=step_alpha,
+            )
+            for policy, recs in by_policy.items()
+        },
+    }
+    for key, value in (extra or {}).items():
+        if key in report:
+            raise ValueError(f"extra key {key!r} would overwrite a report field")
+        report[key] = value
+    return report
+
+
+def write_report(
+    out_dir: Path,
+    report: Mapping[str, Any],
+    *,
+    title: str,
+    settings: Mapping[str, Any],
+    plots: bool = True,
+) -> list[Path]:
+    """Write report.json, report.md and (``plots``) steps.png; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    pngs = _plot_steps(out_dir, report, title=title) if plots else []
+    md_path = out_dir / "report.md"
+    md_path.write_text(
+        render_markdown(report, title=title, settings=settings, plots=pngs), encoding="utf-8"
+    )
+    return [json_path, md_path, *pngs]
+
+
+def write_sweep_report(
+    out_dir: Path,
+    reports: Sequence[Mapping[str, Any]],
+    *,
+    sweep_key: str,
+    title: str,
+    settings: Mapping[str, Any],
+    plots: bool = True,
+) -> list[Path]:
+    """One sub-report per sweep value under ``<sweep_key>=<value>/`` plus a top-level one.
+
+    The top-level report.json has the single-run shape for the first report whose sweep
+    value is 1 (else the first), with ``sweep`` listing every run's ``model``,
+    ``prompt_version`` and ``policies``; sweep.png plots the final accuracy and mean
+    questions of every policy against the sweep value.
+    """
+    if not reports:
+        raise ValueError("no reports")
+    written: list[Path] = []
+    for rep in reports:
+        value = rep[sweep_key]
+        sub_settings = {**settings, sweep_key: value}
+        written += write_report(
+            out_dir / f"{sweep_key}={value:g}",
+            rep,
+            title=f"{title} ({sweep_key} = {value:g})",
+            settings=sub_settings,
+            plots=plots,
+        )
+    reference = next((r for r in reports if r[sweep_key] == 1), reports[0])
+    top = dict(reference)
+    top["sweep_key"] = sweep_key
+    top["sweep"] = [
+        {
+            sweep_key: r[sweep_key],
+            "model": r["model"],
+            "prompt_version": r["prompt_version"],
+            "cases": r["cases"],
+            "policies": r["policies"],
+        }
+        for r in reports
+    ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "report.json"
+    json_path.write_text(json.dumps(top, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    pngs = [_plot_sweep(out_dir, reports, sweep_key=sweep_key, title=title)] if plots else []
+    md_path = out_dir / "report.md"
+    md_path.write_text(
+        render_sweep_markdown(reports, sweep_key=sweep_key, title=title, settings=settings)
+        + "".join(f"\n![{p.stem}]({p.name})\n" for p in pngs),
+        encoding="utf-8",
+    )
+    return [*written, json_path, md_path, *pngs]
+
+
+# Markdown.
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def _ci(entry: Mapping[str, Any]) -> str:
+    low, high = entry["coverage_ci"]
+    return f"{_fmt(entry['coverage'])} [{_fmt(low)}, {_fmt(high)}]"
+
+
+def render_markdown(
+    report: Mapping[str, Any],
+    *,
+    title: str,
+    settings: Mapping[str, Any],
+    plots: Sequence[Path] = (),
+) -> str:
+    """Human-readable tables; every row carries its n, every table its settings."""
+    alpha = report["alpha"]
+    conf = round(100 * report["confidence"])
+    lines = [f"# {title}", "", "## Settings", ""]
+    base = {
+        "model": report["model"],
+        "prompt_version": report["prompt_version"],
+        "alpha": alpha,
+        "test cases": report["cases"],
+    }
+    for key, value in {**base, **settings}.items():
+        lines.append(f"- {key}: {value}")
+    lines += [
+        "",
+        f"## At the stop (serving stop rule; {report['cases']} test cases, alpha {alpha})",
+        "",
+        f"Coverage with {conf}% Clopper-Pearson intervals; at a data-dependent stop only "
+        "anytime calibration guarantees >= 1 - alpha.",
+        "",
+        "| policy | n | accuracy | coverage [CI] | mean set size | mean questions | stops |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for policy, summary in report["policies"].items():
+        f = summary["final"]
+        stops = ", ".join(f"{k}: {v}" for k, v in f.get("stop_reasons", {}).items())
+        lines.append(
+            f"| {policy} | {f['n']} | {_fmt(f['accuracy'])} | {_ci(f)} | "
+            f"{_fmt(f['mean_set_size'], 2)} | {_fmt(f['mean_questions'], 2)} | {stops} |"
+        )
+    if all("final_singleton" in s for s in report["policies"].values()):
+        lines += [
+            "",
+            f"## At the first singleton set, else the budget ({report['cases']} test cases)",
+            "",
+            "The stop rule without policy-specific rules (no gain).",
+            "",
+            "| policy | n | accuracy | coverage [CI] | mean set size | mean questions |",
+            "|---|---|---|---|---|---|",
+        ]
+        for policy, summary in report["policies"].items():
+            g = summary["final_singleton"]
+            lines.append(
+                f"| {policy} | {g['n']} | {_fmt(g['accuracy'])} | {_ci(g)} | "
+                f"{_fmt(g['mean_set_size'], 2)} | {_fmt(g['mean_questions'], 2)} |"
+            )
+    for policy, summary in report["policies"].items():
+        lines += [
+            "",
+            f"## Per step: {policy} (alpha {alpha}, model {report['model']})",
+            "",
+            "Fixed step k: every case that reached step k. Budget k: each case at "
+            "min(its stop, k). p: one-sided Beta-binomial test of the conformal guarantee "
+            "at step k (small p = coverage below what calibration promises).",
+            "",
+            "| k | n | n_cal | accuracy | coverage [CI] | p | mean set size | "
+            "accuracy (budget k) | mean questions (budget k) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in summary["steps"]:
+            p = s.get("coverage_p_value")
+            lines.append(
+                f"| {s['step']} | {s['n']} | {s.get('n_cal', '-')} | {_fmt(s['accuracy'])} | "
+                f"{_ci(s)} | {'-' if p is None else f'{p:.3g}'} | "
+                f"{_fmt(s['mean_set_size'], 2)} | {_fmt(s['budget_accuracy'])} | "
+                f"{_fmt(s['budget_mean_questions'], 2)} |"
+            )
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def render_sweep_markdown(
+    reports: Sequence[Mapping[str, Any]],
+    *,
+    sweep_key: str,
+    title: str,
+    settings: Mapping[str, Any],
+) -> str:
+    """One table: each sweep value x policy at the stop, with n and coverage."""
+    first = reports[0]
+    lines = [f"# {title}", "", "## Settings", ""]
+    for key, value in {"alpha": first["alpha"], "test cases": first["cases"], **settings}.items():
+        lines.append(f"- {key}: {value}")
+    lines += [
+        "",
+        f"## At the stop, by {sweep_key}",
+        "",
+        "Serving stop rule (singleton set, budget, policy rules such as no gain); the last "
+        "two columns stop at a singleton set or the budget only.",
+        "",
+        f"| {sweep_key} | policy | n | accuracy | mean questions | coverage [CI] | "
+        "mean set size | accuracy (singleton/budget) | mean questions (singleton/budget) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rep in reports:
+        for policy, summary in rep["policies"].items():
+            f = summary["final"]
+            g = summary.get("final_singleton")
+            tail = (
+                "- | - |"
+                if g is None
+                else (f"{_fmt(g['accuracy'])} | {_fmt(g['mean_questions'], 2)} |")
+            )
+            lines.append(
+                f"| {rep[sweep_key]:g} | {policy} | {f['n']} | {_fmt(f['accuracy'])} | "
+                f"{_fmt(f['mean_questions'], 2)} | {_ci(f)} | {_fmt(f['mean_set_size'], 2)} | "
+                + tail
+            )
+    lines += ["", "Models: " + ", ".join(f"{r['model']}" for r in reports)]
+    return "\n".join(lines) + "\n"
+
+
+# Plots (matplotlib, Agg backend, imported lazily: it costs a second to import).
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_steps(out_dir: Path, report: Mapping[str, Any], *, title: str) -> list[Path]:
+    """steps.png: accuracy, coverage (with CIs and 1 - alpha), set size, budget accuracy."""
+    plt = _pyplot()
+    alpha = float(report["alpha"])
+    panels: list[tuple[str, str]] = [
+        ("accuracy", "accuracy at step k"),
+        ("coverage", "coverage at step k"),
+        ("mean_set_size", "mean set size at step k"),
+        ("budget_accuracy", "accuracy, budget of k (serving stops)"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=_PLOT_SIZE, sharex=True)
+    for ax, (key, ylabel) in zip(axes.flat, panels, strict=True):
+        for policy, summary in report["policies"].items():
+            steps = summary["steps"]
+            ks = [s["step"] for s in steps]
+            ax.plot(ks, [s[key] for s in steps], marker=".", label=policy)
+            if key == "coverage":
+                ax.fill_between(
+                    ks,
+                    [s["coverage_ci"][0] for s in steps],
+                    [s["coverage_ci"][1] for s in steps],
+                    alpha=0.2,
+                )
+        if key == "coverage":
+            ax.axhline(1 - alpha, color="black", linestyle="--", linewidth=1, label="1 - alpha")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+    for ax in axes[1]:
+        ax.set_xlabel("number of questions k", fontsize=8)
+    axes[0][1].legend(fontsize=7)
+    fig.suptitle(
+        f"{title}\n{report['model']}, alpha={alpha:g}, n={report['cases']} test cases",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = out_dir / "steps.png"
+    fig.savefig(path, dpi=_PLOT_DPI)
+    plt.close(fig)
+    return [path]
+
+
+def _plot_sweep(
+    out_dir: Path, reports: Sequence[Mapping[str, Any]], *, sweep_key: str, title: str
+) -> Path:
+    """sweep.png: success and mean questions against the sweep value, one line per policy.
+
+    Top row: each case at its serving stop (``final``); bottom row, when the summaries have
+    it: at its first singleton set or last step (``final_singleton``).
+    """
+    plt = _pyplot()
+    values = [float(r[sweep_key]) for r in reports]
+    policies = list(dict.fromkeys(p for r in reports for p in r["policies"]))
+    views = [("final", "serving stop rule")]
+    if all("final_singleton" in s for r in reports for s in r["policies"].values()):
+        views.append(("final_singleton", "stop at a singleton set or the budget"))
+    fig, axes = plt.subplots(len(views), 2, figsize=(9.0, 3.2 * len(views)), squeeze=False)
+    for row, (view, label) in zip(axes, views, strict=True):
+        for policy in policies:
+            finals = [r["policies"].get(policy, {}).get(view) for r in reports]
+            xs = [v for v, f in zip(values, finals, strict=True) if f is not None]
+            fs = [f for f in finals if f is not None]
+            row[0].plot(xs, [f["accuracy"] for f in fs], marker="o", label=policy)
+            row[1].plot(xs, [f["mean_questions"] for f in fs], marker="o", label=policy)
+        row[0].set_ylabel(f"success\n({label})", fontsize=8)
+        row[1].set_ylabel(f"mean questions\n({label})", fontsize=8)
+    for ax in axes.flat:
+        if all(v > 0 for v in values) and max(values) / min(values) > 4:
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(sweep_key, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][1].legend(fontsize=7)
+    n = reports[0]["cases"]
+    fig.suptitle(f"{title}\nalpha={reports[0]['alpha']:g}, n={n} test cases per point", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "sweep.png"
+    fig.savefig(path, dpi=_PLOT_DPI)
+    plt.close(fig)
+    return path

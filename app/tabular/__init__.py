@@ -1,0 +1,29 @@
+"""Tabular Bayesian posterior provider: a class x attribute table behind the engine's Protocol.
+
+Pure numpy. Any table works (animals x attributes, diagnoses x findings): build a
+``TabularModel`` and wrap it in a ``TabularProvider`` with an optional temperature/bias.
+"""
+
+from app.tabular.model import (
+    ANSWER_NO,
+    ANSWER_UNKNOWN,
+    ANSWER_YES,
+    DEFAULT_EPS,
+    TabularModel,
+    parse_answer,
+    tempered_softmax,
+)
+from app.tabular.provider import NO, YES, TabularProvider
+
+__all__ = [
+    "ANSWER_NO",
+    "ANSWER_UNKNOWN",
+    "ANSWER_YES",
+    "DEFAULT_EPS",
+    "NO",
+    "YES",
+    "TabularModel",
+    "TabularProvider",
+    "parse_answer",
+    "tempered_softmax",
+]

@@ -1,0 +1,356 @@
+"""The 20 Questions benchmark: calibrate per step on some games, test on others, report.
+
+For each temperature and policy:
+
+1. ``cip`` only: a pilot split (``selection_games``) played with the nominal set rule
+   gives per-step selection thresholds; C-IP then uses calibrated sets inside its
+   objective, in calibration and in testing alike (the engine's ``selection_thresholds``).
+2. Calibration split (``calibration_games``): games played to the budget with the policy;
+   thresholds tau_k from the true-label LAC scores at each step k = 0..T (per step at
+   alpha, or anytime at alpha / (T + 1)).
+3. Test split (``games``): games played to the budget; the serving stop rule (singleton
+   set under tau_k, budget, C-IP/IP no gain) picks each game's stop; one ``CaseRecord``
+   per game for the report.
+
+Splits draw disjoint seeds; the same test games serve every policy and temperature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.bench import CaseRecord, StepOutcome, build_report
+from app.conformal import CalibrationMetadata, PerStepCalibration
+from app.engine import StepwiseThresholds
+from app.engine.types import PosteriorProvider, ProviderInfo
+from app.errors import InvalidInputError
+from app.tabular import DEFAULT_EPS, TabularProvider
+from app.twentyq.data import TwentyQuestions, make_game
+from app.twentyq.simulate import (
+    BenchPolicy,
+    Games,
+    Traces,
+    make_games,
+    simulate_engine,
+    simulate_tabular,
+)
+
+__all__ = [
+    "BenchConfig",
+    "PolicyResult",
+    "ProviderFactory",
+    "RunResult",
+    "Simulator",
+    "make_simulator",
+    "make_split_games",
+    "records_from_traces",
+    "run_bench",
+    "run_bench_sync",
+    "run_temperature",
+    "tabular_factory",
+]
+
+# (game, temperature) -> provider. The LLM path plugs in here.
+ProviderFactory = Callable[[TwentyQuestions, float], PosteriorProvider]
+# (policy, games, selection thresholds) -> traces.
+Simulator = Callable[[BenchPolicy, Games, StepwiseThresholds | None], Awaitable[Traces]]
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """Everything that defines a bench run; recorded in the report."""
+
+    animals: int = 20
+    alpha: float = 0.1
+    max_questions: int = 20
+    games: int = 2000
+    calibration_games: int = 1000
+    selection_games: int | None = None  # None: as many as calibration_games
+    seed: int = 0
+    noise: float = 0.05
+    anytime: bool = False
+    eps: float = DEFAULT_EPS
+    policies: tuple[BenchPolicy, ...] = (BenchPolicy.CIP, BenchPolicy.IP, BenchPolicy.RANDOM)
+    temperatures: tuple[float, ...] = (1.0,)
+    backend: str = "auto"  # auto | fast | engine
+    concurrency: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policies", tuple(BenchPolicy(p) for p in self.policies))
+        object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        if not 0 < self.alpha < 1:
+            raise InvalidInputError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.games < 1 or self.calibration_games < 1 or self.max_questions < 0:
+            raise InvalidInputError("need games >= 1, calibration_games >= 1, max_questions >= 0")
+        if not self.policies or not self.temperatures:
+            raise InvalidInputError("need at least one policy and one temperature")
+        if any(not t > 0 for t in self.temperatures):
+            raise InvalidInputError("temperatures must be > 0")
+        if self.backend not in ("auto", "fast", "engine"):
+            raise InvalidInputError(f"backend must be auto, fast or engine, got {self.backend!r}")
+
+    @property
+    def n_selection(self) -> int:
+        """Pilot games for C-IP's selection thresholds."""
+        return self.calibration_games if self.selection_games is None else self.selection_games
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-safe summary for reports."""
+        return {
+            "animals": self.animals,
+            "alpha": self.alpha,
+            "max_questions": self.max_questions,
+            "test_games": self.games,
+            "calibration_games": self.calibration_games,
+            "selection_games": self.n_selection,
+            "seed": self.seed,
+            "noise": self.noise,
+            "anytime": self.anytime,
+            "eps": self.eps,
+            "policies": [str(p) for p in self.policies],
+            "temperatures": list(self.temperatures),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    """One policy at one temperature: its thresholds, test traces and records."""
+
+    policy: BenchPolicy
+    selection: StepwiseThresholds | None
+    calibration: PerStepCalibration
+    test: Traces
+    records: tuple[CaseRecord, ...]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """All policies at one temperature."""
+
+    temperature: float
+    info: ProviderInfo
+    policies: dict[str, PolicyResult] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def report(self, config: BenchConfig) -> dict[str, Any]:
+        """The report.json dict (single-run shape) with temperature and settings."""
+        records = [r for result in self.policies.values() for r in result.records]
+        step_alpha = next(iter(self.policies.values())).calibration.step_alpha
+        return build_report(
+            records=records,
+            alpha=config.alpha,
+            model=self.info.model,
+            prompt_version=self.info.prompt_version,
+            calibration_n={
+                name: [s.n for s in result.calibration.steps]
+                for name, result in self.policies.items()
+            },
+            step_alpha=step_alpha,
+            extra={
+                "temperature": self.temperature,
+                "step_alpha": float(step_alpha),
+                "anytime": config.anytime,
+                "settings": config.settings(),
+                "seconds": {name: round(r.seconds, 2) for name, r in self.policies.items()},
+            },
+        )
+
+
+def tabular_factory(game: TwentyQuestions, temperature: float) -> PosteriorProvider:
+    """The game's own table, tempered."""
+    return TabularProvider(game.model, temperature=temperature)
+
+
+def _scores_per_step(traces: Traces, horizon: int) -> list[np.ndarray[Any, np.dtype[np.float64]]]:
+    return [traces.true_label_scores(k) for k in range(horizon + 1)]
+
+
+def records_from_traces(
+    policy: BenchPolicy, traces: Traces, calibration: PerStepCalibration, *, max_questions: int
+) -> list[CaseRecord]:
+    """Per test game: outcomes at every step under tau_k and the serving stop step.
+
+    Stop precedence as in the engine: singleton (set of one under tau_k), budget, exhausted
+    (bank ran out), no gain.
+    """
+    horizon = traces.posteriors.shape[1]
+    scores = 1.0 - np.transpose(traces.posteriors, (1, 0, 2))  # (T + 1, G, K)
+    sets = calibration.prediction_sets(np.nan_to_num(scores, nan=np.inf))
+    sizes = sets.sum(axis=2).T  # (G, T + 1)
+    g = np.arange(traces.truth.size)
+    covered = sets[:, g, traces.truth].T
+    top = np.argmax(np.nan_to_num(traces.posteriors, nan=-1.0), axis=2)
+    correct = top == traces.truth[:, None]
+    records = []
+    for i in range(traces.truth.size):
+        last = int(traces.n_steps[i]) - 1
+        stop, reason = last, ("budget" if last >= max_questions else "exhausted")
+        for k in range(min(last + 1, horizon)):
+            if sizes[i, k] == 1:
+                stop, reason = k, "singleton"
+                break
+            if k == last:
+                break
+            if traces.no_gain[i, k]:
+                stop, reason = k, "no_gain"
+                break
+        records.append(
+            CaseRecord(
+                policy=str(policy),
+                case_id=f"test-{i}",
+                steps=tuple(
+                    StepOutcome(bool(correct[i, k]), bool(covered[i, k]), int(sizes[i, k]))
+                    for k in range(last + 1)
+                ),
+                stop_step=stop,
+                stop_reason=reason,
+            )
+        )
+    return records
+
+
+async def run_temperature(
+    *,
+    game: TwentyQuestions,
+    provider: PosteriorProvider,
+    temperature: float,
+    config: BenchConfig,
+    split_games: dict[str, Games],
+    simulate: Simulator | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> RunResult:
+    """Every policy of ``config`` at one temperature."""
+    sim = simulate if simulate is not None else make_simulator(provider, game, config)
+    info = provider.info
+    policies: dict[str, PolicyResult] = {}
+    started = time.perf_counter()
+    for policy in config.policies:
+        t0 = time.perf_counter()
+        selection = None
+        if policy.calibrated_selection:
+            pilot = await sim(BenchPolicy.CIP_NOMINAL, split_games["selection"], None)
+            selection = StepwiseThresholds.from_scores(
+                _scores_per_step(pilot, config.max_questions), config.alpha
+            )
+        cal_traces = await sim(policy, split_games["calibration"], selection)
+        calibration = PerStepCalibration.from_scores(
+            _scores_per_step(cal_traces, config.max_questions),
+            config.alpha,
+            anytime=config.anytime,
+            metadata=CalibrationMetadata(
+                model=info.model,
+                prompt_version=info.prompt_version,
+                policy=str(policy),
+                dataset_hash=game.model.fingerprint,
+                extra={"noise": str(config.noise), "seed": str(config.seed)},
+            ),
+        )
+        test = await sim(policy, split_games["test"], selection)
+        records = records_from_traces(policy, test, calibration, max_questions=config.max_questions)
+        seconds = time.perf_counter() - t0
+        policies[str(policy)] = PolicyResult(
+            policy, selection, calibration, test, tuple(records), seconds
+        )
+        log(f"T={temperature:g} {policy}: {seconds:.1f}s")
+    return RunResult(temperature, info, policies, seconds=time.perf_counter() - started)
+
+
+def make_simulator(
+    provider: PosteriorProvider, game: TwentyQuestions, config: BenchConfig
+) -> Simulator:
+    """The batched replica for a TabularProvider (unless backend=engine), else the engine."""
+    fast = isinstance(provider, TabularProvider) and config.backend != "engine"
+    if config.backend == "fast" and not fast:
+        raise InvalidInputError("backend 'fast' needs the tabular provider")
+
+    async def simulate(
+        policy: BenchPolicy, games: Games, selection: StepwiseThresholds | None
+    ) -> Traces:
+        if fast:
+            assert isinstance(provider, TabularProvider)
+            return simulate_tabular(
+                provider,
+                game.oracle_yes,
+                games,
+                policy,
+                alpha=config.alpha,
+                max_questions=config.max_questions,
+                selection=selection,
+            )
+        return await simulate_engine(
+            provider,
+            labels=game.labels,
+            bank=game.questions,
+            oracle_yes=game.oracle_yes,
+            games=games,
+            policy=policy,
+            alpha=config.alpha,
+            max_questions=config.max_questions,
+            selection=selection,
+            concurrency=config.concurrency,
+        )
+
+    return simulate
+
+
+def make_split_games(config: BenchConfig, n_labels: int) -> dict[str, Games]:
+    """The selection, calibration and test games of a run (disjoint seeds)."""
+    sizes = {
+        "selection": config.n_selection if BenchPolicy.CIP in config.policies else 0,
+        "calibration": config.calibration_games,
+        "test": config.games,
+    }
+    return {
+        split: make_games(
+            n=n,
+            split=split,
+            seed=config.seed,
+            n_labels=n_labels,
+            max_questions=config.max_questions,
+            noise=config.noise,
+        )
+        for split, n in sizes.items()
+    }
+
+
+async def run_bench(
+    config: BenchConfig,
+    *,
+    provider_factory: ProviderFactory = tabular_factory,
+    game: TwentyQuestions | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[RunResult]:
+    """One ``RunResult`` per temperature, in ``config.temperatures`` order."""
+    game = game if game is not None else make_game(config.animals, eps=config.eps)
+    split_games = make_split_games(config, len(game.labels))
+    results = []
+    for temperature in config.temperatures:
+        provider = provider_factory(game, temperature)
+        results.append(
+            await run_temperature(
+                game=game,
+                provider=provider,
+                temperature=temperature,
+                config=config,
+                split_games=split_games,
+                log=log,
+            )
+        )
+    return results
+
+
+def run_bench_sync(
+    config: BenchConfig,
+    *,
+    provider_factory: ProviderFactory = tabular_factory,
+    log: Callable[[str], None] = lambda _: None,
+) -> list[RunResult]:
+    """``run_bench`` in a fresh event loop (CLI, scripts)."""
+    return asyncio.run(run_bench(config, provider_factory=provider_factory, log=log))
