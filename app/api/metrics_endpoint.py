@@ -1,0 +1,27 @@
+"""Prometheus exposition at /metrics (counts and timings only; no patient data)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.api.deps import ResourcesDep
+from app.db.models import Calibration
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(resources: ResourcesDep) -> Response:
+    gauge = resources.metrics.calibration_progress
+    gauge.clear()
+    async with resources.sessionmaker() as db:
+        rows = await db.execute(
+            sa.select(Calibration.id, Calibration.progress_done, Calibration.progress_total).where(
+                Calibration.status.in_(("queued", "running"))
+            )
+        )
+        for calibration_id, done, total in rows:
+            gauge.labels(str(calibration_id)).set(done / total if total else 0.0)
+    return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)

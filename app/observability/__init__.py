@@ -1,0 +1,1 @@
+"""Prometheus metrics: one registry per app instance, created by the app factory."""
