@@ -9,6 +9,7 @@ scripts/ensure-services.sh
 echo "== lint"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+scripts/validate-deploy.sh
 echo "== typecheck"
 .venv/bin/mypy
 
@@ -21,6 +22,9 @@ for url in "postgresql+asyncpg://postgres@127.0.0.1:5432/$run_db" "sqlite+aiosql
   PURSUIT_DATABASE_URL="$url" .venv/bin/alembic upgrade head
   PURSUIT_DATABASE_URL="$url" .venv/bin/alembic check
 done
+
+echo "== local vLLM server (installs once into ~/.cache/pursuit/llm, then reuses it)"
+.venv/bin/pursuit llm up
 
 echo "== tests"
 export PURSUIT_TEST_POSTGRES_URL="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
