@@ -14,6 +14,7 @@ from app.engine.types import PosteriorProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
+from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.settings import Settings
 
 
@@ -25,14 +26,24 @@ class Resources:
     redis: Redis | None
     llm_http: httpx.AsyncClient | None
     rate_limiter: RateLimiter
+    metrics: Metrics
     budget: TenantBudget
     provider: PosteriorProvider | None = None
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings) -> Resources:
-        """Create clients; nothing connects until first use."""
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        metrics: Metrics,
+        provider: PosteriorProvider | None = None,
+    ) -> Resources:
+        """Create clients; nothing connects until first use.
+
+        ``provider`` replaces the LLM gateway (tests, tabular models); either is metered.
+        """
         engine = create_engine(settings.effective_database_url)
         redis = (
             Redis.from_url(
@@ -60,21 +71,20 @@ class Resources:
             if redis is not None
             else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
         )
-        provider = (
-            LLMGateway(
+        if provider is None and llm_http is not None and settings.llm_model:
+            cache = make_posterior_cache(
+                redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s
+            )
+            provider = LLMGateway(
                 http=llm_http,
                 model=settings.llm_model,
                 settings=settings,
-                cache=make_posterior_cache(
-                    redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s
-                ),
+                cache=MeteredCache(cache, metrics),
             )
-            if llm_http is not None and settings.llm_model
-            else None
-        )
         return cls(
             settings=settings,
-            provider=provider,
+            provider=MeteredProvider(provider, metrics) if provider is not None else None,
+            metrics=metrics,
             rate_limiter=rate_limiter,
             budget=TenantBudget(
                 per_tenant=settings.tenant_llm_concurrency, wait_s=settings.tenant_llm_wait_s

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.context import request_id_var
+from app.observability.metrics import Metrics
 
 log = structlog.get_logger("pursuit.http")
 
@@ -28,8 +29,9 @@ def _incoming_request_id(scope: Scope) -> str | None:
 class RequestContextMiddleware:
     """Accept a well-formed ``X-Request-Id`` or make one, echo it, log the outcome."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,14 +68,19 @@ class RequestContextMiddleware:
             )
             await response(scope, receive, send)
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 method=scope.get("method"),
-                route=getattr(route, "path", None) or "<unmatched>",
+                route=route,
                 status=status_code,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(elapsed * 1000, 2),
             )
+            if self.metrics is not None:
+                self.metrics.http_latency.labels(
+                    scope.get("method", ""), route, str(status_code)
+                ).observe(elapsed)
             request_id_var.reset(token)
 
 

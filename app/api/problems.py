@@ -5,10 +5,12 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.context import request_id_var
@@ -16,6 +18,8 @@ from app.errors import PursuitError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://pursuit.dev/problems/"
+
+log = structlog.get_logger("pursuit.http")
 
 
 class Problem(BaseModel):
@@ -111,11 +115,26 @@ async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # Lost or refused connections (a restart, a failover): the request did nothing, retry.
+    # The pool pings connections before use, so the service recovers without a restart.
+    log.warning("database.unavailable", error=type(exc).__name__)
+    return problem_response(
+        status=503,
+        type_slug="database-unavailable",
+        title="Database unavailable",
+        detail="The database could not be reached; nothing was changed. Retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Map every expected failure to problem+json (500s are handled by the request middleware)."""
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(PursuitError, _pursuit_error)
+    for unavailable in (OperationalError, InterfaceError, ConnectionError):
+        app.add_exception_handler(unavailable, _database_unavailable)
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -45,6 +45,7 @@ def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
         sessionmaker=resources.sessionmaker,
         provider=resources.provider,
         budget=resources.budget,
+        metrics=resources.metrics,
         tenant=principal.tenant,
         actor_key_id=principal.key_id,
     )

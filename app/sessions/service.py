@@ -43,6 +43,7 @@ from app.errors import (
     UpstreamUnavailableError,
 )
 from app.limits.budget import TenantBudget
+from app.observability.metrics import Metrics
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
     GUARANTEE_CALIBRATED,
@@ -81,6 +82,7 @@ class SessionService:
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: PosteriorProvider | None
     budget: TenantBudget | None = None
+    metrics: Metrics | None = None
     tenant: str | None = None
     actor_key_id: str | None = None
 
@@ -322,7 +324,7 @@ class SessionService:
         seed: int,
     ) -> TurnOutcome:
         async with self._llm_slot():
-            return await self._plan_unbudgeted(
+            outcome = await self._plan_unbudgeted(
                 provider,
                 case=case,
                 history=history,
@@ -332,6 +334,13 @@ class SessionService:
                 calibration=calibration,
                 seed=seed,
             )
+        if self.metrics is not None:
+            self.metrics.turns.labels(config.policy.value).inc()
+            calibrated = str(outcome.differential.calibrated).lower()
+            self.metrics.set_size.labels(calibrated).observe(outcome.differential.set_size)
+            if outcome.stop_reason is not None:
+                self.metrics.stops.labels(outcome.stop_reason.value).inc()
+        return outcome
 
     def _llm_slot(self) -> AbstractAsyncContextManager[None]:
         if self.budget is None or self.tenant is None:

@@ -302,8 +302,11 @@ async def test_cip_keeps_asking_when_sets_stay_full_but_entropy_drops() -> None:
     # A weak model: every set (nominal, alpha 0.1) holds all four labels, before and after,
     # but Q1's answers sharpen the posterior. Size ties, entropy decides: a gain.
     prior = [0.3, 0.25, 0.25, 0.2]
-    sharper = {(("Q1", "x"),): [0.4, 0.25, 0.2, 0.15], (("Q1", "y"),): [0.15, 0.2, 0.25, 0.4]}
-    table = {(): prior, **sharper}
+    table: dict[Key, list[float]] = {
+        (): prior,
+        (("Q1", "x"),): [0.4, 0.25, 0.2, 0.15],
+        (("Q1", "y"),): [0.15, 0.2, 0.25, 0.4],
+    }
     answers = {"Q1": [WeightedAnswer("x", 0.5), WeightedAnswer("y", 0.5)]}
     prov = provider(["Q1"], table=table, answers=answers)
     size, ent = expected(prov, "Q1", None)

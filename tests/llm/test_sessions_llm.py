@@ -1,0 +1,79 @@
+"""A whole interview over REST against the real local vLLM server (SmolLM2 on this CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.llm
+
+BANK = [
+    "Do you have a stiff neck?",
+    "Does bright light hurt your eyes?",
+    "Have you had a cough or a runny nose?",
+    "Did the headache start suddenly, like a thunderclap?",
+    "Have you had headaches like this before?",
+    "Do you have a rash?",
+]
+ANSWERS = [
+    "Yes, my neck is very stiff.",
+    "Yes, light hurts.",
+    "No cough.",
+    "No, it came on slowly.",
+]
+
+
+def _body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient": {"summary": "A 34-year-old woman with two days of fever and headache."},
+        "inquiry": "What is the most likely diagnosis?",
+        "candidates": ["Bacterial meningitis", "Migraine", "Influenza", "Subarachnoid hemorrhage"],
+        "alpha": 0.1,
+        "policy": "cip",
+        "question_source": "bank",
+        "question_bank": BANK,
+        "n_candidate_questions": 3,
+        "n_answers": 2,
+        "max_questions": 3,
+        # SmolLM2's posteriors barely move, so the no-gain rule would end at step 0.
+        "stop_on_no_gain": False,
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_whole_cip_interview_then_finalize(live_client: httpx.AsyncClient) -> None:
+    created = await live_client.post("/v1/sessions", json=_body())
+    assert created.status_code == 201, created.text
+    session = created.json()
+    assert session["model"] and session["prompt_version"]
+    asked: list[str] = []
+    for step, answer in enumerate(ANSWERS[:3]):
+        question = session["next_question"]
+        assert question is not None, f"stopped early at step {step}: {session['stop_reason']}"
+        assert question["text"] in BANK and question["text"] not in asked
+        assert question["policy"] == "cip" and question["expected_set_size"] is not None
+        asked.append(question["text"])
+        response = await live_client.post(
+            f"/v1/sessions/{session['id']}/answers",
+            json={"question_id": question["id"], "answer": answer},
+        )
+        assert response.status_code == 200, response.text
+        session = response.json()
+        differential = session["differential"]
+        probabilities = [x["probability"] for x in differential["all_labels"]]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+        assert differential["step"] == step + 1
+        assert differential["calibrated"] is False and "Uncalibrated" in differential["guarantee"]
+    assert session["should_stop"] is True and session["stop_reason"] == "budget"
+
+    final = await live_client.post(f"/v1/sessions/{session['id']}/finalize")
+    assert final.status_code == 200, final.text
+    assert final.json()["final_answer"] in _body()["candidates"]
+
+    detail = (await live_client.get(f"/v1/sessions/{session['id']}")).json()
+    assert [t["question"]["text"] for t in detail["transcript"] if t["question"]] == asked
+    assert [t["answer"] for t in detail["transcript"][:3]] == ANSWERS[:3]
