@@ -7,9 +7,11 @@ let session = null;
 $("api-key").value = sessionStorage.getItem("pursuit-key") || "";
 $("api-key").addEventListener("change", () => sessionStorage.setItem("pursuit-key", $("api-key").value.trim()));
 
+function authorization() { return { Authorization: `Bearer ${$("api-key").value.trim()}` }; }
+
 async function call(method, path, body) {
   $("error").hidden = true;
-  const headers = { Authorization: `Bearer ${$("api-key").value.trim()}` };
+  const headers = authorization();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = response.status === 204 ? null : await response.json();
@@ -26,6 +28,7 @@ function showError(error) {
 }
 
 function busy(button, on) {
+  document.body.dataset.busy = on ? "true" : "false";
   button.disabled = on;
   button.dataset.label = button.dataset.label || button.textContent;
   button.textContent = on ? "Working… (the model may take a few seconds)" : button.dataset.label;
@@ -61,6 +64,27 @@ function renderDifferential(d) {
   }));
 }
 
+// The calibration plot needs the API key, so it is fetched, not linked.
+let plotFor = null;
+async function renderCalibration(d) {
+  const figure = $("calibration");
+  if (!d.calibrated || !d.calibration_id) { figure.hidden = true; return; }
+  if (plotFor === d.calibration_id) { figure.hidden = false; return; }
+  plotFor = d.calibration_id;
+  try {
+    const response = await fetch(`/v1/calibrations/${d.calibration_id}/plot.png`, { headers: authorization() });
+    if (!response.ok) throw new Error(`plot: ${response.status}`);
+    const image = $("calibration-plot");
+    if (image.src) URL.revokeObjectURL(image.src);
+    image.src = URL.createObjectURL(await response.blob());
+    $("calibration-id").textContent = d.calibration_id;
+    figure.hidden = false;
+  } catch (error) {
+    figure.hidden = true;
+    plotFor = null;
+  }
+}
+
 function renderWhy(q) {
   const box = $("why-body");
   box.replaceChildren();
@@ -85,6 +109,7 @@ function render(s) {
   $("interview").hidden = false;
   $("session-meta").textContent = `${s.id.slice(0, 8)} · ${s.policy} · ${s.model}`;
   renderDifferential(s.differential);
+  renderCalibration(s.differential);
   const q = s.next_question;
   $("question-box").hidden = !q;
   if (q) { $("question").textContent = q.text; renderWhy(q); }
@@ -114,6 +139,9 @@ $("start-form").addEventListener("submit", async (event) => {
     policy: $("policy").value,
     question_source: source,
     max_questions: Number($("max-questions").value),
+    n_candidate_questions: Number($("n-questions").value),
+    n_answers: Number($("n-answers").value),
+    stop_on_no_gain: $("stop-on-no-gain").checked,
   };
   if (bank) body.question_bank_name = bank;
   busy($("start"), true);
@@ -141,4 +169,16 @@ $("finalize").addEventListener("click", async () => {
   busy($("finalize"), true);
   try { render(await call("POST", `/v1/sessions/${session.id}/finalize`)); }
   catch (error) { showError(error); } finally { busy($("finalize"), false); }
+});
+
+$("export-fhir").addEventListener("click", async () => {
+  busy($("export-fhir"), true);
+  try {
+    const bundle = await call("GET", `/v1/sessions/${session.id}/fhir`);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([JSON.stringify(bundle, null, 2)], { type: "application/fhir+json" }));
+    link.download = `pursuit-${session.id}.fhir.json`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  } catch (error) { showError(error); } finally { busy($("export-fhir"), false); }
 });

@@ -1,0 +1,135 @@
+"""FHIR R5 surface: the SDC adaptive ``$next-question`` operation and a session as a Bundle.
+
+Thin: check the media type, parse JSON, call ``app.fhir``; errors stay problem+json like
+every other route (see docs/fhir.md).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from app.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from app.api.sessions import ERRORS, ReaderDep, WriterDep
+from app.errors import InvalidInputError, PursuitError
+from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
+from app.fhir.service import FhirInterviews
+
+router = APIRouter(tags=["fhir"])
+
+ACCEPTED_MEDIA_TYPES = frozenset({FHIR_MEDIA_TYPE, "application/json"})
+
+
+class FhirJSONResponse(JSONResponse):
+    media_type = FHIR_MEDIA_TYPE
+
+
+class UnsupportedMediaTypeError(PursuitError):
+    status = 415
+    type_slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+def _problem(description: str) -> dict[str, object]:
+    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+
+
+def _resource_example() -> dict[str, Any]:
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "status": "in-progress",
+        "questionnaire": "#q",
+        "contained": [
+            {
+                "resourceType": "Questionnaire",
+                "id": "q",
+                "status": "active",
+                "item": [
+                    {"linkId": "summary", "type": "text", "readOnly": True},
+                    {
+                        "linkId": "inquiry",
+                        "type": "string",
+                        "readOnly": True,
+                        "initial": [{"valueString": "What is the most likely diagnosis?"}],
+                    },
+                    {
+                        "linkId": "candidates",
+                        "type": "string",
+                        "readOnly": True,
+                        "answerConstraint": "optionsOnly",
+                        "answerOption": [
+                            {"valueString": "Bacterial meningitis"},
+                            {"valueString": "Migraine"},
+                            {"valueString": "Influenza"},
+                        ],
+                    },
+                ],
+            }
+        ],
+        "item": [
+            {
+                "linkId": "summary",
+                "answer": [{"valueString": "34-year-old woman, two days of fever, stiff neck."}],
+            }
+        ],
+    }
+
+
+_BODY = {
+    "required": True,
+    "description": "A QuestionnaireResponse with its contained Questionnaire, or a Parameters "
+    "resource whose parameter `questionnaire-response` holds one (docs/fhir.md).",
+    "content": {
+        media: {"schema": {"type": "object"}, "example": _resource_example()}
+        for media in sorted(ACCEPTED_MEDIA_TYPES)
+    },
+}
+_FHIR_OK = {"content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}
+
+
+async def _fhir_json(request: Request) -> Any:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ACCEPTED_MEDIA_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"send {FHIR_MEDIA_TYPE} (or application/json), not {media_type or 'no content type'}"
+        )
+    try:
+        return json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInputError("the body is not JSON") from None
+
+
+@router.post(
+    "/fhir/Questionnaire/$next-question",
+    response_class=FhirJSONResponse,
+    summary=f"SDC adaptive questionnaire: the next question (FHIR R5, {FHIR_VERSION})",
+    description="Post the QuestionnaireResponse (or Parameters `questionnaire-response`); the "
+    "same comes back with the next question appended, or with status `completed` when the "
+    "interview stops. The differential is contained as Conditions (verificationStatus "
+    "differential) and a RiskAssessment. Needs `sessions:write`.",
+    openapi_extra={"requestBody": _BODY},
+    responses={
+        200: _FHIR_OK,
+        **ERRORS,
+        409: _problem("The QR contradicts the session (a question answered otherwise)"),
+        415: _problem("Not application/fhir+json or application/json"),
+    },
+)
+async def next_question(request: Request, service: WriterDep) -> FhirJSONResponse:
+    body = await _fhir_json(request)
+    return FhirJSONResponse(await FhirInterviews(service).next_question(body))
+
+
+@router.get(
+    "/v1/sessions/{session_id}/fhir",
+    response_class=FhirJSONResponse,
+    summary="The session as a FHIR R5 Bundle (QuestionnaireResponse, Conditions, RiskAssessment)",
+    responses={200: _FHIR_OK, **ERRORS},
+    tags=["sessions"],
+)
+async def session_bundle(session_id: uuid.UUID, service: ReaderDep) -> FhirJSONResponse:
+    return FhirJSONResponse(await FhirInterviews(service).bundle(session_id))

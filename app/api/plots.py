@@ -1,0 +1,54 @@
+"""Plots of calibration runs (PNG). Thin: authorise, call ``app.calibrations.plots``."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from app.api.deps import ResourcesDep
+from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.security import authenticate
+from app.auth.keys import Scope
+from app.auth.principal import Principal
+from app.calibrations.plots import calibration_plot_png
+from app.errors import ForbiddenError
+
+router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
+
+PLOT_SCOPES = frozenset({Scope.SESSIONS_READ.value, Scope.CALIBRATIONS_ADMIN.value})
+
+
+async def plot_reader(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    """Clinicians (sessions:read) see the calibration behind a set; admins see every run."""
+    if not PLOT_SCOPES & principal.scopes:
+        raise ForbiddenError("this API key needs the scope 'sessions:read' or 'calibrations:admin'")
+    return principal
+
+
+PlotReader = Annotated[Principal, Depends(plot_reader)]
+
+
+def _problem(description: str) -> dict[str, object]:
+    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+
+
+@router.get(
+    "/{calibration_id}/plot.png",
+    summary="Coverage and set size per step of a calibration run (PNG)",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The plot"},
+        **PROBLEM_RESPONSES,
+        401: _problem("No or an unknown API key"),
+        403: _problem("The key has neither sessions:read nor calibrations:admin"),
+        409: _problem("The run has no result yet"),
+    },
+)
+async def calibration_plot(
+    calibration_id: uuid.UUID, resources: ResourcesDep, _: PlotReader
+) -> Response:
+    png = await calibration_plot_png(resources.sessionmaker, calibration_id)
+    # A run's result never changes once written, but keep it private: it is behind a key.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})

@@ -1,0 +1,75 @@
+"""The SDC ``$next-question`` operation on top of the session service (no web framework)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from app.errors import ConflictError
+from app.fhir.bundle import session_bundle
+from app.fhir.questionnaire import (
+    PostedResponse,
+    SessionState,
+    conflicting_answer,
+    next_question_response,
+    read_next_question_input,
+)
+from app.sessions.service import SessionService
+
+Json = dict[str, Any]
+
+
+@dataclass
+class FhirInterviews:
+    """Adaptive-questionnaire calls mapped onto one stateful session each."""
+
+    sessions: SessionService
+
+    async def next_question(self, body: Any) -> Json:
+        """Apply the posted QR to its session (creating it on the first call); the next QR."""
+        posted = read_next_question_input(body)
+        if posted.session_id is None:
+            state = SessionState.started(await self.sessions.create(posted.session_create()))
+        else:
+            state = await self._apply_answer(posted, posted.session_id)
+        if posted.completed and state.status != "finalized":
+            final = await self.sessions.finalize(uuid.UUID(state.session_id), if_match=None)
+            state = state.advanced(final)
+        return next_question_response(posted, state)
+
+    async def bundle(self, session_id: uuid.UUID) -> Json:
+        """The whole session as a ``collection`` Bundle."""
+        return session_bundle(await self.sessions.get(session_id))
+
+    async def _apply_answer(self, posted: PostedResponse, session_id: uuid.UUID) -> SessionState:
+        state = SessionState.from_detail(await self.sessions.get(session_id))
+        conflict = conflicting_answer(posted, state)
+        if conflict is not None:
+            raise ConflictError(conflict)
+        current = state.current
+        if current is None:
+            unapplied = [a.id for a in state.asked if a.answer is None and posted.answer(a.id)]
+            if unapplied:
+                raise ConflictError(
+                    f"session {session_id} is {state.status}; it takes no more answers "
+                    f"(question {unapplied[0]} stays unanswered)"
+                )
+        answer = posted.answer_in(current.id) if current is not None else None
+        if current is None or answer is None:
+            # Nothing new (a re-post, or the current question left unanswered): the state.
+            return state
+        try:
+            out = await self.sessions.answer(
+                session_id, answer, idempotency_key=None, if_match=None
+            )
+        except ConflictError:
+            # A concurrent post of the same QR may have applied this very answer: if so, the
+            # re-post is answered with the current state instead of an error.
+            state = SessionState.from_detail(await self.sessions.get(session_id))
+            if conflicting_answer(posted, state) is None and all(
+                a.answer is not None for a in state.asked if a.id == current.id
+            ):
+                return state
+            raise
+        return state.advanced(out, answered=(current.id, answer.answer))

@@ -1,0 +1,46 @@
+"""The FHIR version, media type, code systems, extensions and linkIds of the FHIR surface."""
+
+from __future__ import annotations
+
+FHIR_VERSION = "5.0.0"  # R5, the default model set of fhir.resources 8
+FHIR_MEDIA_TYPE = "application/fhir+json"
+
+HIDDEN_EXTENSION = "http://hl7.org/fhir/StructureDefinition/questionnaire-hidden"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+
+# The $next-question input parameter (SDC OperationDefinition Questionnaire-next-question).
+PARAMETER_NAME = "questionnaire-response"
+
+# Items the caller's contained Questionnaire starts with.
+SUMMARY = "summary"
+INQUIRY = "inquiry"
+CANDIDATES = "candidates"
+AGE = "age"
+SEX = "sex"
+
+# Optional items that configure a new session (answer or ``initial``), with the
+# SessionCreate field each one sets.
+CONFIG_ITEMS: dict[str, str] = {
+    "alpha": "alpha",
+    "policy": "policy",
+    "max-questions": "max_questions",
+    "question-bank": "question_bank_name",
+    "n-candidate-questions": "n_candidate_questions",
+    "n-answers": "n_answers",
+    "stop-on-no-gain": "stop_on_no_gain",
+}
+
+# Hidden, read-only items Pursuit writes (and reads ``session-id`` back from).
+SESSION_ID = "session-id"
+ALPHA = "alpha"
+SET_SIZE = "set-size"
+CALIBRATION_ID = "calibration-id"
+GUARANTEE = "guarantee"
+STOP_REASON = "stop-reason"
+DIFFERENTIAL = "differential"
+
+# Contained resources Pursuit owns in a returned QuestionnaireResponse (replaced every call).
+OWNED_ID_PREFIX = "pursuit-"
+QUESTIONNAIRE_ID = "questionnaire"

@@ -1,0 +1,128 @@
+// A whole interview on the clinician page in headless Chromium (Debian's), via playwright-core.
+//
+// Run by tests/browser/test_clinician_page.py against a live server. Input (environment):
+//   PURSUIT_URL, PURSUIT_API_KEY, ARTIFACTS (screenshot folder), CHROMIUM (executable),
+//   INTERVIEW (JSON: summary, age, sex, candidates, source, answers, nQuestions, nAnswers,
+//   maxQuestions, expectCalibrated).
+// Output: one JSON line on stdout describing what the page showed; exit 1 on any failure.
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const url = process.env.PURSUIT_URL;
+const apiKey = process.env.PURSUIT_API_KEY;
+const artifacts = process.env.ARTIFACTS;
+const interview = JSON.parse(process.env.INTERVIEW);
+const TURN_MS = Number(process.env.TURN_TIMEOUT_MS || 180000);
+
+mkdirSync(artifacts, { recursive: true });
+const problems = [];
+const check = (ok, message) => { if (!ok) throw new Error(`check failed: ${message}`); };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+let page;
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+  page = await context.newPage();
+  page.setDefaultTimeout(TURN_MS);
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (msg) => { if (msg.type() === "error") problems.push(`console: ${msg.text()}`); });
+
+  const idle = () => page.waitForFunction(() => document.body.dataset.busy !== "true");
+  const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+  const errorShown = async () => ((await page.locator("#error").isVisible()) ? page.locator("#error").textContent() : null);
+
+  await page.goto(url);
+  check((await page.title()).includes("Pursuit"), "the page title");
+  await page.fill("#api-key", apiKey);
+  await page.locator("#api-key").dispatchEvent("change");
+  await page.fill("#summary", interview.summary);
+  if (interview.age !== undefined) await page.fill("#age", String(interview.age));
+  if (interview.sex !== undefined) await page.fill("#sex", interview.sex);
+  await page.fill("#candidates", interview.candidates.join("\n"));
+  await page.selectOption("#policy", "cip");
+  await page.fill("#max-questions", String(interview.maxQuestions));
+  await page.selectOption("#source", interview.source);
+  await page.click("#advanced summary");
+  await page.fill("#n-questions", String(interview.nQuestions));
+  await page.fill("#n-answers", String(interview.nAnswers));
+  await page.setChecked("#stop-on-no-gain", false);
+  await shot("01-form");
+
+  await page.click("#start");
+  await page.waitForFunction(() => !document.getElementById("interview").hidden || !document.getElementById("error").hidden);
+  await idle();
+  check((await errorShown()) === null, `start failed: ${await errorShown()}`);
+  await shot("02-first-question");
+
+  const asked = [];
+  const turnSeconds = [];
+  for (const [n, answer] of interview.answers.entries()) {
+    const question = (await page.textContent("#question")).trim();
+    check(question.length > 0 && (await page.isVisible("#question-box")), `a question at step ${n}`);
+    asked.push(question);
+    await page.fill("#answer", answer);
+    const started = Date.now();
+    await page.click("#submit-answer");
+    await page.waitForFunction(
+      (count) => document.querySelectorAll("#transcript li").length === count || !document.getElementById("error").hidden,
+      n + 1,
+    );
+    await idle();
+    turnSeconds.push((Date.now() - started) / 1000);
+    check((await errorShown()) === null, `answer ${n} failed: ${await errorShown()}`);
+    check((await page.textContent("#diff-step")).includes(`after ${n + 1} answer`), `the differential of step ${n + 1}`);
+    await shot(`03-after-answer-${n + 1}`);
+  }
+
+  if (interview.expectCalibrated) {
+    await page.waitForSelector("#calibration:not([hidden])");
+    await page.waitForFunction(() => document.getElementById("calibration-plot").naturalWidth > 0);
+  }
+  await page.click("#finalize");
+  await page.waitForFunction(() => !document.getElementById("final").hidden || !document.getElementById("error").hidden);
+  await idle();
+  check((await errorShown()) === null, `finalize failed: ${await errorShown()}`);
+  await shot("04-finalized");
+  const clinicianPage = join(artifacts, "clinician-page.png");
+  await page.screenshot({ path: clinicianPage, fullPage: true });
+
+  const rows = await page.$$eval("#differential tbody tr", (trs) =>
+    trs.map((tr) => ({ cells: [...tr.children].map((td) => td.textContent.trim()), inSet: tr.classList.contains("in-set") })));
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#export-fhir")]);
+  const bundlePath = join(artifacts, "bundle.fhir.json");
+  await download.saveAs(bundlePath);
+  const bundle = JSON.parse(readFileSync(bundlePath, "utf8"));
+
+  const result = {
+    asked,
+    turnSeconds,
+    transcript: await page.$$eval("#transcript li", (lis) => lis.map((li) => li.textContent)),
+    rows,
+    coverage: (await page.textContent("#coverage")).trim(),
+    coverageUncalibrated: await page.$eval("#coverage", (p) => p.classList.contains("uncalibrated")),
+    final: (await page.textContent("#final")).trim(),
+    sessionMeta: (await page.textContent("#session-meta")).trim(),
+    calibrationShown: await page.isVisible("#calibration"),
+    plotWidth: await page.$eval("#calibration-plot", (img) => img.naturalWidth),
+    finalizeHidden: await page.isHidden("#finalize"),
+    bundleKinds: bundle.entry.map((e) => e.resource.resourceType),
+    bundleType: bundle.type,
+    downloadName: download.suggestedFilename(),
+    problems,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+} catch (error) {
+  if (page) await page.screenshot({ path: join(artifacts, "failure.png"), fullPage: true }).catch(() => {});
+  process.stderr.write(`${error.stack || error}\n${problems.join("\n")}\n`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
