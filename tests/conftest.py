@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,6 +22,7 @@ from app.auth.service import create_key
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_head
 from app.db.models import Base
+from app.logging import configure_logging
 from app.main import create_app
 from app.settings import Settings
 
@@ -125,3 +129,17 @@ async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]
     """A client of the running app, authenticated with ``api_key``."""
     async for c in open_client(app, api_key=api_key):
         yield c
+
+
+@contextmanager
+def captured_logs() -> Iterator[io.StringIO]:
+    """Every log line emitted inside the block, as the service writes them (JSON)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(level="DEBUG", json=True, stream=stream)
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)

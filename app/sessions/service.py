@@ -324,15 +324,16 @@ class SessionService:
         seed: int,
     ) -> TurnOutcome:
         async with self._llm_slot():
-            outcome = await self._plan_unbudgeted(
-                provider,
+            outcome = await plan_turn(
+                provider=provider,
                 case=case,
                 history=history,
                 inquiry=inquiry,
                 labels=labels,
                 config=config,
-                calibration=calibration,
-                seed=seed,
+                thresholds=calibration.thresholds if calibration else None,
+                selection_thresholds=calibration.selection if calibration else None,
+                rng=np.random.default_rng([seed, len(history)]),
             )
         if self.metrics is not None:
             self.metrics.turns.labels(config.policy.value).inc()
@@ -343,33 +344,10 @@ class SessionService:
         return outcome
 
     def _llm_slot(self) -> AbstractAsyncContextManager[None]:
+        """One of the tenant's slots of concurrent LLM work (no budget: no limit)."""
         if self.budget is None or self.tenant is None:
             return nullcontext()
         return self.budget.slot(self.tenant)
-
-    async def _plan_unbudgeted(
-        self,
-        provider: PosteriorProvider,
-        *,
-        case: CaseContext,
-        history: History,
-        inquiry: str,
-        labels: list[str],
-        config: InterviewConfig,
-        calibration: _Calibrated | None,
-        seed: int,
-    ) -> TurnOutcome:
-        return await plan_turn(
-            provider=provider,
-            case=case,
-            history=history,
-            inquiry=inquiry,
-            labels=labels,
-            config=config,
-            thresholds=calibration.thresholds if calibration else None,
-            selection_thresholds=calibration.selection if calibration else None,
-            rng=np.random.default_rng([seed, len(history)]),
-        )
 
     async def _audit(
         self, db: AsyncSession, action: str, session_id: uuid.UUID, outcome: str

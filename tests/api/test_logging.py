@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from app.logging import configure_logging
+from tests.conftest import captured_logs
 
 
 @pytest.fixture
 def log_stream(client: httpx.AsyncClient) -> Iterator[io.StringIO]:
-    """Everything logged while the test runs (set up after the app so only the test is seen)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="DEBUG", json=True, stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    """Logs of the test body only (set up after the app, so its start-up is not seen)."""
+    with captured_logs() as stream:
+        yield stream
 
 
 async def test_request_log_line_has_id_and_no_body(

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from app.logging import configure_logging
+from tests.conftest import captured_logs
 from tests.llm.test_sessions_llm import BANK, _body
 
 pytestmark = [pytest.mark.llm, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
@@ -55,13 +54,9 @@ async def test_adversarial_answers_stay_data(live_client: httpx.AsyncClient) -> 
 
 @pytest.fixture
 def log_stream(live_client: httpx.AsyncClient) -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    stream = io.StringIO()
-    configure_logging(level="DEBUG", json=True, stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    """Logs of the test body only (set up after the app, so its start-up is not seen)."""
+    with captured_logs() as stream:
+        yield stream
 
 
 async def test_a_full_interview_logs_no_patient_text(
