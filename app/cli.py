@@ -11,15 +11,19 @@ import uvicorn
 from app import __version__
 from app.auth import service as key_service
 from app.auth.keys import parse_scopes
+from app.calibrations.cli import register as register_calibration_commands
 from app.db.migrate import upgrade_head
 from app.llm.cli import llm_app
 from app.logging import configure_logging
 from app.settings import get_settings
+from app.twentyq.cli import register as register_twentyq_commands
 
 cli = typer.Typer(help="Pursuit: conformal information pursuit for clinical interviews.")
 cli.add_typer(llm_app, name="llm")
 keys_app = typer.Typer(help="API keys: create (printed once), list, revoke.", no_args_is_help=True)
 cli.add_typer(keys_app, name="keys")
+register_calibration_commands(cli)
+register_twentyq_commands(cli)
 
 
 @cli.command()

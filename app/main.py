@@ -9,12 +9,13 @@ import structlog
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import audit, calibrations, health, sessions
+from app.api import audit, calibrations, fhir, health, metrics_endpoint, plots, sessions
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.page import mount_page
 from app.api.problems import install_problem_handlers
 from app.engine.types import PosteriorProvider
 from app.logging import configure_logging
+from app.observability.metrics import Metrics
 from app.resources import Resources
 from app.settings import Settings, get_settings
 
@@ -41,9 +42,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        resources = Resources.open(settings)
-        if provider is not None:
-            resources.provider = provider
+        resources = Resources.open(settings, metrics=metrics, provider=provider)
         app.state.resources = resources
         log.info(
             "startup",
@@ -64,14 +63,18 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    metrics = Metrics()
     install_problem_handlers(app)
     # Added last = outermost: the request id exists before the body limit can refuse.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(audit.router)
+    app.include_router(metrics_endpoint.router)
     app.include_router(calibrations.router)
+    app.include_router(fhir.router)
+    app.include_router(plots.router)
     mount_page(app)
     return app
 

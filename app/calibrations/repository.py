@@ -1,16 +1,32 @@
-"""All SQL for calibration runs."""
+"""All SQL for calibration runs, their finished cases and their leases.
+
+Claiming is a compare-and-set on ``calibration_leases.token`` (an UPDATE whose WHERE names
+the token the claimer saw; rowcount 1 = won), which is atomic on PostgreSQL (the second
+updater re-checks the WHERE after the first commits) and on SQLite (one writer at a time).
+Every later write of the run (a finished case, progress, the result) is guarded by the
+claimer's token, so a worker that lost its lease can no longer change the run.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Calibration
+from app.db.models import Calibration, CalibrationCase, CalibrationLease
 
 ALPHA_TOLERANCE = 1e-9
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 class CalibrationRepository:
@@ -63,3 +79,177 @@ class CalibrationRepository:
         )
         calibration.active = True
         await self._session.flush()
+
+    # -- finished cases ---------------------------------------------------------------------
+
+    async def add_case(self, case: CalibrationCase) -> bool:
+        """Insert a finished case unless (calibration, case) exists; True when inserted."""
+        values = {
+            column.key: getattr(case, column.key)
+            for column in CalibrationCase.__table__.columns
+            if getattr(case, column.key) is not None
+        }
+        dialect = self._session.get_bind().dialect.name
+        insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(CalibrationCase).values(**values).on_conflict_do_nothing()
+        return _rowcount(await self._session.execute(stmt)) == 1
+
+    async def cases(self, calibration_id: uuid.UUID) -> Sequence[CalibrationCase]:
+        stmt = (
+            sa.select(CalibrationCase)
+            .where(CalibrationCase.calibration_id == calibration_id)
+            .order_by(CalibrationCase.position)
+        )
+        return (await self._session.scalars(stmt)).all()
+
+    async def case_ids(self, calibration_id: uuid.UUID) -> set[str]:
+        stmt = sa.select(CalibrationCase.case_id).where(
+            CalibrationCase.calibration_id == calibration_id
+        )
+        return set((await self._session.scalars(stmt)).all())
+
+    async def case_count(self, calibration_id: uuid.UUID) -> int:
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(CalibrationCase)
+            .where(CalibrationCase.calibration_id == calibration_id)
+        )
+        return int((await self._session.execute(stmt)).scalar_one())
+
+    async def stop_reasons(self, calibration_id: uuid.UUID) -> dict[str, int]:
+        stmt = (
+            sa.select(CalibrationCase.stop_reason, sa.func.count())
+            .where(CalibrationCase.calibration_id == calibration_id)
+            .group_by(CalibrationCase.stop_reason)
+        )
+        return {str(r): int(n) for r, n in (await self._session.execute(stmt)).all()}
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def add_lease(self, calibration_id: uuid.UUID) -> CalibrationLease:
+        lease = CalibrationLease(calibration_id=calibration_id, token=None, attempts=0)
+        self._session.add(lease)
+        await self._session.flush()
+        return lease
+
+    async def lease(self, calibration_id: uuid.UUID) -> CalibrationLease | None:
+        return await self._session.get(CalibrationLease, calibration_id)
+
+    async def claimable(
+        self, *, model: str, prompt_version: str, stale_before: datetime, limit: int = 5
+    ) -> Sequence[tuple[uuid.UUID, str, uuid.UUID | None]]:
+        """(id, status, token) of queued runs and of running runs whose heartbeat is stale."""
+        stmt = (
+            sa.select(Calibration.id, Calibration.status, CalibrationLease.token)
+            .join(CalibrationLease, CalibrationLease.calibration_id == Calibration.id)
+            .where(
+                Calibration.model == model,
+                Calibration.prompt_version == prompt_version,
+                sa.or_(
+                    Calibration.status == QUEUED,
+                    sa.and_(
+                        Calibration.status == RUNNING,
+                        sa.or_(
+                            CalibrationLease.heartbeat_at.is_(None),
+                            CalibrationLease.heartbeat_at < stale_before,
+                        ),
+                    ),
+                ),
+            )
+            .order_by(Calibration.created_at)
+            .limit(limit)
+        )
+        return [(r[0], r[1], r[2]) for r in (await self._session.execute(stmt)).all()]
+
+    async def try_claim(
+        self,
+        calibration_id: uuid.UUID,
+        *,
+        expected_token: uuid.UUID | None,
+        stale_before: datetime | None,
+        new_token: uuid.UUID,
+        worker: str,
+        now: datetime,
+    ) -> bool:
+        """Compare-and-set the lease to ``new_token``; on success the run is ``running``.
+
+        ``stale_before`` (reclaiming a running run) also requires the heartbeat to be older,
+        so a worker that heartbeated meanwhile keeps its run.
+        """
+        token_matches = (
+            CalibrationLease.token.is_(None)
+            if expected_token is None
+            else CalibrationLease.token == expected_token
+        )
+        conditions = [CalibrationLease.calibration_id == calibration_id, token_matches]
+        if stale_before is not None:
+            conditions.append(
+                sa.or_(
+                    CalibrationLease.heartbeat_at.is_(None),
+                    CalibrationLease.heartbeat_at < stale_before,
+                )
+            )
+        result = await self._session.execute(
+            sa.update(CalibrationLease)
+            .where(*conditions)
+            .values(
+                token=new_token,
+                worker=worker,
+                claimed_at=now,
+                heartbeat_at=now,
+                attempts=CalibrationLease.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(result) != 1:
+            return False
+        await self.guarded_update(calibration_id, new_token, status=RUNNING, error=None)
+        return True
+
+    async def heartbeat(self, calibration_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
+        """Renew the lease; False when another worker has taken it."""
+        result = await self._session.execute(
+            sa.update(CalibrationLease)
+            .where(
+                CalibrationLease.calibration_id == calibration_id,
+                CalibrationLease.token == token,
+            )
+            .values(heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1
+
+    async def release(self, calibration_id: uuid.UUID, token: uuid.UUID) -> bool:
+        """Give a running run back to the queue (graceful shutdown)."""
+        if not await self.guarded_update(calibration_id, token, status=QUEUED):
+            return False
+        await self._session.execute(
+            sa.update(CalibrationLease)
+            .where(
+                CalibrationLease.calibration_id == calibration_id,
+                CalibrationLease.token == token,
+            )
+            .values(token=None, heartbeat_at=None, worker=None)
+            .execution_options(synchronize_session=False)
+        )
+        return True
+
+    async def guarded_update(
+        self, calibration_id: uuid.UUID, token: uuid.UUID, **values: Any
+    ) -> bool:
+        """Update the run only while ``token`` holds its lease; False otherwise."""
+        holds = (
+            sa.select(CalibrationLease.calibration_id)
+            .where(
+                CalibrationLease.calibration_id == calibration_id,
+                CalibrationLease.token == token,
+            )
+            .exists()
+        )
+        result = await self._session.execute(
+            sa.update(Calibration)
+            .where(Calibration.id == calibration_id, holds)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result) == 1

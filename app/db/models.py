@@ -150,3 +150,41 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class CalibrationCase(Base):
+    """One finished case of a calibration run: its true-label score at every step 0..T.
+
+    Written as each case finishes, so a run that crashes resumes without redoing it.
+    """
+
+    __tablename__ = "calibration_cases"
+
+    calibration_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("calibrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    case_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+    group_key: Mapped[str | None] = mapped_column(sa.String(128))
+    # 1 - p(true label | h_k) for k = 0..T (an exhausted case repeats its last row).
+    scores: Mapped[list[float]] = mapped_column(JSONType)
+    steps_run: Mapped[int] = mapped_column(sa.Integer)
+    stop_reason: Mapped[str] = mapped_column(sa.String(32))
+    posterior_evaluations: Mapped[int] = mapped_column(sa.Integer, default=0)
+    seconds: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class CalibrationLease(Base):
+    """Who runs a calibration: claimed by compare-and-set on ``token``, kept by heartbeats."""
+
+    __tablename__ = "calibration_leases"
+
+    calibration_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("calibrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    worker: Mapped[str | None] = mapped_column(sa.String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), index=True)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)

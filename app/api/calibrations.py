@@ -1,0 +1,86 @@
+"""Calibration runs over REST (v1). Thin: parse, call the service, shape headers.
+
+Runs are executed asynchronously by ``pursuit worker`` processes: POST only queues one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from app.api.deps import ResourcesDep
+from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.security import CalibrationsAdmin
+from app.calibrations.schemas import CalibrationCreate, CalibrationList, CalibrationOut
+from app.calibrations.service import CalibrationService
+
+router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
+
+
+def _problem(description: str) -> dict[str, object]:
+    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+
+
+ERRORS = {
+    **PROBLEM_RESPONSES,
+    401: _problem("No or an unknown API key"),
+    403: _problem("The API key lacks the scope calibrations:admin"),
+    429: _problem("Rate limit reached; see Retry-After"),
+}
+
+
+def admin_service(resources: ResourcesDep, principal: CalibrationsAdmin) -> CalibrationService:
+    return CalibrationService(
+        sessionmaker=resources.sessionmaker,
+        provider=resources.provider,
+        data_dir=resources.settings.data_dir,
+        tenant=principal.tenant,
+        actor_key_id=principal.key_id,
+    )
+
+
+AdminDep = Annotated[CalibrationService, Depends(admin_service)]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a calibration run (a `pursuit worker` executes it)",
+    responses={
+        **ERRORS,
+        503: _problem("No LLM server is configured, so the run's model is unknown"),
+    },
+)
+async def create_calibration(
+    body: CalibrationCreate, service: AdminDep, response: Response
+) -> CalibrationOut:
+    created = await service.create(body)
+    response.headers["Location"] = f"/v1/calibrations/{created.id}"
+    return created
+
+
+@router.get("", summary="Calibration runs, newest first", responses=ERRORS)
+async def list_calibrations(
+    service: AdminDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> CalibrationList:
+    return await service.list(limit=limit)
+
+
+@router.get(
+    "/{calibration_id}",
+    summary="One run: status, progress (done/total, n per step), thresholds when done",
+    responses=ERRORS,
+)
+async def get_calibration(calibration_id: uuid.UUID, service: AdminDep) -> CalibrationOut:
+    return await service.get(calibration_id)
+
+
+@router.post(
+    "/{calibration_id}/activate",
+    summary="Serve this calibration for its model, prompt version, policy and alpha",
+    responses={**ERRORS, 409: _problem("The run has not succeeded, or cannot serve sessions")},
+)
+async def activate_calibration(calibration_id: uuid.UUID, service: AdminDep) -> CalibrationOut:
+    return await service.activate(calibration_id)

@@ -1,0 +1,403 @@
+"""``pursuit calibrate``, ``pursuit worker`` and ``pursuit bench`` (MediQ).
+
+The LLM is the serving one: ``PURSUIT_LLM_BASE_URL`` / ``PURSUIT_LLM_MODEL`` when set, else
+the local server of ``pursuit llm up`` when it is healthy. The provider is built exactly as
+the API builds it (``Resources.open``), so model and prompt version match what serving
+looks up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from app.calibrations.executor import (
+    DEFAULT_HEARTBEAT_S,
+    DEFAULT_LEASE_TIMEOUT_S,
+    claim_run,
+    execute_run,
+)
+from app.calibrations.repository import SUCCEEDED, CalibrationRepository
+from app.calibrations.service import create_run, prepare_spec
+from app.calibrations.serving import open_serving
+from app.calibrations.spec import AnswerSource
+from app.datasets import SplitFractions
+from app.db.migrate import upgrade_head
+from app.engine import QuestionSource
+from app.errors import PursuitError
+from app.logging import configure_logging
+from app.mediq.bench import BenchSpec, resolve_policies, run_bench
+from app.settings import Settings, get_settings
+from app.worker import run_worker
+
+__all__ = ["bench", "calibrate", "register", "worker"]
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``calibrate``, ``worker`` and ``bench`` to the ``pursuit`` command line."""
+    cli.command("calibrate")(calibrate)
+    cli.command("worker")(worker)
+    cli.command("bench")(bench)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _settings(verbose: bool) -> Settings:
+    """Settings with the LLM filled in from the local server when not configured."""
+    settings = get_settings()
+    configure_logging(level="INFO" if verbose else "WARNING", json=settings.log_json)
+    if settings.is_embedded_database:
+        upgrade_head(settings.effective_database_url)
+    if settings.llm_base_url and settings.llm_model:
+        return settings
+    from app.llm import server  # the local-server helper is only needed here
+
+    status = server.status(settings)
+    if status.healthy and status.served_name:
+        typer.echo(f"using the local vLLM server at {status.base_url} ({status.served_name})")
+        return settings.model_copy(
+            update={"llm_base_url": status.base_url, "llm_model": status.served_name}
+        )
+    raise _fail(
+        "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
+    )
+
+
+def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """(update(done, total), close): the bar starts at the first ``done`` (resumed work)."""
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(
+                tqdm(
+                    total=total,
+                    initial=done,
+                    desc=desc,
+                    unit="case",
+                    file=sys.stderr,
+                    mininterval=1.0,
+                    smoothing=0.1,
+                )
+            )
+        bar = bars[0]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return update, close
+
+
+def calibrate(
+    dataset: Path | None = typer.Option(None, "--dataset", help="MediQ-format JSONL file."),
+    policy: str = typer.Option("cip", "--policy", help="cip | ip | random | fixed | none"),
+    alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level."),
+    max_questions: int = typer.Option(3, "--max-questions", help="Calibrate steps 0..T."),
+    cases: int = typer.Option(100, "--cases", help="Calibration cases (first N of the split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the splits and of the policy."),
+    group_by: str | None = typer.Option(
+        None, "--group-by", help="'specialty': also Mondrian thresholds per specialty."
+    ),
+    anytime: bool = typer.Option(False, "--anytime", help="Spend alpha/(T+1) per step."),
+    name: str | None = typer.Option(None, "--name", help="A label for people."),
+    activate: bool = typer.Option(False, "--activate", help="Serve it when it succeeds."),
+    question_source: str = typer.Option("bank", "--question-source", help="bank | generated"),
+    bank: str = typer.Option("internal_medicine", "--bank", help="Named question bank."),
+    n_questions: int = typer.Option(4, "--n-questions", help="Candidate questions a turn."),
+    n_answers: int = typer.Option(2, "--n-answers", help="Candidate answers a question."),
+    answer_source: str = typer.Option(
+        "llm", "--answer-source", help="llm (serving) | estimation (the paper's MediQ setting)"
+    ),
+    specialty: str | None = typer.Option(None, "--specialty", help="Only this specialty."),
+    stratify: bool = typer.Option(
+        True, "--stratify/--no-stratify", help="Stratify the splits by specialty."
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", help="Cases interviewed at once."),
+    resume: uuid.UUID | None = typer.Option(
+        None, "--resume", help="Resume this run (its finished cases are not redone)."
+    ),
+    lease_timeout: float = typer.Option(
+        DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="Seconds before a silent run is dead."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", help="Log at INFO (JSON on stderr)."),
+) -> None:
+    """Calibrate per-step thresholds on MediQ cases; prints the run id on the last line."""
+    if resume is None and dataset is None:
+        raise _fail("give --dataset PATH (or --resume ID)", 2)
+    if dataset is not None and not dataset.is_file():
+        raise _fail(f"no dataset file {dataset}", 2)
+    settings = _settings(verbose)
+    fields: dict[str, Any] = {
+        "policy": policy,
+        "alpha": alpha,
+        "max_questions": max_questions,
+        "cases": cases,
+        "seed": seed,
+        "group_by": group_by,
+        "anytime": anytime,
+        "question_source": question_source,
+        "bank": bank if question_source == QuestionSource.BANK.value else None,
+        "n_questions": n_questions,
+        "n_answers": n_answers,
+        "answer_source": answer_source,
+        "specialty": specialty,
+        "stratify": "specialty" if stratify else None,
+        "fractions": SplitFractions(),
+        "concurrency": concurrency,
+    }
+    try:
+        asyncio.run(
+            _calibrate(
+                settings,
+                dataset=dataset,
+                fields=fields,
+                name=name,
+                activate=activate,
+                resume=resume,
+                lease_timeout=lease_timeout,
+            )
+        )
+    except (PursuitError, ValueError) as exc:
+        raise _fail(getattr(exc, "detail", str(exc))) from None
+
+
+async def _calibrate(
+    settings: Settings,
+    *,
+    dataset: Path | None,
+    fields: dict[str, Any],
+    name: str | None,
+    activate: bool,
+    resume: uuid.UUID | None,
+    lease_timeout: float,
+) -> None:
+    resources, provider, patient = open_serving(settings)
+    try:
+        sessionmaker = resources.sessionmaker
+        if resume is None:
+            assert dataset is not None
+            spec, extra = await asyncio.to_thread(prepare_spec, dataset, **fields)
+            for problem in extra["dataset_problems"]:
+                typer.echo(f"skipped {dataset} line {problem['line']}: {problem['message']}")
+            row = await create_run(
+                sessionmaker,
+                spec=spec,
+                info=provider.info,
+                name=name,
+                activate=activate,
+                extra_params=extra,
+            )
+            calibration_id = row.id
+            typer.echo(
+                f"calibration {calibration_id}: {spec.policy.value}, alpha {spec.alpha}, "
+                f"T={spec.max_questions}, {spec.cases} cases, model {provider.info.model}, "
+                f"prompt {provider.info.prompt_version}"
+            )
+        else:
+            calibration_id = resume
+        token = await claim_run(
+            sessionmaker,
+            calibration_id,
+            worker=f"cli:{socket.gethostname()}:{os.getpid()}",
+            lease_timeout_s=lease_timeout,
+        )
+        update, close = _progress_bar("calibrate")
+        started = time.perf_counter()
+        try:
+            outcome = await execute_run(
+                sessionmaker,
+                calibration_id,
+                token,
+                provider=provider,
+                patient=patient,
+                heartbeat_s=min(DEFAULT_HEARTBEAT_S, max(lease_timeout / 3, 0.5)),
+                progress=update,
+            )
+        finally:
+            close()
+        wall = time.perf_counter() - started
+        async with sessionmaker() as db:
+            final = await CalibrationRepository(db).get(calibration_id)
+        assert final is not None
+        if outcome.status != SUCCEEDED or final.result is None:
+            raise _fail(
+                f"calibration {calibration_id} {outcome.status}: {outcome.error or ''} "
+                f"(resume with --resume {calibration_id})"
+            )
+        result = final.result
+        typer.echo(
+            f"{outcome.computed_cases} cases computed, {outcome.skipped_cases} resumed, "
+            f"{wall:.1f} s ({60 * outcome.computed_cases / wall if wall else 0:.1f} cases/min)"
+        )
+        for k, (tau, n) in enumerate(zip(result["thresholds"], result["n_per_step"], strict=True)):
+            shown = "inf (too few cases: full set)" if tau is None else f"{tau:.6f}"
+            typer.echo(f"  step {k}: n={n} tau={shown}")
+        typer.echo(f"active: {final.active}")
+        typer.echo(str(calibration_id))
+    finally:
+        await resources.close()
+
+
+def worker(
+    once: bool = typer.Option(False, "--once", help="Exit when nothing is left to claim."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between looks for work."),
+    lease_timeout: float = typer.Option(
+        DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="Seconds before a silent run is dead."
+    ),
+    heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", help="Seconds."),
+    verbose: bool = typer.Option(True, "--verbose/--quiet", help="Log at INFO."),
+) -> None:
+    """Execute queued calibration runs (POST /v1/calibrations) for the configured model."""
+    settings = _settings(verbose)
+    try:
+        asyncio.run(
+            run_worker(
+                settings,
+                once=once,
+                poll_s=poll,
+                lease_timeout_s=lease_timeout,
+                heartbeat_s=heartbeat,
+            )
+        )
+    except PursuitError as exc:
+        raise _fail(exc.detail) from None
+
+
+def bench(
+    dataset: Path = typer.Option(..., "--dataset", help="MediQ JSONL: its test split is used."),
+    calibration: list[str] = typer.Option(
+        [], "--calibration", help="Stored calibration id (repeat: one per policy)."
+    ),
+    calibrate_on: Path | None = typer.Option(
+        None, "--calibrate-on", help="Calibrate in-process on this file's calibration split."
+    ),
+    policies: str = typer.Option(
+        "cip,ip,random,none,all-facts", "--policies", help="Comma list of policies."
+    ),
+    alpha: float = typer.Option(0.1, "--alpha"),
+    max_questions: int = typer.Option(3, "--max-questions"),
+    cases: int = typer.Option(30, "--cases", help="Test cases."),
+    calibration_cases: int = typer.Option(
+        60, "--calibration-cases", help="Calibration cases (with --calibrate-on)."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    anytime: bool = typer.Option(False, "--anytime"),
+    question_source: str = typer.Option("bank", "--question-source"),
+    bank: str = typer.Option("internal_medicine", "--bank"),
+    n_questions: int = typer.Option(4, "--n-questions"),
+    n_answers: int = typer.Option(2, "--n-answers"),
+    answer_source: str = typer.Option("llm", "--answer-source", help="llm | estimation"),
+    specialty: str | None = typer.Option(None, "--specialty"),
+    stratify: bool = typer.Option(True, "--stratify/--no-stratify"),
+    concurrency: int = typer.Option(4, "--concurrency"),
+    out: Path = typer.Option(Path("var/bench-mediq"), "--out", help="Report directory."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard the finished cases in --out."),
+    verbose: bool = typer.Option(False, "--verbose"),
+) -> None:
+    """C-IP vs baselines on MediQ test cases: OUT/report.json, report.md and plots."""
+    settings = _settings(verbose)
+    try:
+        spec = BenchSpec(
+            dataset=dataset,
+            policies=resolve_policies(policies),
+            alpha=alpha,
+            max_questions=max_questions,
+            cases=cases,
+            calibration_cases=calibration_cases,
+            seed=seed,
+            anytime=anytime,
+            question_source=QuestionSource(question_source),
+            bank=bank,
+            n_questions=n_questions,
+            n_answers=n_answers,
+            answer_source=AnswerSource(answer_source),
+            specialty=specialty,
+            stratify=stratify,
+            calibrate_on=calibrate_on,
+            calibration_ids=tuple(uuid.UUID(c) for c in calibration),
+        )
+        report = asyncio.run(_bench(settings, spec, out=out, fresh=fresh))
+    except (PursuitError, ValueError) as exc:
+        raise _fail(getattr(exc, "detail", str(exc))) from None
+    from app.bench import write_report
+
+    write_report(
+        out,
+        report,
+        title="MediQ (iMedQA) interviews",
+        settings={
+            **{k: v for k, v in spec.settings().items() if k not in ("policies", "test_cases")},
+            "wall time (s)": report["wall_seconds"],
+            "interviews per minute": report["interviews_per_minute"],
+            "stop rule": "singleton set under tau_k, budget, no gain (cip/ip)",
+        },
+    )
+    typer.echo(_summary(report))
+    typer.echo(str(out / "report.json"))
+
+
+async def _bench(settings: Settings, spec: BenchSpec, *, out: Path, fresh: bool) -> dict[str, Any]:
+    resources, provider, patient = open_serving(settings)
+    try:
+        update, close = _progress_bar("bench")
+        done = 0
+
+        def progress(total: int, already: int) -> Callable[[int], None]:
+            nonlocal done
+            done = already
+            update(done, total)
+
+            def tick(n: int) -> None:
+                nonlocal done
+                done += n
+                update(done, total)
+
+            return tick
+
+        try:
+            return await run_bench(
+                spec,
+                provider=provider,
+                patient=patient,
+                out_dir=out,
+                sessionmaker=resources.sessionmaker if spec.calibration_ids else None,
+                fresh=fresh,
+                progress=progress,
+                echo=typer.echo,
+            )
+        finally:
+            close()
+    finally:
+        await resources.close()
+
+
+def _summary(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['cases']} test cases, alpha {report['alpha']}, model {report['model']}, "
+        f"{report['wall_seconds']} s",
+        f"{'policy':<10} {'accuracy':>8} {'coverage':>9} {'set':>6} {'questions':>9}",
+    ]
+    for policy, summary in report["policies"].items():
+        f = summary["final"]
+        lines.append(
+            f"{policy:<10} {f['accuracy']:>8.3f} {f['coverage']:>9.3f} "
+            f"{f['mean_set_size']:>6.2f} {f['mean_questions']:>9.2f}"
+        )
+    return "\n".join(lines)

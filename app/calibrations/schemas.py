@@ -1,0 +1,121 @@
+"""Request and response models of the calibrations API (strict on what we accept)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.calibrations.spec import AnswerSource
+from app.engine import QuestionSource
+
+__all__ = [
+    "CalibrationCreate",
+    "CalibrationList",
+    "CalibrationOut",
+    "LeaseOut",
+    "ProgressOut",
+    "ResultOut",
+]
+
+DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class CalibrationCreate(BaseModel):
+    """Start a calibration run; a worker (``pursuit worker``) executes it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "cip-a0.1-T3",
+                    "dataset": "imedqa_dev",
+                    "policy": "cip",
+                    "alpha": 0.1,
+                    "max_questions": 3,
+                    "cases": 100,
+                    "seed": 0,
+                    "question_source": "bank",
+                    "bank": "internal_medicine",
+                    "n_questions": 4,
+                    "n_answers": 2,
+                    "activate": True,
+                }
+            ]
+        },
+    )
+
+    name: str | None = Field(default=None, max_length=128, description="A label for people.")
+    dataset: str = Field(
+        pattern=DATASET_NAME,
+        description="A dataset name: <data dir>/datasets/NAME.jsonl, else the shipped "
+        "app/data/mediq/NAME.jsonl (e.g. imedqa_dev). Paths are not accepted.",
+    )
+    policy: Literal["cip", "ip", "random", "fixed", "none"] = "cip"
+    alpha: float = Field(default=0.1, gt=0, lt=0.5, description="Miscoverage level.")
+    max_questions: int = Field(default=3, ge=0, le=30, description="Steps 0..T calibrated.")
+    cases: int = Field(default=100, ge=1, le=10_000, description="Calibration cases.")
+    seed: int = Field(default=0, ge=0, description="Seed of the splits and of the policy.")
+    group_by: Literal["specialty"] | None = Field(
+        default=None, description="Also compute Mondrian thresholds per specialty (stored)."
+    )
+    anytime: bool = Field(default=False, description="Spend alpha/(T+1) per step.")
+    activate: bool = Field(default=False, description="Serve it once it succeeds.")
+    question_source: QuestionSource = QuestionSource.BANK
+    bank: str | None = Field(default="internal_medicine", max_length=64)
+    n_questions: int = Field(default=4, ge=1, le=16, description="Candidate questions a turn.")
+    n_answers: int = Field(default=2, ge=1, le=16, description="Candidate answers a question.")
+    answer_source: AnswerSource = AnswerSource.LLM
+    specialty: str | None = Field(
+        default=None, max_length=128, description="Only cases of this specialty."
+    )
+    stratify: bool = Field(default=True, description="Stratify the splits by specialty.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Cases interviewed at once.")
+
+
+class ProgressOut(BaseModel):
+    done: int
+    total: int
+    n_per_step: list[int] = Field(description="Calibration scores stored so far, per step 0..T.")
+    stop_reasons: dict[str, int] = Field(default_factory=dict)
+
+
+class ResultOut(BaseModel):
+    thresholds: list[float | None] = Field(description="tau_k per step; null = +inf.")
+    n_per_step: list[int]
+    step_alpha: float
+    insufficient_steps: list[int] = Field(default_factory=list)
+    groups: list[dict[str, Any]] | None = None
+
+
+class LeaseOut(BaseModel):
+    worker: str | None
+    heartbeat_at: datetime | None
+    attempts: int
+
+
+class CalibrationOut(BaseModel):
+    id: str
+    name: str | None
+    status: Literal["queued", "running", "succeeded", "failed"]
+    active: bool
+    model: str
+    prompt_version: str
+    policy: str
+    alpha: float
+    anytime: bool
+    max_questions: int
+    dataset_hash: str | None
+    params: dict[str, Any]
+    progress: ProgressOut
+    result: ResultOut | None
+    error: str | None
+    lease: LeaseOut | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CalibrationList(BaseModel):
+    calibrations: list[CalibrationOut]

@@ -1,0 +1,253 @@
+"""Calibration runs as resources: create (queued for a worker), read, list, activate."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.repository import AuditRepository
+from app.calibrations.repository import QUEUED, SUCCEEDED, CalibrationRepository
+from app.calibrations.schemas import (
+    CalibrationCreate,
+    CalibrationList,
+    CalibrationOut,
+    LeaseOut,
+    ProgressOut,
+    ResultOut,
+)
+from app.calibrations.spec import AnswerSource, RunSpec
+from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
+from app.db.models import Calibration, CalibrationLease
+from app.engine.types import PosteriorProvider, ProviderInfo
+from app.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamUnavailableError
+
+__all__ = ["CalibrationService", "create_run", "dataset_dirs", "prepare_spec", "resolve_dataset"]
+
+_MAX_PROBLEMS_STORED = 50
+
+
+def dataset_dirs(data_dir: Path) -> tuple[Path, ...]:
+    """Where API dataset names are looked up, first match wins."""
+    return (data_dir / "datasets", SHIPPED_DATASETS_DIR)
+
+
+def resolve_dataset(name: str, data_dir: Path) -> Path:
+    """A dataset name (no path) to its JSONL file; InvalidInputError lists what exists."""
+    if "/" in name or "\\" in name or name.startswith("."):
+        raise InvalidInputError("a dataset is named, not given as a path")
+    for folder in dataset_dirs(data_dir):
+        path = folder / f"{name}.jsonl"
+        if path.is_file():
+            return path.resolve()
+    known = sorted(
+        {p.stem for d in dataset_dirs(data_dir) if d.is_dir() for p in d.glob("*.jsonl")}
+    )
+    raise InvalidInputError(f"no dataset {name!r}; available: {', '.join(known) or 'none'}")
+
+
+def prepare_spec(path: Path, **fields: Any) -> tuple[RunSpec, dict[str, Any]]:
+    """Load the dataset (lenient), build the spec, check the split is big enough.
+
+    Returns the spec and extra params: the dataset's skipped lines, reported, not hidden.
+    """
+    dataset = load_mediq(path, strict=False)
+    spec = RunSpec(dataset=str(path.resolve()), dataset_hash=dataset.sha256, **fields)
+    spec.calibration_cases(dataset)
+    extra: dict[str, Any] = {
+        "dataset_cases": len(dataset),
+        "dataset_skipped": len(dataset.problems),
+        "dataset_problems": [
+            {"line": p.line, "message": p.message} for p in dataset.problems[:_MAX_PROBLEMS_STORED]
+        ],
+        "splits": spec.splits(dataset).sizes(),
+    }
+    return spec, extra
+
+
+async def create_run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    spec: RunSpec,
+    info: ProviderInfo,
+    name: str | None,
+    activate: bool,
+    extra_params: dict[str, Any] | None = None,
+    actor_key_id: str | None = None,
+    tenant: str | None = None,
+) -> Calibration:
+    """Insert a queued run with its lease row (claimable by any worker on this model)."""
+    if activate and spec.answer_source is not AnswerSource.LLM:
+        raise InvalidInputError(
+            "a calibration with answer source 'estimation' cannot serve sessions (serving "
+            "simulates answers with the LLM); run it without activate"
+        )
+    params = {
+        **spec.to_params(),
+        **(extra_params or {}),
+        "activate": activate,
+        "provider": dict(info.extra),
+        # The worker's audit events go to the tenant that asked for the run.
+        "requested_by": {"tenant": tenant, "key_id": actor_key_id},
+    }
+    async with sessionmaker.begin() as db:
+        repo = CalibrationRepository(db)
+        row = await repo.add(
+            Calibration(
+                name=name,
+                status=QUEUED,
+                model=info.model,
+                prompt_version=info.prompt_version,
+                policy=spec.policy.value,
+                alpha=spec.alpha,
+                anytime=spec.anytime,
+                max_questions=spec.max_questions,
+                dataset_hash=spec.dataset_hash,
+                params=params,
+                progress_done=0,
+                progress_total=spec.cases,
+                active=False,
+            )
+        )
+        await repo.add_lease(row.id)
+        await AuditRepository(db).record(
+            action="calibration.create",
+            resource_type="calibration",
+            resource_id=str(row.id),
+            outcome="success",
+            actor_key_id=actor_key_id,
+            tenant=tenant,
+        )
+    return row
+
+
+@dataclass
+class CalibrationService:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    provider: PosteriorProvider | None
+    data_dir: Path
+    tenant: str | None = None
+    actor_key_id: str | None = None
+
+    async def create(self, body: CalibrationCreate) -> CalibrationOut:
+        if self.provider is None:
+            raise UpstreamUnavailableError(
+                "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL)",
+                retry_after_s=30,
+            )
+        path = resolve_dataset(body.dataset, self.data_dir)
+        fields = body.model_dump(exclude={"name", "dataset", "activate", "stratify"})
+        fields["stratify"] = "specialty" if body.stratify else None
+        fields["fractions"] = SplitFractions()
+        if body.question_source.value == "generated":
+            fields["bank"] = None
+        # Reading and hashing a dataset file is blocking work: off the event loop.
+        spec, extra = await asyncio.to_thread(prepare_spec, path, **fields)
+        extra["dataset_name"] = body.dataset
+        row = await create_run(
+            self.sessionmaker,
+            spec=spec,
+            info=self.provider.info,
+            name=body.name,
+            activate=body.activate,
+            extra_params=extra,
+            actor_key_id=self.actor_key_id,
+            tenant=self.tenant,
+        )
+        return await self.get(row.id)
+
+    async def get(self, calibration_id: uuid.UUID) -> CalibrationOut:
+        async with self.sessionmaker() as db:
+            repo = CalibrationRepository(db)
+            row = await repo.get(calibration_id)
+            if row is None:
+                raise NotFoundError(f"no calibration {calibration_id}")
+            return await _out(repo, row)
+
+    async def list(self, *, limit: int) -> CalibrationList:
+        async with self.sessionmaker() as db:
+            repo = CalibrationRepository(db)
+            rows = await repo.list(limit=limit)
+            return CalibrationList(calibrations=[await _out(repo, r) for r in rows])
+
+    async def activate(self, calibration_id: uuid.UUID) -> CalibrationOut:
+        async with self.sessionmaker.begin() as db:
+            repo = CalibrationRepository(db)
+            row = await repo.get(calibration_id)
+            if row is None:
+                raise NotFoundError(f"no calibration {calibration_id}")
+            if row.status != SUCCEEDED:
+                raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
+            if row.params.get("answer_source", "llm") != AnswerSource.LLM.value:
+                raise ConflictError(
+                    "this calibration used estimation-split answers; serving simulates answers "
+                    "with the LLM, so it would not apply"
+                )
+            await repo.activate(row)
+            await AuditRepository(db).record(
+                action="calibration.activate",
+                resource_type="calibration",
+                resource_id=str(calibration_id),
+                outcome="success",
+                actor_key_id=self.actor_key_id,
+                tenant=self.tenant,
+            )
+        return await self.get(calibration_id)
+
+
+async def _out(repo: CalibrationRepository, row: Calibration) -> CalibrationOut:
+    lease = await repo.lease(row.id)
+    if row.result is not None:
+        done = row.progress_done
+        stop_reasons: dict[str, int] = dict(row.result.get("stop_reasons") or {})
+    else:
+        done = await repo.case_count(row.id)
+        stop_reasons = await repo.stop_reasons(row.id)
+    return CalibrationOut(
+        id=str(row.id),
+        name=row.name,
+        status=row.status,
+        active=row.active,
+        model=row.model,
+        prompt_version=row.prompt_version,
+        policy=row.policy,
+        alpha=row.alpha,
+        anytime=row.anytime,
+        max_questions=row.max_questions,
+        dataset_hash=row.dataset_hash,
+        params=row.params,
+        progress=ProgressOut(
+            done=done,
+            total=row.progress_total,
+            # Every stored case has a score at every step (exhausted ones repeat the last).
+            n_per_step=[done] * (row.max_questions + 1),
+            stop_reasons=stop_reasons,
+        ),
+        result=_result_out(row.result),
+        error=row.error,
+        lease=_lease_out(lease),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _result_out(result: dict[str, Any] | None) -> ResultOut | None:
+    if result is None:
+        return None
+    return ResultOut(
+        thresholds=result["thresholds"],
+        n_per_step=result["n_per_step"],
+        step_alpha=result["step_alpha"],
+        insufficient_steps=result.get("insufficient_steps", []),
+        groups=result.get("groups"),
+    )
+
+
+def _lease_out(lease: CalibrationLease | None) -> LeaseOut | None:
+    if lease is None or lease.worker is None:
+        return None
+    return LeaseOut(worker=lease.worker, heartbeat_at=lease.heartbeat_at, attempts=lease.attempts)
