@@ -167,10 +167,13 @@ class SessionService:
                 )
             turns = list(await repo.turns(session_id))
             calibration = await self._calibration_by_id(db, row.calibration_id)
-        current = turns[-1]
-        assert current.question is not None and current.step == row.step
+        # Read the turns as of the session row we loaded: a concurrent answer may have added
+        # a later turn since (it wins; this one then loses the version check below).
+        earlier = [t for t in turns if t.step < row.step]
+        current = next(t for t in turns if t.step == row.step)
+        assert current.question is not None
         history: History = (
-            *(QA(t.question, t.answer) for t in turns if t.question and t.answer is not None),
+            *(QA(t.question, t.answer) for t in earlier if t.question and t.answer is not None),
             QA(current.question, body.answer),
         )
         config = _config_from_json(row.config)
