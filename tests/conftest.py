@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -19,9 +20,11 @@ from sqlalchemy.engine import make_url
 
 from app.auth.keys import ALL_SCOPES, Scope
 from app.auth.service import create_key
+from app.calibrations.thresholds import calibration_result
+from app.conformal import lac_threshold
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_head
-from app.db.models import Base
+from app.db.models import Base, Calibration
 from app.logging import configure_logging
 from app.main import create_app
 from app.settings import Settings
@@ -143,3 +146,41 @@ def captured_logs() -> Iterator[io.StringIO]:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+async def insert_scripted_calibration(settings: Settings) -> tuple[str, list[float]]:
+    """An active calibration for the scripted provider (cip, alpha 0.1, steps 0..3, n = 40
+    uniform scores per step, seeded); returns its id and the per-step thresholds."""
+    rng = np.random.default_rng(3)
+    scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
+    taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
+    engine = create_engine(settings.effective_database_url)
+    row_id = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Calibration).values(
+                    id=row_id,
+                    status="succeeded",
+                    model="scripted",
+                    prompt_version="test",
+                    policy="cip",
+                    alpha=0.1,
+                    anytime=False,
+                    max_questions=3,
+                    params={},
+                    progress_done=40,
+                    progress_total=40,
+                    active=True,
+                    result=calibration_result(
+                        thresholds=taus,
+                        scores=scores,
+                        alpha=0.1,
+                        step_alpha=0.1,
+                        n_per_step=[40] * 4,
+                    ),
+                )
+            )
+    finally:
+        await engine.dispose()
+    return str(row_id), taus

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,14 +14,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from app.calibrations.thresholds import calibration_result
-from app.conformal import lac_threshold
 from app.db.engine import create_engine
-from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
+from app.db.models import IdempotencyRecord, InterviewSession, Turn
 from app.engine.types import WeightedAnswer
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import open_client
+from tests.conftest import insert_scripted_calibration, open_client
 from tests.engine.scripted import ScriptedProvider
 
 LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
@@ -289,35 +286,9 @@ async def test_without_an_llm_server_create_is_503(settings: Settings, api_key: 
 
 
 @pytest.fixture
-async def calibration(settings: Settings) -> AsyncIterator[tuple[str, list[float]]]:
-    """An active calibration for the scripted provider, cip, alpha 0.1 (3 steps)."""
-    rng = __import__("numpy").random.default_rng(3)
-    scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
-    taus = [lac_threshold(__import__("numpy").asarray(s), 0.1) for s in scores]
-    engine = create_engine(settings.effective_database_url)
-    row_id = uuid.uuid4()
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.insert(Calibration).values(
-                id=row_id,
-                status="succeeded",
-                model="scripted",
-                prompt_version="test",
-                policy="cip",
-                alpha=0.1,
-                anytime=False,
-                max_questions=3,
-                params={},
-                progress_done=40,
-                progress_total=40,
-                active=True,
-                result=calibration_result(
-                    thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[40] * 4
-                ),
-            )
-        )
-    await engine.dispose()
-    yield str(row_id), taus
+async def calibration(settings: Settings) -> tuple[str, list[float]]:
+    """An active calibration for the scripted provider, cip, alpha 0.1."""
+    return await insert_scripted_calibration(settings)
 
 
 async def test_a_matching_calibration_gives_a_guaranteed_set(

@@ -8,24 +8,20 @@ from __future__ import annotations
 import asyncio
 import copy
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.auth.keys import Scope
-from app.calibrations.thresholds import calibration_result
-from app.conformal import lac_threshold
 from app.db.engine import create_engine
-from app.db.models import Calibration, InterviewSession, Turn
+from app.db.models import InterviewSession, Turn
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import QUESTIONS, _provider
-from tests.conftest import make_key, open_client
+from tests.conftest import insert_scripted_calibration, make_key, open_client
 from tests.engine.scripted import ScriptedProvider
 from tests.fhir.fhir_helpers import (
     INQUIRY,
@@ -379,35 +375,9 @@ async def test_the_session_bundle(client: httpx.AsyncClient) -> None:
 
 
 @pytest.fixture
-async def calibration(settings: Settings) -> AsyncIterator[str]:
+async def calibration(settings: Settings) -> str:
     """An active calibration for the scripted provider, cip, alpha 0.1."""
-    rng = np.random.default_rng(3)
-    scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
-    taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
-    engine = create_engine(settings.effective_database_url)
-    row_id = uuid.uuid4()
-    async with engine.begin() as conn:
-        await conn.execute(
-            sa.insert(Calibration).values(
-                id=row_id,
-                status="succeeded",
-                model="scripted",
-                prompt_version="test",
-                policy="cip",
-                alpha=0.1,
-                anytime=False,
-                max_questions=3,
-                params={},
-                progress_done=40,
-                progress_total=40,
-                active=True,
-                result=calibration_result(
-                    thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[40] * 4
-                ),
-            )
-        )
-    await engine.dispose()
-    yield str(row_id)
+    return (await insert_scripted_calibration(settings))[0]
 
 
 async def test_a_calibrated_set_names_its_calibration(
