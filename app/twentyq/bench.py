@@ -80,6 +80,7 @@ class BenchConfig:
     temperatures: tuple[float, ...] = (1.0,)
     backend: str = "auto"  # auto | fast | engine
     concurrency: int = 8
+    candidates: int | None = None  # C-IP/IP score a seeded random subset of the bank per turn
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(BenchPolicy(p) for p in self.policies))
@@ -94,6 +95,14 @@ class BenchConfig:
             raise InvalidInputError("temperatures must be > 0")
         if self.backend not in ("auto", "fast", "engine"):
             raise InvalidInputError(f"backend must be auto, fast or engine, got {self.backend!r}")
+        if self.candidates is not None and self.candidates < 1:
+            raise InvalidInputError(f"candidates must be >= 1, got {self.candidates}")
+        if self.candidates is not None and self.backend == "fast":
+            raise InvalidInputError(
+                "the fast replica scores the whole bank; --candidates needs --backend engine"
+            )
+        if self.concurrency < 1:
+            raise InvalidInputError(f"concurrency must be >= 1, got {self.concurrency}")
 
     @property
     def n_selection(self) -> int:
@@ -115,7 +124,13 @@ class BenchConfig:
             "eps": self.eps,
             "policies": [str(p) for p in self.policies],
             "temperatures": list(self.temperatures),
+            "candidates": self.candidates if self.candidates is not None else "whole bank",
         }
+
+    def games_played(self, policy: BenchPolicy) -> int:
+        """Games one policy plays at one temperature: pilot (cip), calibration, test."""
+        pilot = self.n_selection if policy.calibrated_selection else 0
+        return pilot + self.calibration_games + self.games
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +174,10 @@ class RunResult:
                 "anytime": config.anytime,
                 "settings": config.settings(),
                 "seconds": {name: round(r.seconds, 2) for name, r in self.policies.items()},
+                "seconds_per_game": {
+                    name: round(r.seconds / config.games_played(r.policy), 3)
+                    for name, r in self.policies.items()
+                },
             },
         )
 
@@ -265,8 +284,12 @@ async def run_temperature(
 def make_simulator(
     provider: PosteriorProvider, game: TwentyQuestions, config: BenchConfig
 ) -> Simulator:
-    """The batched replica for a TabularProvider (unless backend=engine), else the engine."""
-    fast = isinstance(provider, TabularProvider) and config.backend != "engine"
+    """The batched replica for a TabularProvider scoring the whole bank, else the engine."""
+    fast = (
+        isinstance(provider, TabularProvider)
+        and config.backend != "engine"
+        and config.candidates is None
+    )
     if config.backend == "fast" and not fast:
         raise InvalidInputError("backend 'fast' needs the tabular provider")
 
@@ -295,6 +318,7 @@ def make_simulator(
             max_questions=config.max_questions,
             selection=selection,
             concurrency=config.concurrency,
+            max_candidates=config.candidates,
         )
 
     return simulate

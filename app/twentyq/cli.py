@@ -1,35 +1,52 @@
 """``pursuit bench20q``: the 20 Questions benchmark from the command line.
 
-The lead wires it with ``register(cli)`` (and, once the LLM gateway can serve it,
-``register(cli, llm_factory=...)`` with a ``(game, temperature) -> PosteriorProvider``).
+``register(cli)`` adds the command. ``--provider tabular`` is the game's own table;
+``--provider llm`` asks the configured vLLM server through the gateway
+(``app.twentyq.llm``): ``PURSUIT_LLM_BASE_URL`` / ``PURSUIT_LLM_MODEL`` when set, else the
+local server of ``pursuit llm up`` when it is healthy. ``register(cli, llm_factory=...)``
+replaces that server with any ``(game, temperature) -> PosteriorProvider`` (tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from app.bench import write_report, write_sweep_report
-from app.errors import InvalidInputError
+from app.errors import PursuitError, UpstreamBadOutputError, UpstreamUnavailableError
+from app.logging import configure_logging
+from app.settings import Settings, get_settings
 from app.tabular import DEFAULT_EPS
 from app.twentyq.bench import (
     BenchConfig,
     ProviderFactory,
     RunResult,
+    run_bench,
     run_bench_sync,
     tabular_factory,
 )
+from app.twentyq.llm import (
+    DEFAULT_ANSWER_PERMUTATIONS,
+    LLMFactory,
+    PromptCounts,
+    check_llm_labels,
+    with_llm,
+)
 from app.twentyq.simulate import BenchPolicy
 
-__all__ = ["LLM_NOT_WIRED", "bench20q", "register"]
+__all__ = ["NO_LLM", "bench20q", "register"]
 
-LLM_NOT_WIRED = (
-    "the LLM provider for bench20q needs a running vLLM server (pursuit llm up); see "
-    "`pursuit llm --help`, and app/twentyq/cli.py: the command line must be wired with "
-    "register(cli, llm_factory=...) before --provider llm can run"
+NO_LLM = (
+    "no LLM server for --provider llm: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, "
+    "or start the local one with `pursuit llm up`"
 )
+
+_UPSTREAM = (UpstreamUnavailableError, UpstreamBadOutputError)
 
 _llm_factory: ProviderFactory | None = None
 
@@ -86,18 +103,33 @@ def bench20q(
     backend: str = typer.Option(
         "auto", "--backend", help="auto | fast (tabular batch replica) | engine (run_interview)."
     ),
+    candidates: int | None = typer.Option(
+        None,
+        "--candidates",
+        "-K",
+        help="C-IP/IP score K random unasked bank questions per turn (seeded per game); "
+        "default: the whole bank. Needs the engine backend (chosen by auto).",
+    ),
+    concurrency: int = typer.Option(8, "--concurrency", help="Games played at once (engine)."),
+    permutations: int | None = typer.Option(
+        None,
+        "--permutations",
+        help="LLM: cyclic option orders averaged per label posterior "
+        "(default PURSUIT_LLM_PERMUTATIONS, 1).",
+    ),
+    answer_permutations: int = typer.Option(
+        DEFAULT_ANSWER_PERMUTATIONS,
+        "--answer-permutations",
+        help="LLM: option orders (1 or 2) averaged when it predicts a yes/no answer.",
+    ),
     out: Path = typer.Option(Path("var/bench20q"), "--out", help="Report directory."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
 ) -> None:
-    """Calibrate and test C-IP, IP and random on 20 Questions; write report.json/md and plots."""
-    if provider == "tabular":
-        factory: ProviderFactory = tabular_factory
-    elif provider == "llm":
-        if _llm_factory is None:
-            typer.echo(f"error: {LLM_NOT_WIRED}", err=True)
-            raise typer.Exit(2)
-        factory = _llm_factory
-    else:
+    """Calibrate and test C-IP, IP and random on 20 Questions; write report.json/md and plots.
+
+    With --provider llm, --temperature tempers the LLM's label distribution (p ** (1/T)).
+    """
+    if provider not in ("tabular", "llm"):
         raise typer.BadParameter(f"provider must be tabular or llm, got {provider!r}")
     try:
         config = BenchConfig(
@@ -114,29 +146,109 @@ def bench20q(
             policies=_policies(policies),
             temperatures=_floats(temperature),
             backend=backend,
+            candidates=candidates,
+            concurrency=concurrency,
         )
-        started = time.perf_counter()
-        results = run_bench_sync(config, provider_factory=factory, log=typer.echo)
-    except (InvalidInputError, ValueError) as exc:
+        if provider == "llm":
+            check_llm_labels(config.animals)
+    except (PursuitError, ValueError) as exc:
         typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
         raise typer.Exit(2) from exc
+    started = time.perf_counter()
+    extra: dict[str, Any] = {"provider": provider}
+    try:
+        if provider == "tabular":
+            results = run_bench_sync(config, provider_factory=tabular_factory, log=typer.echo)
+        elif _llm_factory is not None:
+            results = run_bench_sync(config, provider_factory=_llm_factory, log=typer.echo)
+        else:
+            settings = _llm_settings()
+            extra["llm"] = f"{settings.llm_model} at {settings.llm_base_url}"
+            extra["answer permutations"] = answer_permutations
+            prompts: dict[str, dict[str, int]] = {}
+            extra["llm prompts"] = prompts
+
+            async def run(factory: LLMFactory) -> list[RunResult]:
+                log = _counting_log(factory.counts, prompts)
+                return await run_bench(config, provider_factory=factory, log=log)
+
+            results = asyncio.run(
+                with_llm(
+                    settings,
+                    run,
+                    permutations=permutations,
+                    answer_permutations=answer_permutations,
+                )
+            )
+    except (PursuitError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
+        # Bad settings are usage errors; an LLM server that fails is not.
+        raise typer.Exit(1 if isinstance(exc, _UPSTREAM) else 2) from exc
     wall = time.perf_counter() - started
-    _write(out, config, results, wall, plots=plots)
+    _write(out, config, results, wall, plots=plots, extra=extra)
     typer.echo(_summary(config, results, wall))
     typer.echo(f"report: {out / 'report.md'}")
 
 
+def _counting_log(
+    counts: PromptCounts, per_run: dict[str, dict[str, int]]
+) -> Callable[[str], None]:
+    """``typer.echo`` that adds the prompts scored since its last line (one per policy)."""
+    last = PromptCounts()
+
+    def log(line: str) -> None:
+        scored, cached = counts.scored - last.scored, counts.cached - last.cached
+        last.scored, last.cached = counts.scored, counts.cached
+        per_run[line.split(":")[0]] = {"scored": scored, "cached": cached}
+        typer.echo(f"{line}; LLM prompts: {scored} scored, {cached} from the cache")
+
+    return log
+
+
+def _llm_settings() -> Settings:
+    """The configured LLM server, else the local one when it is healthy."""
+    settings = get_settings()
+    # The gateway logs one line per request at INFO; keep the command's output readable.
+    configure_logging(level="WARNING", json=settings.log_json)
+    if settings.llm_base_url and settings.llm_model:
+        return settings
+    from app.llm import server  # the local-server helper is only needed here
+
+    status = server.status(settings)
+    if status.healthy and status.served_name:
+        typer.echo(f"using the local vLLM server at {status.base_url} ({status.served_name})")
+        return settings.model_copy(
+            update={"llm_base_url": status.base_url, "llm_model": status.served_name}
+        )
+    typer.echo(f"error: {NO_LLM}", err=True)
+    raise typer.Exit(2)
+
+
 def _write(
-    out: Path, config: BenchConfig, results: list[RunResult], wall: float, *, plots: bool
+    out: Path,
+    config: BenchConfig,
+    results: list[RunResult],
+    wall: float,
+    *,
+    plots: bool,
+    extra: dict[str, Any],
 ) -> None:
+    run = {**extra, "backend": config.backend, "wall_s": round(wall, 1)}
+    prompts = extra.get("llm prompts", {})
     settings = {
         **config.settings(),
+        **{k: v for k, v in extra.items() if k != "llm prompts"},
         "backend": config.backend,
         "wall time (s)": round(wall, 1),
         "stop rule": "singleton set under tau_k, budget, no gain (cip/ip)",
     }
+    if prompts:
+        settings["llm prompts (scored / from cache)"] = "; ".join(
+            f"{key} {v['scored']} / {v['cached']}" for key, v in prompts.items()
+        )
     title = f"20 Questions, {config.animals} animals"
-    reports = [r.report(config) for r in results]
+    # "run": how this run was made (provider, server, backend, wall time, LLM prompt counts).
+    reports = [{**r.report(config), "run": run} for r in results]
     if len(reports) == 1:
         write_report(out, reports[0], title=title, settings=settings, plots=plots)
     else:
@@ -150,22 +262,27 @@ def _summary(config: BenchConfig, results: list[RunResult], wall: float) -> str:
         f"{config.games} test games, {config.calibration_games} calibration games, "
         f"alpha {config.alpha}, budget {config.max_questions}, noise {config.noise}, "
         f"{config.animals} animals, {wall:.1f}s",
-        f"{'T':>6} {'policy':<12} {'success':>8} {'questions':>9} {'coverage':>9} {'set':>6}",
+        f"{'T':>6} {'policy':<12} {'success':>8} {'questions':>9} {'coverage':>9} {'set':>6} "
+        f"{'s/game':>8} {'s/question':>10}",
     ]
     for result in results:
         report = result.report(config)
         for policy, summary in report["policies"].items():
             f = summary["final"]
+            per_game = report["seconds_per_game"][policy]
+            # Every game is played to the budget; the turn after the last question only reads
+            # the posterior it already scored.
+            per_turn = per_game / max(1, config.max_questions)
             lines.append(
                 f"{result.temperature:>6g} {policy:<12} {f['accuracy']:>8.3f} "
-                f"{f['mean_questions']:>9.2f} {f['coverage']:>9.3f} {f['mean_set_size']:>6.2f}"
+                f"{f['mean_questions']:>9.2f} {f['coverage']:>9.3f} {f['mean_set_size']:>6.2f} "
+                f"{per_game:>8.3f} {per_turn:>10.3f}"
             )
     return "\n".join(lines)
 
 
 def register(cli: typer.Typer, *, llm_factory: ProviderFactory | None = None) -> None:
-    """Add ``bench20q`` to ``cli``; ``llm_factory`` enables ``--provider llm``."""
+    """Add ``bench20q`` to ``cli``; ``llm_factory`` replaces the LLM server of ``--provider llm``."""
     global _llm_factory
-    if llm_factory is not None:
-        _llm_factory = llm_factory
+    _llm_factory = llm_factory
     cli.command("bench20q")(bench20q)

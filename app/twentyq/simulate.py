@@ -328,8 +328,13 @@ async def simulate_engine(
     max_questions: int,
     selection: StepThresholds | None,
     concurrency: int = 1,
+    max_candidates: int | None = None,
 ) -> Traces:
-    """Play every game through ``run_interview`` (stop rules off), ``concurrency`` at once."""
+    """Play every game through ``run_interview`` (stop rules off), ``concurrency`` at once.
+
+    ``max_candidates``: C-IP/IP score that many unasked bank questions per turn, drawn from
+    the game's policy stream (the engine's ``max_candidates``), instead of the whole bank.
+    """
     attribute = {normalize_question(q): a for a, q in enumerate(bank)}
     config = InterviewConfig(
         policy=policy.engine_policy,
@@ -338,6 +343,7 @@ async def simulate_engine(
         question_source=QuestionSource.BANK,
         bank=tuple(bank),
         n_answers=2,
+        max_candidates=max_candidates,
         stop_on_singleton=False,
         stop_on_no_gain=False,
         explain_baselines=False,

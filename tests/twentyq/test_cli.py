@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from app.twentyq.cli import LLM_NOT_WIRED, register
+from app.twentyq.cli import register
 
 
 def app() -> typer.Typer:
@@ -35,15 +35,10 @@ def test_bench20q_runs_a_small_sweep_and_writes_the_report(tmp_path: Path) -> No
     assert (tmp_path / "temperature=0.5" / "report.md").exists()
 
 
-def test_llm_provider_without_a_factory_says_what_to_do() -> None:
-    result = CliRunner().invoke(app(), ["bench20q", "--provider", "llm"])
-    assert result.exit_code == 2
-    assert LLM_NOT_WIRED in result.output
-    assert "pursuit llm up" in result.output
-
-
 def test_bad_settings_are_usage_errors() -> None:
     runner = CliRunner()
     assert runner.invoke(app(), ["bench20q", "--policies", "cip,magic"]).exit_code == 2
     bad = runner.invoke(app(), ["bench20q", "--animals", "30", "--games", "5"])
     assert bad.exit_code == 2 and "animals must be 20 or 50" in bad.output
+    fast = runner.invoke(app(), ["bench20q", "--backend", "fast", "--candidates", "3"])
+    assert fast.exit_code == 2 and "--candidates needs --backend engine" in fast.output
