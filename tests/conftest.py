@@ -148,9 +148,23 @@ def captured_logs() -> Iterator[io.StringIO]:
         root.setLevel(level)
 
 
-async def insert_scripted_calibration(settings: Settings) -> tuple[str, list[float]]:
+# The question policy of a session with the default options (generated questions, 8 a turn,
+# 4 simulated answers): a calibration serves only sessions run with its policy.
+DEFAULT_SESSION_POLICY = {
+    "question_source": "generated",
+    "bank": None,
+    "n_questions": 8,
+    "n_answers": 4,
+    "answer_source": "llm",
+}
+
+
+async def insert_scripted_calibration(
+    settings: Settings, **params: object
+) -> tuple[str, list[float]]:
     """An active calibration for the scripted provider (cip, alpha 0.1, steps 0..3, n = 40
-    uniform scores per step, seeded); returns its id and the per-step thresholds."""
+    uniform scores per step, seeded) made with the default session policy (``params``
+    override it); returns its id and the per-step thresholds."""
     rng = np.random.default_rng(3)
     scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
     taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
@@ -168,7 +182,7 @@ async def insert_scripted_calibration(settings: Settings) -> tuple[str, list[flo
                     alpha=0.1,
                     anytime=False,
                     max_questions=3,
-                    params={},
+                    params={**DEFAULT_SESSION_POLICY, **params},
                     progress_done=40,
                     progress_total=40,
                     active=True,

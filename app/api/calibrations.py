@@ -11,7 +11,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from app.api.deps import ResourcesDep
-from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.problems import (
+    BODY_LIMIT_RESPONSES,
+    JSON_BODY_RESPONSES,
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    Problem,
+)
 from app.api.security import CalibrationsAdmin
 from app.calibrations.schemas import CalibrationCreate, CalibrationList, CalibrationOut
 from app.calibrations.service import CalibrationService
@@ -50,6 +56,7 @@ AdminDep = Annotated[CalibrationService, Depends(admin_service)]
     summary="Queue a calibration run (a `pursuit worker` executes it)",
     responses={
         **ERRORS,
+        **JSON_BODY_RESPONSES,
         503: _problem("No LLM server is configured, so the run's model is unknown"),
     },
 )
@@ -79,8 +86,35 @@ async def get_calibration(calibration_id: uuid.UUID, service: AdminDep) -> Calib
 
 @router.post(
     "/{calibration_id}/activate",
-    summary="Serve this calibration for its model, prompt version, policy and alpha",
-    responses={**ERRORS, 409: _problem("The run has not succeeded, or cannot serve sessions")},
+    summary="Serve this calibration for its model, prompt version, alpha and question policy",
+    responses={
+        **ERRORS,
+        **BODY_LIMIT_RESPONSES,
+        409: _problem("The run has not succeeded, or cannot serve sessions"),
+    },
 )
 async def activate_calibration(calibration_id: uuid.UUID, service: AdminDep) -> CalibrationOut:
     return await service.activate(calibration_id)
+
+
+@router.post(
+    "/{calibration_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Queue a failed or interrupted run again; a worker continues it",
+    description="A failed run, or a running one whose worker stopped heartbeating (60 s), "
+    "goes back to the queue. The worker that claims it keeps the cases already finished and "
+    "interviews only the rest, then computes the thresholds from all of them.",
+    responses={
+        **ERRORS,
+        **BODY_LIMIT_RESPONSES,
+        409: _problem(
+            "The run is queued, succeeded, or running with a live worker: nothing to resume"
+        ),
+    },
+)
+async def resume_calibration(
+    calibration_id: uuid.UUID, service: AdminDep, response: Response
+) -> CalibrationOut:
+    resumed = await service.resume(calibration_id)
+    response.headers["Location"] = f"/v1/calibrations/{resumed.id}"
+    return resumed

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from app.api.problems import BODY_LIMIT_RESPONSES, PROBLEM_MEDIA_TYPE, Problem
 from app.api.sessions import ERRORS, ReaderDep, WriterDep
 from app.errors import InvalidInputError, PursuitError
 from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
@@ -22,6 +22,8 @@ from app.fhir.service import FhirInterviews
 router = APIRouter(tags=["fhir"])
 
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_MEDIA_TYPE, "application/json"})
+# A QuestionnaireResponse nests a few levels per item; hundreds means an attack or a bug.
+MAX_JSON_DEPTH = 64
 
 
 class FhirJSONResponse(JSONResponse):
@@ -98,9 +100,31 @@ async def _fhir_json(request: Request) -> Any:
             f"send {FHIR_MEDIA_TYPE} (or application/json), not {media_type or 'no content type'}"
         )
     try:
-        return json.loads(await request.body())
+        body = json.loads(await request.body())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidInputError("the body is not JSON") from None
+    except RecursionError:  # thousands of nested arrays fit in the body limit
+        raise _too_deep() from None
+    # Reading a resource recurses (copies, FHIR validation): refuse what would overflow it.
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return body
+
+
+def _too_deep() -> InvalidInputError:
+    return InvalidInputError(f"the body's JSON nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _depth(value: Any) -> int:
+    """How deep objects and arrays nest in a parsed JSON value (walked without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 @router.post(
@@ -115,6 +139,7 @@ async def _fhir_json(request: Request) -> Any:
     responses={
         200: _FHIR_OK,
         **ERRORS,
+        **BODY_LIMIT_RESPONSES,
         409: _problem("The QR contradicts the session (a question answered otherwise)"),
         415: _problem("Not application/fhir+json or application/json"),
     },

@@ -44,6 +44,7 @@ def _problem(description: str) -> dict[str, object]:
         401: _problem("No or an unknown API key"),
         403: _problem("The key has neither sessions:read nor calibrations:admin"),
         409: _problem("The run has no result yet"),
+        429: _problem("Rate limit reached; see Retry-After"),
     },
 )
 async def calibration_plot(

@@ -137,11 +137,22 @@ def install_problem_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unavailable, _database_unavailable)
 
 
+def problem_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry: a problem+json error."""
+    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
-    for status, description in {
-        404: "Not found",
-        422: "Invalid input",
-        500: "Internal error",
-    }.items()
+    404: problem_doc("Not found"),
+    422: problem_doc("Invalid input"),
+    500: problem_doc("Internal error"),
+}
+# BodyLimitMiddleware refuses a body over the limit on every method but GET, HEAD and OPTIONS.
+BODY_LIMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: problem_doc("The request body is over the limit (PURSUIT_MAX_BODY_BYTES)"),
+}
+# FastAPI answers 400 when a JSON body is not text it can decode (422 when it is not JSON).
+JSON_BODY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **BODY_LIMIT_RESPONSES,
+    400: problem_doc("The request body is not UTF-8 text"),
 }

@@ -9,7 +9,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Response, status
 
 from app.api.deps import ResourcesDep
-from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.problems import (
+    BODY_LIMIT_RESPONSES,
+    JSON_BODY_RESPONSES,
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    Problem,
+)
 from app.api.security import SessionsReader, SessionsWriter
 from app.auth.principal import Principal
 from app.errors import InvalidInputError
@@ -33,6 +39,7 @@ ERRORS = {
 }
 CHANGE_ERRORS = {
     **ERRORS,
+    **BODY_LIMIT_RESPONSES,
     409: _problem(
         "Not the current question, the session is not active, or a concurrent change won"
     ),
@@ -96,7 +103,7 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Open an interview: the first question and the differential",
-    responses=ERRORS,
+    responses={**ERRORS, **JSON_BODY_RESPONSES},
 )
 async def create_session(body: SessionCreate, service: WriterDep, response: Response) -> SessionOut:
     created = await service.create(body)
@@ -121,7 +128,7 @@ async def get_session(
 @router.post(
     "/{session_id}/answers",
     summary="Answer the current question: the next question and the differential",
-    responses=CHANGE_ERRORS,
+    responses={**CHANGE_ERRORS, **JSON_BODY_RESPONSES},
 )
 async def answer_question(
     session_id: uuid.UUID,
@@ -155,7 +162,7 @@ async def finalize_session(
     "/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase the session and all its patient data",
-    responses=ERRORS,
+    responses={**ERRORS, **BODY_LIMIT_RESPONSES},
 )
 async def delete_session(session_id: uuid.UUID, service: WriterDep) -> Response:
     await service.delete(session_id)

@@ -19,9 +19,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.calibrations.matching import (
+    ALPHA_TOLERANCE,
+    ActiveCalibration,
+    Match,
+    SessionPolicy,
+    choose,
+    serving_key,
+)
 from app.db.models import Calibration, CalibrationCase, CalibrationLease
 
-ALPHA_TOLERANCE = 1e-9
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 
 
@@ -45,40 +52,120 @@ class CalibrationRepository:
         await self._session.flush()
         return calibration
 
-    async def find_active(
-        self, *, model: str, prompt_version: str, policy: str, alpha: float
-    ) -> Calibration | None:
-        """The active, finished calibration for exactly this model, prompt version, policy and alpha."""
-        stmt = (
-            sa.select(Calibration)
-            .where(
-                Calibration.active.is_(True),
-                Calibration.status == "succeeded",
-                Calibration.model == model,
-                Calibration.prompt_version == prompt_version,
-                Calibration.policy == policy,
-                sa.func.abs(Calibration.alpha - alpha) < ALPHA_TOLERANCE,
-            )
-            .order_by(Calibration.updated_at.desc())
-            .limit(1)
+    async def active_for(self, *, model: str, prompt_version: str) -> Sequence[ActiveCalibration]:
+        """The active, finished calibrations of this model and prompt version (no scores)."""
+        stmt = sa.select(
+            Calibration.id,
+            Calibration.policy,
+            Calibration.alpha,
+            Calibration.max_questions,
+            Calibration.params,
+            Calibration.updated_at,
+        ).where(
+            Calibration.active.is_(True),
+            Calibration.status == SUCCEEDED,
+            Calibration.model == model,
+            Calibration.prompt_version == prompt_version,
         )
-        return (await self._session.scalars(stmt)).first()
+        return [
+            ActiveCalibration(
+                id=r.id,
+                policy=r.policy,
+                alpha=r.alpha,
+                max_questions=r.max_questions,
+                params=r.params or {},
+                updated_at=r.updated_at,
+            )
+            for r in (await self._session.execute(stmt)).all()
+        ]
+
+    async def find_active(
+        self, *, model: str, prompt_version: str, session: SessionPolicy
+    ) -> tuple[Calibration | None, Match]:
+        """The active calibration made with this session's model, prompts and question policy.
+
+        Returns it (None when none applies) and the match: which one, or why none does.
+        """
+        match = choose(session, await self.active_for(model=model, prompt_version=prompt_version))
+        if match.calibration_id is None:
+            return None, match
+        return await self.get(match.calibration_id), match
 
     async def activate(self, calibration: Calibration) -> None:
-        """Make this the one active calibration for its (model, prompt version, policy, alpha)."""
-        await self._session.execute(
-            sa.update(Calibration)
-            .where(
+        """Make this the one active calibration for its model, prompt version, alpha and
+        question policy (``serving_key``); calibrations of other policies stay active."""
+        key = serving_key(calibration.policy, calibration.params or {})
+        rivals = await self._session.execute(
+            sa.select(Calibration.id, Calibration.params).where(
+                Calibration.active.is_(True),
                 Calibration.model == calibration.model,
                 Calibration.prompt_version == calibration.prompt_version,
                 Calibration.policy == calibration.policy,
                 sa.func.abs(Calibration.alpha - calibration.alpha) < ALPHA_TOLERANCE,
                 Calibration.id != calibration.id,
             )
-            .values(active=False)
         )
+        same = [
+            r.id for r in rivals.all() if serving_key(calibration.policy, r.params or {}) == key
+        ]
+        if same:
+            await self._session.execute(
+                sa.update(Calibration).where(Calibration.id.in_(same)).values(active=False)
+            )
         calibration.active = True
         await self._session.flush()
+
+    async def requeue(
+        self,
+        calibration_id: uuid.UUID,
+        *,
+        expected_token: uuid.UUID | None,
+        stale_before: datetime | None,
+    ) -> bool:
+        """Put a failed (or, with ``stale_before``, a silent running) run back in the queue.
+
+        A compare-and-set on the lease token like ``try_claim``: when a worker claimed the
+        run meanwhile (or heartbeated, for a running one), nothing changes and it is False.
+        Finished cases stay; the next worker skips them.
+        """
+        token_matches = (
+            CalibrationLease.token.is_(None)
+            if expected_token is None
+            else CalibrationLease.token == expected_token
+        )
+        conditions = [CalibrationLease.calibration_id == calibration_id, token_matches]
+        if stale_before is not None:
+            conditions.append(
+                sa.or_(
+                    CalibrationLease.heartbeat_at.is_(None),
+                    CalibrationLease.heartbeat_at < stale_before,
+                )
+            )
+        freed = await self._session.execute(
+            sa.update(CalibrationLease)
+            .where(*conditions)
+            .values(token=None, worker=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(freed) != 1:
+            return False
+        wanted = RUNNING if stale_before is not None else FAILED
+        requeued = await self._session.execute(
+            sa.update(Calibration)
+            .where(Calibration.id == calibration_id, Calibration.status == wanted)
+            .values(status=QUEUED, error=None)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(requeued) == 1
+
+    async def group_keys(self, calibration_id: uuid.UUID) -> Sequence[str | None]:
+        """Each stored case's Mondrian group, in case-position order (as the scores are)."""
+        stmt = (
+            sa.select(CalibrationCase.group_key)
+            .where(CalibrationCase.calibration_id == calibration_id)
+            .order_by(CalibrationCase.position)
+        )
+        return (await self._session.scalars(stmt)).all()
 
     # -- finished cases ---------------------------------------------------------------------
 

@@ -1,17 +1,24 @@
-"""Calibration runs as resources: create (queued for a worker), read, list, activate."""
+"""Calibration runs as resources: create (queued for a worker), read, list, activate, resume."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
-from app.calibrations.repository import QUEUED, SUCCEEDED, CalibrationRepository
+from app.calibrations.repository import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    CalibrationRepository,
+)
 from app.calibrations.schemas import (
     CalibrationCreate,
     CalibrationList,
@@ -29,6 +36,9 @@ from app.errors import ConflictError, InvalidInputError, NotFoundError, Upstream
 __all__ = ["CalibrationService", "create_run", "dataset_dirs", "prepare_spec", "resolve_dataset"]
 
 _MAX_PROBLEMS_STORED = 50
+# A running run whose worker has not heartbeated for this long is taken for dead (the
+# worker's own default lease timeout, app.calibrations.executor.DEFAULT_LEASE_TIMEOUT_S).
+RESUME_STALE_AFTER_S = 60.0
 
 
 def dataset_dirs(data_dir: Path) -> tuple[Path, ...]:
@@ -190,6 +200,44 @@ class CalibrationService:
             await repo.activate(row)
             await AuditRepository(db).record(
                 action="calibration.activate",
+                resource_type="calibration",
+                resource_id=str(calibration_id),
+                outcome="success",
+                actor_key_id=self.actor_key_id,
+                tenant=self.tenant,
+            )
+        return await self.get(calibration_id)
+
+    async def resume(self, calibration_id: uuid.UUID) -> CalibrationOut:
+        """Queue a failed run, or a running one whose worker went silent, for any worker.
+
+        The worker that claims it skips the cases already stored (``execute_run``); the run's
+        last error is cleared here and kept in the audit trail of its failure.
+        """
+        async with self.sessionmaker.begin() as db:
+            repo = CalibrationRepository(db)
+            row = await repo.get(calibration_id)
+            lease = await repo.lease(calibration_id)
+            if row is None or lease is None:
+                raise NotFoundError(f"no calibration {calibration_id}")
+            stale_before: datetime | None = None
+            if row.status == RUNNING:
+                stale_before = datetime.now(UTC) - timedelta(seconds=RESUME_STALE_AFTER_S)
+            elif row.status != FAILED:
+                raise ConflictError(
+                    f"calibration {calibration_id} is {row.status}; only a failed run, or a "
+                    "running one whose worker stopped heartbeating, can be resumed"
+                )
+            if not await repo.requeue(
+                calibration_id, expected_token=lease.token, stale_before=stale_before
+            ):
+                raise ConflictError(
+                    f"calibration {calibration_id} is being run by a live worker (heartbeat "
+                    f"within {RESUME_STALE_AFTER_S:g} s) or was claimed meanwhile; it needs "
+                    "no resume"
+                )
+            await AuditRepository(db).record(
+                action="calibration.resume",
                 resource_type="calibration",
                 resource_id=str(calibration_id),
                 outcome="success",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.engine.config import Policy, QuestionSource
+from app.validation import reject_nul
 
 MAX_LABELS = 26
 MAX_BANK_QUESTIONS = 500
@@ -23,9 +24,25 @@ GUARANTEE_INSUFFICIENT = (
     "every candidate, which covers trivially and says nothing. Not a diagnosis."
 )
 GUARANTEE_UNCALIBRATED = (
-    "Uncalibrated: no calibration matches this model, prompt version, policy and alpha, so "
-    "this set is only the model's own top labels holding {target:.0%} of its probability. "
-    "It carries no coverage guarantee and is not a diagnosis."
+    "Uncalibrated: no active calibration was made with this session's model, prompt version "
+    "and question policy ({reason}). This set is only the model's own top labels holding "
+    "{target:.0%} of its probability; it carries no coverage guarantee and is not a diagnosis."
+)
+GUARANTEE_GROUP = (
+    "The set contains the right answer with probability at least {target:.0%} "
+    "for patients of {group_by} {group!r}, marginally over patients like its {n} calibration "
+    "cases (coverage per {group_by}), at step {step} of an interview run with the same model, "
+    "prompts and policy. It is not a statement about this patient, not a diagnosis, and does "
+    "not hold for a population, model or policy that differs from the calibration."
+)
+GUARANTEE_BEYOND_HORIZON = (
+    "Uncalibrated at step {step}: the calibration covers steps 0 to {max_step} only, so this "
+    "set is only the model's own top labels holding {target:.0%} of its probability. It "
+    "carries no coverage guarantee and is not a diagnosis."
+)
+GUARANTEE_DATA_DEPENDENT_STOP = (
+    " The interview stopped here by a data-dependent rule ({reason}); coverage holds at a "
+    "fixed step, not at a step chosen this way (an anytime calibration's would)."
 )
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -33,6 +50,11 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class PatientIn(Strict):
@@ -99,6 +121,15 @@ class SessionCreate(Strict):
         description="Optional: the paper's rule, stop when the candidates' objective spread "
         "(standard deviation) falls below this.",
     )
+    specialty: (
+        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
+        | None
+    ) = Field(
+        default=None,
+        description="Optional: the patient's specialty (e.g. Neurology). When the active "
+        "calibration has per-specialty (Mondrian) thresholds, this specialty's are used and "
+        "coverage holds per specialty; otherwise the pooled ones are, and the reply says so.",
+    )
 
     @field_validator("candidates")
     @classmethod
@@ -133,6 +164,14 @@ class LabelOut(BaseModel):
     in_set: bool
 
 
+class CalibrationMismatch(BaseModel):
+    """A session option that differs from the closest active calibration's."""
+
+    field: str = Field(description="e.g. n_answers, question_source, bank, answer_source.")
+    session: str | int | float | None
+    calibration: str | int | float | None = Field(description="null: not recorded.")
+
+
 class DifferentialOut(BaseModel):
     """The differential at one step: the prediction set and what its guarantee covers."""
 
@@ -149,6 +188,25 @@ class DifferentialOut(BaseModel):
     threshold: float | None
     entropy: float
     guarantee: str
+    coverage_scope: Literal["pooled", "group"] | None = Field(
+        default=None,
+        description="pooled: coverage marginal over all calibration cases; group: over the "
+        "calibration cases of calibration_group only; null: uncalibrated.",
+    )
+    calibration_group: str | None = Field(
+        default=None, description="The group (specialty) whose own thresholds gave this set."
+    )
+    calibration_max_step: int | None = Field(
+        default=None, description="T: the calibration covers steps 0..T."
+    )
+    calibration_note: str | None = Field(
+        default=None,
+        description="Why no calibration applies, or why a declared group got pooled thresholds.",
+    )
+    calibration_mismatches: list[CalibrationMismatch] = Field(
+        default_factory=list,
+        description="When no calibration applies: how the closest active one differs.",
+    )
 
 
 class CandidateOut(BaseModel):

@@ -22,14 +22,21 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
+from app.calibrations.matching import CUSTOM_BANK, Match, SessionPolicy
 from app.calibrations.repository import CalibrationRepository
-from app.calibrations.thresholds import n_for_step, thresholds_from_result
+from app.calibrations.thresholds import (
+    GROUP_FIELD,
+    ServingThresholds,
+    serving_thresholds,
+    thresholds_from_result,
+)
 from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
 from app.engine import (
     Differential,
     InterviewConfig,
     QuestionSource,
     StepwiseThresholds,
+    StopReason,
     TurnOutcome,
     load_query_bank,
     plan_turn,
@@ -46,10 +53,14 @@ from app.limits.budget import TenantBudget
 from app.observability.metrics import Metrics
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
+    GUARANTEE_BEYOND_HORIZON,
     GUARANTEE_CALIBRATED,
+    GUARANTEE_DATA_DEPENDENT_STOP,
+    GUARANTEE_GROUP,
     GUARANTEE_INSUFFICIENT,
     GUARANTEE_UNCALIBRATED,
     AnswerIn,
+    CalibrationMismatch,
     CandidateOut,
     DifferentialOut,
     FinalOut,
@@ -68,13 +79,46 @@ MAX_RUNNER_UPS = 5
 _named_bank = functools.lru_cache(maxsize=8)(load_query_bank)
 
 
+# Stop rules that pick the stopping step from the data (the budget and running out do not).
+_DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
+
+
 @dataclass(frozen=True)
 class _Calibrated:
-    """The calibration serving a session, resolved to engine thresholds."""
+    """The calibration serving a session, resolved to engine thresholds (its group's, if any)."""
 
     row: Calibration
-    thresholds: StepwiseThresholds
+    serving: ServingThresholds
     selection: StepwiseThresholds | None
+
+    @property
+    def thresholds(self) -> StepwiseThresholds:
+        return self.serving.thresholds
+
+    def covers(self, step: int) -> bool:
+        """Whether ``step`` is one of the calibrated steps 0..T."""
+        return step <= self.serving.max_step
+
+
+@dataclass(frozen=True)
+class _Serving:
+    """What a session's sets come from: a calibration, or why none applies."""
+
+    calibration: _Calibrated | None
+    reason: str | None = None  # why no calibration applies (a sentence, no secrets)
+    mismatches: tuple[CalibrationMismatch, ...] = ()
+
+    @classmethod
+    def from_config(cls, calibration: _Calibrated | None, config: dict[str, Any]) -> _Serving:
+        """Rebuild it for a later turn: the calibration by id, the reason from the config."""
+        if calibration is not None:
+            return cls(calibration)
+        unmatched = config.get("calibration_unmatched") or {}
+        return cls(
+            None,
+            unmatched.get("reason") or "no calibration applies to this session",
+            tuple(CalibrationMismatch.model_validate(m) for m in unmatched.get("mismatches", [])),
+        )
 
 
 @dataclass
@@ -93,9 +137,13 @@ class SessionService:
         config = _config_from(body)
         info = provider.info
         async with self.sessionmaker() as db:
-            calibration = await self._calibration_for(
-                db, model=info.model, prompt_version=info.prompt_version, config=config
+            serving = await self._calibration_for(
+                db,
+                model=info.model,
+                prompt_version=info.prompt_version,
+                policy=_session_policy(config, body),
             )
+        calibration = serving.calibration
         seed = secrets.randbits(62)
         case = CaseContext(summary=body.patient.summary, age=body.patient.age, sex=body.patient.sex)
         outcome = await self._plan(
@@ -122,7 +170,7 @@ class SessionService:
                 patient_sex=body.patient.sex,
                 inquiry=body.inquiry,
                 candidates=list(body.candidates),
-                config=_config_json(config, body),
+                config=_config_json(config, body, serving),
                 seed=seed,
                 model=info.model,
                 prompt_version=info.prompt_version,
@@ -132,7 +180,7 @@ class SessionService:
             )
             repo = SessionRepository(db)
             await repo.add(row)
-            turn = _turn_row(row, outcome, question_id, calibration)
+            turn = _turn_row(row, outcome, question_id, serving)
             await repo.add(turn)
             await self._audit(db, "session.create", session_id, "success")
             return _session_out(row, turn)
@@ -166,7 +214,10 @@ class SessionService:
                     f"({row.current_question_id})"
                 )
             turns = list(await repo.turns(session_id))
-            calibration = await self._calibration_by_id(db, row.calibration_id)
+            calibration = await self._calibration_by_id(
+                db, row.calibration_id, specialty=row.config.get("specialty")
+            )
+        serving = _Serving.from_config(calibration, row.config)
         # Read the turns as of the session row we loaded: a concurrent answer may have added
         # a later turn since (it wins; this one then loses the version check below).
         earlier = [t for t in turns if t.step < row.step]
@@ -203,7 +254,7 @@ class SessionService:
             await repo.record_answer(current.id, body.answer)
             fresh = await repo.get(session_id, tenant=self.tenant)
             assert fresh is not None
-            turn = _turn_row(fresh, outcome, question_id, calibration)
+            turn = _turn_row(fresh, outcome, question_id, serving)
             await repo.add(turn)
             response = _session_out(fresh, turn)
             if idempotency_key is not None:
@@ -297,22 +348,24 @@ class SessionService:
         return row
 
     async def _calibration_for(
-        self, db: AsyncSession, *, model: str, prompt_version: str, config: InterviewConfig
-    ) -> _Calibrated | None:
-        row = await CalibrationRepository(db).find_active(
-            model=model,
-            prompt_version=prompt_version,
-            policy=config.policy.value,
-            alpha=config.alpha,
+        self, db: AsyncSession, *, model: str, prompt_version: str, policy: SessionPolicy
+    ) -> _Serving:
+        repo = CalibrationRepository(db)
+        row, match = await repo.find_active(
+            model=model, prompt_version=prompt_version, session=policy
         )
-        return _resolve(row)
+        calibration = await _resolve(repo, row, specialty=policy.specialty)
+        if calibration is not None:
+            return _Serving(calibration)
+        return _unmatched(match)
 
     async def _calibration_by_id(
-        self, db: AsyncSession, calibration_id: uuid.UUID | None
+        self, db: AsyncSession, calibration_id: uuid.UUID | None, *, specialty: str | None
     ) -> _Calibrated | None:
         if calibration_id is None:
             return None
-        return _resolve(await CalibrationRepository(db).get(calibration_id))
+        repo = CalibrationRepository(db)
+        return await _resolve(repo, await repo.get(calibration_id), specialty=specialty)
 
     async def _plan(
         self,
@@ -326,6 +379,9 @@ class SessionService:
         calibration: _Calibrated | None,
         seed: int,
     ) -> TurnOutcome:
+        # Past the calibrated steps 0..T there is no calibrated set: the nominal one, so said.
+        if calibration is not None and not calibration.covers(len(history)):
+            calibration = None
         async with self._llm_slot():
             outcome = await plan_turn(
                 provider=provider,
@@ -370,14 +426,47 @@ class SessionService:
             await self._audit(db, action, session_id, outcome)
 
 
-def _resolve(row: Calibration | None) -> _Calibrated | None:
+async def _resolve(
+    repo: CalibrationRepository, row: Calibration | None, *, specialty: str | None
+) -> _Calibrated | None:
     if row is None or row.result is None:
         return None
+    group_by = row.params.get("group_by")
+    group_keys = await repo.group_keys(row.id) if group_by and specialty else None
     selection = row.result.get("selection")
     return _Calibrated(
         row=row,
-        thresholds=thresholds_from_result(row.result),
+        serving=serving_thresholds(
+            row.result, group_by=group_by, group=specialty, group_keys=group_keys
+        ),
         selection=thresholds_from_result(selection) if selection else None,
+    )
+
+
+def _unmatched(match: Match) -> _Serving:
+    return _Serving(
+        None,
+        match.reason or "no calibration applies",
+        tuple(
+            CalibrationMismatch(field=m.field, session=m.session, calibration=m.calibration)
+            for m in match.mismatches
+        ),
+    )
+
+
+def _session_policy(config: InterviewConfig, body: SessionCreate) -> SessionPolicy:
+    bank: str | None = None
+    if config.question_source is QuestionSource.BANK:
+        bank = body.question_bank_name if body.question_bank_name else CUSTOM_BANK
+    return SessionPolicy(
+        policy=config.policy.value,
+        alpha=config.alpha,
+        question_source=config.question_source.value,
+        bank=bank,
+        n_questions=config.n_questions,
+        n_answers=config.n_answers,
+        max_questions=config.max_questions,
+        specialty=body.specialty,
     )
 
 
@@ -420,7 +509,13 @@ def _config_from(body: SessionCreate) -> InterviewConfig:
     )
 
 
-def _config_json(config: InterviewConfig, body: SessionCreate) -> dict[str, Any]:
+def _config_json(config: InterviewConfig, body: SessionCreate, serving: _Serving) -> dict[str, Any]:
+    unmatched = None
+    if serving.calibration is None:
+        unmatched = {
+            "reason": serving.reason,
+            "mismatches": [m.model_dump(mode="json") for m in serving.mismatches],
+        }
     return {
         "policy": config.policy.value,
         "alpha": config.alpha,
@@ -433,6 +528,9 @@ def _config_json(config: InterviewConfig, body: SessionCreate) -> dict[str, Any]
         "max_candidates": config.max_candidates,
         "stop_on_no_gain": config.stop_on_no_gain,
         "spread_epsilon": config.spread_epsilon,
+        # Not the policy: which calibration thresholds apply, and why none did.
+        "specialty": body.specialty,
+        "calibration_unmatched": unmatched,
     }
 
 
@@ -456,7 +554,9 @@ def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
     )
 
 
-def _differential_out(d: Differential, calibration: _Calibrated | None) -> DifferentialOut:
+def _differential_out(
+    d: Differential, serving: _Serving, stop_reason: StopReason | None
+) -> DifferentialOut:
     order = sorted(range(len(d.labels)), key=lambda i: -d.posterior[i])
     all_labels = [
         LabelOut(
@@ -468,14 +568,42 @@ def _differential_out(d: Differential, calibration: _Calibrated | None) -> Diffe
         for i in order
     ]
     target = 1 - d.alpha
-    n = n_for_step(calibration.row.result or {}, d.step) if calibration else None
     threshold = d.threshold if d.threshold is not None and math.isfinite(d.threshold) else None
+    calibration = serving.calibration
+    source = calibration.serving.source(d.step) if calibration else None
+    extra: dict[str, Any] = {}
     if calibration is None:
-        guarantee = GUARANTEE_UNCALIBRATED.format(target=target)
-    elif threshold is None:
-        guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=n or 0, step=d.step)
+        guarantee = GUARANTEE_UNCALIBRATED.format(target=target, reason=serving.reason)
+        extra = {"calibration_note": serving.reason, "calibration_mismatches": serving.mismatches}
+    elif source is None:
+        # The calibration serves the session, but not this step (beyond its steps 0..T).
+        max_step = calibration.serving.max_step
+        guarantee = GUARANTEE_BEYOND_HORIZON.format(target=target, step=d.step, max_step=max_step)
+        extra = {
+            "calibration_max_step": max_step,
+            "calibration_note": f"step {d.step} is beyond the calibrated steps 0..{max_step}",
+        }
     else:
-        guarantee = GUARANTEE_CALIBRATED.format(target=target, n=n, step=d.step)
+        if threshold is None:
+            guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)
+        elif source.group is not None:
+            guarantee = GUARANTEE_GROUP.format(
+                target=target, group_by=GROUP_FIELD, group=source.group, n=source.n, step=d.step
+            )
+        else:
+            guarantee = GUARANTEE_CALIBRATED.format(target=target, n=source.n, step=d.step)
+        if source.fallback is not None:
+            guarantee += f" For this patient's {GROUP_FIELD}: {source.fallback}."
+        if stop_reason in _DATA_DEPENDENT_STOPS and not calibration.serving.anytime:
+            assert stop_reason is not None
+            guarantee += GUARANTEE_DATA_DEPENDENT_STOP.format(reason=stop_reason.value)
+        extra = {
+            "coverage_scope": "group" if source.group is not None else "pooled",
+            "calibration_group": source.group,
+            "calibration_max_step": calibration.serving.max_step,
+            "calibration_note": source.fallback,
+        }
+    served = calibration is not None and source is not None and d.calibrated
     return DifferentialOut(
         labels=[label for label in all_labels if label.in_set],
         all_labels=all_labels,
@@ -485,11 +613,12 @@ def _differential_out(d: Differential, calibration: _Calibrated | None) -> Diffe
         coverage_target=target,
         step=d.step,
         calibrated=d.calibrated,
-        calibration_id=str(calibration.row.id) if calibration else None,
-        calibration_n=n,
+        calibration_id=str(calibration.row.id) if calibration and served else None,
+        calibration_n=source.n if served and source else None,
         threshold=threshold,
         entropy=d.entropy,
         guarantee=guarantee,
+        **extra,
     )
 
 
@@ -519,13 +648,14 @@ def _turn_row(
     row: InterviewSession,
     outcome: TurnOutcome,
     question_id: uuid.UUID | None,
-    calibration: _Calibrated | None,
+    serving: _Serving,
 ) -> Turn:
     question = _question_out(outcome, question_id) if question_id else None
+    differential = _differential_out(outcome.differential, serving, outcome.stop_reason)
     return Turn(
         session_id=row.id,
         step=outcome.step,
-        differential=_differential_out(outcome.differential, calibration).model_dump(mode="json"),
+        differential=differential.model_dump(mode="json"),
         question_id=question_id,
         question=outcome.next_question,
         rationale=question.model_dump(mode="json") if question else None,

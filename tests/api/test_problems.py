@@ -76,3 +76,22 @@ async def test_domain_errors_carry_their_status(app: FastAPI) -> None:
         response = await client.get("/conflict")
     body = _assert_problem(response, 409)
     assert body["detail"] == "question q1 is not the current question"
+
+
+async def test_the_document_declares_the_refusals_any_operation_can_get(
+    client: httpx.AsyncClient,
+) -> None:
+    # Found by tests/api/test_fuzz.py: 413, 400 and the audit log's 401 were sent undeclared.
+    document = (await client.get("/openapi.json")).json()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            label, declared = f"{method.upper()} {path}", operation["responses"].keys()
+            if method != "get":
+                assert "413" in declared, label  # BodyLimitMiddleware, before any handler
+            if label not in {"GET /healthz", "GET /readyz", "GET /metrics"}:
+                assert {"401", "403", "429"} <= declared, label
+    not_text = await client.post(
+        "/v1/sessions", content=b'{"inquiry": "\xff"}', headers={"content-type": "application/json"}
+    )
+    _assert_problem(not_text, 400)
+    assert "400" in document["paths"]["/v1/sessions"]["post"]["responses"]

@@ -14,12 +14,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from app.conformal.rank import conformal_rank
 from app.db.engine import create_engine
-from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.db.models import Calibration, CalibrationCase, IdempotencyRecord, InterviewSession, Turn
 from app.engine.types import WeightedAnswer
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import insert_scripted_calibration, open_client
+from tests.calibrations.fakes import grouped_result
+from tests.conftest import DEFAULT_SESSION_POLICY, insert_scripted_calibration, open_client
 from tests.engine.scripted import ScriptedProvider
 
 LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
@@ -224,6 +226,9 @@ async def test_concurrent_answers_never_both_apply(
         _body(question_source="bank", question_bank_name="cardiology"),
         _body(max_questions=-1),
         _body(unexpected="field"),
+        # PostgreSQL cannot store U+0000 (it was a 500 there); SQLite can: both refuse it.
+        _body(patient={"summary": "fever\x00 and headache"}),
+        _body(candidates=["Meningitis", "Migraine\x00"]),
     ],
 )
 async def test_bad_input_is_a_422_problem_and_writes_nothing(
@@ -245,6 +250,19 @@ async def test_malformed_json_and_unknown_session(client: httpx.AsyncClient) -> 
     assert missing.headers["content-type"] == "application/problem+json"
     not_a_uuid = await client.get("/v1/sessions/not-a-uuid")
     assert not_a_uuid.status_code == 422
+
+
+async def test_an_answer_with_a_nul_character_is_a_422_and_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    session = await _create(client)
+    response = await client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json={"question_id": session["next_question"]["id"], "answer": "yes\x00"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["loc"] == ["body", "answer"]
+    assert (await client.get(f"/v1/sessions/{session['id']}")).json()["step"] == 0
 
 
 async def test_delete_erases_the_patient_data(
@@ -311,3 +329,264 @@ async def test_a_matching_calibration_gives_a_guaranteed_set(
 
     other_alpha = await _create(client, alpha=0.2)
     assert other_alpha["differential"]["calibrated"] is False
+
+
+# -- which calibration serves: the question policy, the horizon, the patient's group --------
+
+
+async def _insert_calibration(
+    settings: Settings,
+    *,
+    result: dict[str, Any],
+    params: dict[str, Any],
+    group_keys: list[str] | None = None,
+) -> str:
+    """An active, succeeded calibration for the scripted provider with this stored result."""
+    engine = create_engine(settings.effective_database_url)
+    row_id = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Calibration).values(
+                    id=row_id,
+                    status="succeeded",
+                    model="scripted",
+                    prompt_version="test",
+                    policy="cip",
+                    alpha=0.1,
+                    anytime=bool(result.get("anytime")),
+                    max_questions=len(result["thresholds"]) - 1,
+                    params=params,
+                    progress_done=result["n_per_step"][0],
+                    progress_total=result["n_per_step"][0],
+                    active=True,
+                    result=result,
+                )
+            )
+            for position, key in enumerate(group_keys or []):
+                await conn.execute(
+                    sa.insert(CalibrationCase).values(
+                        calibration_id=row_id,
+                        case_id=f"c{position}",
+                        position=position,
+                        group_key=key,
+                        scores=[
+                            result["scores"][k][position] for k in range(len(result["scores"]))
+                        ],
+                        steps_run=len(result["scores"]) - 1,
+                        stop_reason="budget",
+                    )
+                )
+    finally:
+        await engine.dispose()
+    return str(row_id)
+
+
+async def _answer(client: httpx.AsyncClient, session: dict[str, Any], text: str) -> dict[str, Any]:
+    response = await client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json={"question_id": session["next_question"]["id"], "answer": text},
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    ("params", "session", "mismatch"),
+    [
+        ({"n_answers": 2}, {}, {"field": "n_answers", "session": 4, "calibration": 2}),
+        ({"n_questions": 3}, {}, {"field": "n_questions", "session": 8, "calibration": 3}),
+        (
+            {"question_source": "bank", "bank": "neurology"},
+            {},
+            {"field": "question_source", "session": "generated", "calibration": "bank"},
+        ),
+        (
+            {"question_source": "bank", "bank": "neurology"},
+            {"question_source": "bank", "question_bank_name": "pediatrics"},
+            {"field": "bank", "session": "pediatrics", "calibration": "neurology"},
+        ),
+        (
+            {"answer_source": "estimation"},
+            {},
+            {"field": "answer_source", "session": "llm", "calibration": "estimation"},
+        ),
+        (
+            {"specialty": "Neurology"},
+            {"specialty": "Pediatrics"},
+            {"field": "specialty", "session": "Pediatrics", "calibration": "Neurology"},
+        ),
+    ],
+    ids=["n_answers", "n_questions", "source", "bank", "estimation", "specialty"],
+)
+async def test_a_calibration_of_another_question_policy_does_not_serve_and_says_why(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    params: dict[str, Any],
+    session: dict[str, Any],
+    mismatch: dict[str, Any],
+) -> None:
+    # Server-side details of the calibration that must never reach a session's reply.
+    secret = {"dataset": "/srv/secret/cases.jsonl", "requested_by": {"key_id": "k-secret"}}
+    calibration_id, _ = await insert_scripted_calibration(settings, **params, **secret)
+    created = await _create(client, **session)
+    assert created["calibration_id"] is None
+    replies = [created]
+    if created["next_question"] is not None:  # a later turn says it again
+        replies.append(await _answer(client, created, "no"))
+    for reply in replies:
+        differential = reply["differential"]
+        assert differential["calibrated"] is False and differential["calibration_id"] is None
+        assert differential["coverage_scope"] is None
+        assert differential["calibration_mismatches"] == [mismatch]
+        assert mismatch["field"] in differential["calibration_note"]
+        assert differential["guarantee"].startswith("Uncalibrated")
+        assert mismatch["field"] in differential["guarantee"]
+        # The nominal set, as without any calibration.
+        assert all(x["p_value"] is None for x in differential["all_labels"])
+        text = str(reply)
+        assert "secret" not in text and calibration_id not in text
+
+
+async def test_the_same_question_policy_is_served_by_its_calibration(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    bank = {"question_source": "bank", "bank": "neurology", "n_questions": 4, "n_answers": 2}
+    calibration_id, _ = await insert_scripted_calibration(settings, **bank)
+    session = await _create(
+        client,
+        question_source="bank",
+        question_bank_name="neurology",
+        n_candidate_questions=4,
+        n_answers=2,
+        stop_on_no_gain=False,  # stop rules end an interview, they do not change its questions
+        spread_epsilon=0.5,
+    )
+    differential = session["differential"]
+    assert differential["calibrated"] is True and differential["calibration_id"] == calibration_id
+    assert differential["coverage_scope"] == "pooled" and differential["calibration_note"] is None
+    assert (
+        differential["calibration_mismatches"] == [] and differential["calibration_max_step"] == 3
+    )
+
+
+async def test_no_active_calibration_at_all_is_said_too(client: httpx.AsyncClient) -> None:
+    differential = (await _create(client))["differential"]
+    assert differential["calibrated"] is False and differential["calibration_mismatches"] == []
+    assert differential["calibration_note"] == (
+        "no calibration is active for this model and prompt version"
+    )
+    assert differential["calibration_note"] in differential["guarantee"]
+
+
+async def test_steps_beyond_the_calibrated_ones_get_no_calibrated_set(
+    client: httpx.AsyncClient, calibration: tuple[str, list[float]]
+) -> None:
+    calibration_id, _ = calibration  # steps 0..3
+    session = await _create(client, max_questions=5, stop_on_no_gain=False)
+    steps = [session]
+    while steps[-1]["next_question"] is not None:
+        # An answer the scripted model has no row for: the prior, so never a singleton.
+        steps.append(await _answer(client, steps[-1], "unclear"))
+    assert [s["step"] for s in steps] == [0, 1, 2, 3, 4]  # the 4 questions run out at step 4
+    for reply in steps[:4]:
+        assert reply["differential"]["calibrated"] is True
+        assert reply["differential"]["calibration_id"] == calibration_id
+    beyond = steps[4]["differential"]
+    assert steps[4]["calibration_id"] == calibration_id  # the session's calibration, ...
+    assert beyond["calibrated"] is False and beyond["calibration_id"] is None  # ... not this set's
+    assert beyond["calibration_n"] is None and beyond["calibration_max_step"] == 3
+    assert beyond["guarantee"].startswith("Uncalibrated at step 4")
+    assert "steps 0 to 3 only" in beyond["guarantee"]
+    assert "beyond the calibrated steps 0..3" in beyond["calibration_note"]
+    # The nominal set at the model's own 90%, not "every candidate" labelled calibrated.
+    assert [x["label"] for x in beyond["labels"]] == LABELS
+    assert all(x["p_value"] is None for x in beyond["all_labels"])
+
+
+async def test_a_data_dependent_stop_is_stated_with_the_guarantee(
+    client: httpx.AsyncClient, calibration: tuple[str, list[float]]
+) -> None:
+    session = await _create(client)
+    assert session["next_question"]["text"] == QUESTIONS[0]
+    stopped = await _answer(client, session, "yes")  # posterior 0.9: a singleton set
+    assert stopped["stop_reason"] == "singleton"
+    differential = stopped["differential"]
+    assert differential["calibrated"] is True and differential["set_size"] == 1
+    assert "data-dependent rule (singleton)" in differential["guarantee"]
+    assert "data-dependent" not in session["differential"]["guarantee"]
+
+
+GROUPED_PARAMS = {**DEFAULT_SESSION_POLICY, "group_by": "specialty"}
+
+
+async def test_a_declared_specialty_gets_its_own_thresholds_with_per_group_coverage(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    result, keys = grouped_result({"Neurology": 30, "Pediatrics": 20})
+    calibration_id = await _insert_calibration(
+        settings, result=result, params=GROUPED_PARAMS, group_keys=keys
+    )
+    session = await _create(client, specialty="pediatrics", max_questions=2)
+    for reply in (session, await _answer(client, session, "unclear")):
+        differential = reply["differential"]
+        step = differential["step"]
+        own = sorted(
+            s for s, g in zip(result["scores"][step], keys, strict=True) if g == "Pediatrics"
+        )
+        assert differential["calibrated"] is True
+        assert differential["calibration_id"] == calibration_id
+        assert differential["coverage_scope"] == "group"
+        assert differential["calibration_group"] == "Pediatrics"
+        assert differential["calibration_n"] == 20
+        assert differential["threshold"] == pytest.approx(own[conformal_rank(20, 0.1) - 1])
+        assert differential["threshold"] != pytest.approx(result["thresholds"][step])
+        assert "for patients of specialty 'Pediatrics'" in differential["guarantee"]
+        assert "coverage per specialty" in differential["guarantee"]
+        assert all(x["p_value"] is not None for x in differential["all_labels"])
+
+    # Without a declared specialty: the pooled thresholds, marginal coverage.
+    pooled = (await _create(client))["differential"]
+    assert pooled["coverage_scope"] == "pooled" and pooled["calibration_n"] == 50
+    assert pooled["threshold"] == pytest.approx(result["thresholds"][0])
+    assert "per specialty" not in pooled["guarantee"]
+
+
+async def test_a_specialty_too_small_for_its_own_threshold_gets_the_pooled_one_said_so(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    result, keys = grouped_result({"Neurology": 30, "Pediatrics": 5})  # n >= 9 needed at alpha 0.1
+    await _insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
+    for specialty, why in [
+        ("Pediatrics", "'Pediatrics' has 5 calibration cases, too few"),
+        ("Cardiology", "'Cardiology' has no calibration cases"),
+    ]:
+        differential = (await _create(client, specialty=specialty))["differential"]
+        assert differential["calibrated"] is True and differential["coverage_scope"] == "pooled"
+        assert differential["calibration_group"] is None and differential["calibration_n"] == 35
+        assert differential["threshold"] == pytest.approx(result["thresholds"][0])
+        assert why in differential["calibration_note"]
+        assert "not per specialty" in differential["calibration_note"]
+        assert differential["calibration_note"] in differential["guarantee"]
+
+
+async def test_when_no_threshold_is_finite_the_set_is_every_candidate_said_so(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    result, keys = grouped_result({"Neurology": 5, "Pediatrics": 3})  # pooled n = 8 < 9 too
+    await _insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
+    differential = (await _create(client, specialty="Neurology"))["differential"]
+    assert differential["calibrated"] is True and differential["threshold"] is None
+    assert [x["label"] for x in differential["labels"]] == LABELS  # every candidate
+    assert differential["guarantee"].startswith("Calibrated on too few cases (8)")
+    assert "'Neurology' has 5 calibration cases, too few" in differential["guarantee"]
+
+
+async def test_a_specialty_against_an_ungrouped_calibration_is_told_coverage_is_pooled(
+    client: httpx.AsyncClient, calibration: tuple[str, list[float]]
+) -> None:
+    differential = (await _create(client, specialty="Neurology"))["differential"]
+    assert differential["calibrated"] is True and differential["coverage_scope"] == "pooled"
+    assert "no per-specialty thresholds" in differential["calibration_note"]
+    assert "no per-specialty thresholds" in differential["guarantee"]

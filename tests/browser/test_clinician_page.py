@@ -97,7 +97,14 @@ async def calibration(settings: Settings, live_server: tuple[str, str]) -> str:
                     alpha=0.1,
                     anytime=False,
                     max_questions=3,
-                    params={},
+                    # The policy the page's interview below runs (a calibration serves only it).
+                    params={
+                        "question_source": "bank",
+                        "bank": "neurology",
+                        "n_questions": 3,
+                        "n_answers": 2,
+                        "answer_source": "llm",
+                    },
                     progress_done=60,
                     progress_total=60,
                     active=True,

@@ -7,7 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from app.engine.types import WeightedAnswer
+import numpy as np
+
+from app.calibrations.runner import CaseResult, compute_calibration
+from app.calibrations.spec import RunSpec
+from app.engine.types import ProviderInfo, WeightedAnswer
 from tests.engine.scripted import ScriptedProvider
 
 QUESTIONS = ["Do you have a fever?", "Any cough?", "Any rash?", "Any headache?"]
@@ -75,3 +79,49 @@ class StubPatient:
             raise RuntimeError("vLLM went away")
         self.calls.append((tuple(facts), question))
         return "yes" if "38 C" in " ".join(facts) else "no"
+
+
+def grouped_result(
+    sizes: dict[str, int],
+    *,
+    group_by: str | None = "specialty",
+    anytime: bool = False,
+    seed: int = 0,
+) -> tuple[dict[str, Any], list[str]]:
+    """A stored result (as a run computes it) over cases of these groups, steps 0..2, and the
+    cases' group keys in position order."""
+    rng = np.random.default_rng(seed)
+    keys = [g for g, n in sizes.items() for _ in range(n)]
+    # Groups differ: the later a group, the higher its scores, so group thresholds differ.
+    offsets = {g: i * 0.2 for i, g in enumerate(sizes)}
+    results = [
+        CaseResult(
+            case_id=f"c{i}",
+            position=i,
+            group=g,
+            scores=tuple(float(min(1.0, offsets[g] + rng.uniform(0, 0.6))) for _ in range(3)),
+            steps_run=2,
+            stop_reason="budget",
+            posterior_evaluations=1,
+            seconds=0.0,
+        )
+        for i, g in enumerate(keys)
+    ]
+    spec = RunSpec(
+        dataset="x.jsonl",
+        dataset_hash="0" * 64,
+        policy="cip",  # type: ignore[arg-type]
+        alpha=0.1,
+        max_questions=2,
+        cases=len(keys),
+        group_by=group_by,  # type: ignore[arg-type]
+        anytime=anytime,
+        question_source="generated",  # type: ignore[arg-type]
+        bank=None,
+        n_questions=3,
+        n_answers=2,
+    )
+    _, result = compute_calibration(
+        results, spec=spec, info=ProviderInfo(model="scripted", prompt_version="test")
+    )
+    return result, keys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from app.audit.repository import AuditRepository
 from app.context import request_id_var
@@ -56,6 +57,23 @@ async def test_filters_by_resource_and_time(settings: Settings, client: httpx.As
     newest = everything[0]["occurred_at"]
     older = (await client.get("/v1/audit", params={"before": newest})).json()["events"]
     assert [e["resource_id"] for e in older] == ["res-0"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"before": "0001-01-01T00:00:00+14:00"},  # year 0 in UTC
+        {"before": "9999-12-31T23:59:59-14:00"},  # year 10000 in UTC
+        {"resource_id": "res\x00"},  # PostgreSQL cannot hold U+0000
+    ],
+)
+async def test_filters_the_database_cannot_take_are_422_not_500(
+    client: httpx.AsyncClient, params: dict[str, str]
+) -> None:
+    response = await client.get("/v1/audit", params=params)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["loc"] == ["query", *params]
 
 
 async def test_a_failed_unit_of_work_writes_nothing(settings: Settings) -> None:

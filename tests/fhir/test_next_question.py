@@ -317,6 +317,16 @@ async def test_media_type_and_json_are_checked(client: httpx.AsyncClient) -> Non
     assert wrong.headers["content-type"] == "application/problem+json"
     broken = await client.post(URL, content=b'{"resourceType": ', headers=FHIR_JSON)
     assert broken.status_code == 422 and broken.json()["detail"] == "the body is not JSON"
+    # Both were 500s: json.loads, then copying the resource, ran out of recursion.
+    unparsable = await client.post(URL, content=b"[" * 5000, headers=FHIR_JSON)
+    assert unparsable.status_code == 422 and "nests deeper" in unparsable.json()["detail"]
+    nested: Any = "x"
+    for _ in range(600):
+        nested = [nested]
+    deep = questionnaire_response(summary="fever")
+    deep["meta"] = {"tag": nested}
+    problem = await _post(client, deep, status=422)
+    assert "nests deeper than 64 levels" in problem["detail"]
 
 
 async def test_scopes_and_tenancy(

@@ -104,6 +104,9 @@ async def test_post_then_a_worker_runs_it_then_activate_serves_sessions(
             "alpha": 0.1,
             "policy": "cip",
             "max_questions": 2,
+            # The calibration's question policy (_body): generated, 3 questions, 2 answers.
+            "n_candidate_questions": 3,
+            "n_answers": 2,
         },
     )
     assert session.status_code == 201, session.text
@@ -164,6 +167,7 @@ async def test_activate_on_post_and_a_worker_that_dies_is_resumed_by_another(
         (_body(alpha=0.7), 422),
         (_body(cases=500), 422),  # more than the calibration split holds
         (_body(answer_source="estimation", activate=True), 422),
+        (_body(name="run\x00"), 422),  # PostgreSQL cannot store U+0000: it was a 500 there
     ],
 )
 async def test_bad_requests_are_problems_and_queue_nothing(
