@@ -8,7 +8,8 @@ Layout::
 
     HOME/venv/                    vLLM's own virtual environment (+ .pursuit-pins.json)
     HOME/models/KEY/              Hugging Face folder converted from the GGUF (+ .pursuit-model.json)
-    HOME/run/vllm.pid|log|json    the running server: pid (process-group leader), log, what/where
+    HOME/run/PORT/vllm.pid|log|json  a running server: pid (process-group leader), log, what/where
+                                  (one per port, so e.g. Qwen on 8002 runs beside the test server)
     HOME/.lock                    serialises concurrent ``up``/``down`` (CLI, test sessions)
 """
 
@@ -282,8 +283,8 @@ def ensure_model(home: Path, spec: ModelSpec, *, echo: Echo = _echo_none) -> Pat
 # --- run -------------------------------------------------------------------------------------
 
 
-def _run_dir(home: Path) -> Path:
-    path = home / "run"
+def _run_dir(home: Path, port: int) -> Path:
+    path = home / "run" / str(port)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -315,8 +316,8 @@ def _served_models(base_url: str) -> list[str]:
         return []
 
 
-def _running_pid(home: Path) -> int | None:
-    info = _read_json(_run_dir(home) / "vllm.json")
+def _running_pid(home: Path, port: int) -> int | None:
+    info = _read_json(_run_dir(home, port) / "vllm.json")
     pid = info.get("pid") if info else None
     if isinstance(pid, int) and _is_our_server(pid):
         return pid
@@ -435,9 +436,9 @@ def up(
     home = llm_home(settings)
     base_url = _base_url(settings)
     with _locked(home):
-        run = _run_dir(home)
+        run = _run_dir(home, settings.llm_port)
         log = run / "vllm.log"
-        pid = _running_pid(home)
+        pid = _running_pid(home, settings.llm_port)
         if pid is None and _healthy(base_url):
             served = _served_models(base_url)
             if spec.served_name in served:
@@ -500,25 +501,26 @@ def up(
             )
         except LocalServerError:
             if proc.poll() is not None:
-                _clear_run(home)
+                _clear_run(run)
             raise
         echo(f"vLLM healthy after {time.monotonic() - started:.0f} s (pid {proc.pid}).")
         return base_url, spec.served_name
 
 
-def _clear_run(home: Path) -> None:
+def _clear_run(run: Path) -> None:
     for name in ("vllm.pid", "vllm.json"):
         with contextlib.suppress(FileNotFoundError):
-            (_run_dir(home) / name).unlink()
+            (run / name).unlink()
 
 
 def down(settings: Settings, *, echo: Echo = _echo_none, timeout_s: float = 30.0) -> bool:
     """Stop the server ``up`` started (its whole process group); True if one was running."""
     home = llm_home(settings)
+    run = _run_dir(home, settings.llm_port)
     with _locked(home):
-        pid = _running_pid(home)
+        pid = _running_pid(home, settings.llm_port)
         if pid is None:
-            _clear_run(home)
+            _clear_run(run)
             echo("No local vLLM server running.")
             return False
         echo(f"Stopping vLLM (pid {pid}) ...")
@@ -530,7 +532,7 @@ def down(settings: Settings, *, echo: Echo = _echo_none, timeout_s: float = 30.0
         if _is_our_server(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        _clear_run(home)
+        _clear_run(run)
         echo("Stopped.")
         return True
 
@@ -539,8 +541,9 @@ def status(settings: Settings) -> ServerStatus:
     """Install state, pid and health of the local server."""
     home = llm_home(settings)
     base_url = _base_url(settings)
-    pid = _running_pid(home)
-    info = (_read_json(_run_dir(home) / "vllm.json") or {}) if pid is not None else {}
+    run = _run_dir(home, settings.llm_port)
+    pid = _running_pid(home, settings.llm_port)
+    info = (_read_json(run / "vllm.json") or {}) if pid is not None else {}
     healthy = _healthy(base_url)
     model = info.get("model")
     served = info.get("served_name")
@@ -556,7 +559,7 @@ def status(settings: Settings) -> ServerStatus:
         pid=pid,
         model=model if isinstance(model, str) else None,
         served_name=served if isinstance(served, str) else None,
-        log=str(_run_dir(home) / "vllm.log"),
+        log=str(run / "vllm.log"),
     )
 
 
