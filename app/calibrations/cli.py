@@ -29,7 +29,7 @@ from app.calibrations.executor import (
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
 from app.calibrations.service import create_run, prepare_spec
 from app.calibrations.serving import open_serving
-from app.calibrations.spec import AnswerSource
+from app.calibrations.spec import AnswerSource, PatientKind
 from app.datasets import SplitFractions
 from app.db.migrate import upgrade_head
 from app.engine import QuestionSource
@@ -125,6 +125,9 @@ def calibrate(
     answer_source: str = typer.Option(
         "llm", "--answer-source", help="llm (serving) | estimation (the paper's MediQ setting)"
     ),
+    patient: str = typer.Option(
+        "llm", "--patient", help="llm (MediQ's fact-select) | retrieval (nearest fact, cheap)"
+    ),
     specialty: str | None = typer.Option(None, "--specialty", help="Only this specialty."),
     stratify: bool = typer.Option(
         True, "--stratify/--no-stratify", help="Stratify the splits by specialty."
@@ -157,6 +160,7 @@ def calibrate(
         "n_questions": n_questions,
         "n_answers": n_answers,
         "answer_source": answer_source,
+        "patient": patient,
         "specialty": specialty,
         "stratify": "specialty" if stratify else None,
         "fractions": SplitFractions(),
@@ -304,6 +308,7 @@ def bench(
     n_questions: int = typer.Option(4, "--n-questions"),
     n_answers: int = typer.Option(2, "--n-answers"),
     answer_source: str = typer.Option("llm", "--answer-source", help="llm | estimation"),
+    patient: str = typer.Option("llm", "--patient", help="llm | retrieval"),
     specialty: str | None = typer.Option(None, "--specialty"),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify"),
     concurrency: int = typer.Option(4, "--concurrency"),
@@ -328,6 +333,7 @@ def bench(
             n_questions=n_questions,
             n_answers=n_answers,
             answer_source=AnswerSource(answer_source),
+            patient=PatientKind(patient),
             specialty=specialty,
             stratify=stratify,
             calibrate_on=calibrate_on,

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
 from app.calibrations.answers import EstimationAnswers
+from app.calibrations.patients import patient_for
 from app.calibrations.repository import FAILED, QUEUED, SUCCEEDED, CalibrationRepository
 from app.calibrations.runner import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.spec import AnswerSource, RunSpec
@@ -190,6 +191,7 @@ async def execute_run(
     beat.add_done_callback(lambda t: main.cancel() if lost.is_set() else None)
     try:
         spec = RunSpec.from_params(row.params)
+        patient = await patient_for(spec.patient, patient)
         info = provider.info
         if (info.model, info.prompt_version) != (row.model, row.prompt_version):
             raise InvalidInputError(

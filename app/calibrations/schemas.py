@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.calibrations.spec import AnswerSource
+from app.calibrations.spec import AnswerSource, PatientKind
 from app.engine import QuestionSource
+from app.validation import reject_nul
 
 __all__ = [
     "CalibrationCreate",
@@ -68,11 +69,23 @@ class CalibrationCreate(BaseModel):
     n_questions: int = Field(default=4, ge=1, le=16, description="Candidate questions a turn.")
     n_answers: int = Field(default=2, ge=1, le=16, description="Candidate answers a question.")
     answer_source: AnswerSource = AnswerSource.LLM
+    patient: PatientKind = Field(
+        default=PatientKind.LLM,
+        description=(
+            "Simulated patient answering from the case's facts: 'llm' (MediQ's fact-select) "
+            "or 'retrieval' (the most similar fact by sentence embeddings; cheaper)."
+        ),
+    )
     specialty: str | None = Field(
         default=None, max_length=128, description="Only cases of this specialty."
     )
     stratify: bool = Field(default=True, description="Stratify the splits by specialty.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Cases interviewed at once.")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class ProgressOut(BaseModel):

@@ -34,7 +34,7 @@ from app.datasets import (
 from app.engine import InterviewConfig, Policy, QuestionSource, load_query_bank
 from app.errors import InvalidInputError
 
-__all__ = ["CALIBRATION_POLICIES", "AnswerSource", "RunSpec", "named_bank"]
+__all__ = ["CALIBRATION_POLICIES", "AnswerSource", "PatientKind", "RunSpec", "named_bank"]
 
 # Policies a calibration can be run for (the bench's "all-facts" is no interview policy).
 CALIBRATION_POLICIES = (Policy.CIP, Policy.IP, Policy.RANDOM, Policy.FIXED, Policy.NONE)
@@ -47,6 +47,13 @@ class AnswerSource(StrEnum):
 
     LLM = "llm"  # the serving path: the LLM simulates answers (PosteriorProvider.simulate_answers)
     ESTIMATION = "estimation"  # the paper's MediQ setting: m estimation-split patients answer
+
+
+class PatientKind(StrEnum):
+    """Who answers the interview's questions from a case's facts in runs and benchmarks."""
+
+    LLM = "llm"  # MediQ's fact-select patient: the LLM picks the facts (a generation)
+    RETRIEVAL = "retrieval"  # the most similar fact by MiniLM embeddings (app.retrieval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class RunSpec:
     n_questions: int = 4
     n_answers: int = 2
     answer_source: AnswerSource = AnswerSource.LLM
+    patient: PatientKind = PatientKind.LLM
     specialty: str | None = None
     stratify: Literal["specialty"] | None = "specialty"
     fractions: SplitFractions = field(default=DEFAULT_FRACTIONS)
@@ -76,6 +84,7 @@ class RunSpec:
         object.__setattr__(self, "policy", Policy(self.policy))
         object.__setattr__(self, "question_source", QuestionSource(self.question_source))
         object.__setattr__(self, "answer_source", AnswerSource(self.answer_source))
+        object.__setattr__(self, "patient", PatientKind(self.patient))
         if self.policy not in CALIBRATION_POLICIES:
             raise InvalidInputError(f"cannot calibrate policy {self.policy.value!r}")
         if self.cases < 1:
@@ -147,6 +156,7 @@ class RunSpec:
             "n_questions": self.n_questions,
             "n_answers": self.n_answers,
             "answer_source": self.answer_source.value,
+            "patient": self.patient.value,
             "specialty": self.specialty,
             "stratify": self.stratify,
             "fractions": self.fractions.as_dict(),
@@ -173,6 +183,7 @@ class RunSpec:
             n_questions=int(params.get("n_questions", 4)),
             n_answers=int(params.get("n_answers", 2)),
             answer_source=AnswerSource(params.get("answer_source", "llm")),
+            patient=PatientKind(params.get("patient", "llm")),
             specialty=params.get("specialty"),
             stratify=params.get("stratify", "specialty"),
             fractions=SplitFractions(**{k: float(v) for k, v in fractions.items()}),

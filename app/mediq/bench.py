@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bench import CaseRecord, StepOutcome, build_report
 from app.calibrations.answers import EstimationAnswers
+from app.calibrations.patients import patient_for
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
 from app.calibrations.runner import (
     CaseResult,
@@ -46,7 +47,7 @@ from app.calibrations.runner import (
     interview_case,
     padded_scores,
 )
-from app.calibrations.spec import AnswerSource, RunSpec
+from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
 from app.engine import Policy, QuestionSource, Trajectory, improves, objective_set_size
@@ -92,6 +93,7 @@ class BenchSpec:
     n_questions: int = 4
     n_answers: int = 2
     answer_source: AnswerSource = AnswerSource.LLM
+    patient: PatientKind = PatientKind.LLM
     specialty: str | None = None
     stratify: bool = True
     fractions: SplitFractions = field(default_factory=SplitFractions)
@@ -131,6 +133,7 @@ class BenchSpec:
             n_questions=self.n_questions,
             n_answers=self.n_answers,
             answer_source=self.answer_source,
+            patient=self.patient,
             specialty=self.specialty,
             stratify="specialty" if self.stratify else None,
             fractions=self.fractions,
@@ -153,6 +156,7 @@ class BenchSpec:
             "n_questions": self.n_questions,
             "n_answers": self.n_answers,
             "answer_source": self.answer_source.value,
+            "patient": PatientKind(self.patient).value,
             "specialty": self.specialty,
             "stratify": "specialty" if self.stratify else None,
             "fractions": self.fractions.as_dict(),
@@ -469,7 +473,7 @@ class _AnswerSources:
 def _check_same_policy(calibration_id: uuid.UUID, spec: RunSpec, bench: BenchSpec) -> None:
     """A stored calibration only holds for the question policy it was run with."""
     ours = bench.run_spec("none", dataset=_NO_DATASET, cases=1)
-    fields = ("question_source", "bank", "n_questions", "n_answers", "answer_source")
+    fields = ("question_source", "bank", "n_questions", "n_answers", "answer_source", "patient")
     differ = [f for f in fields if getattr(spec, f) != getattr(ours, f)]
     if differ:
         shown = ", ".join(f"{f}={getattr(spec, f)!s}" for f in differ)
@@ -542,6 +546,7 @@ async def run_bench(
     """
     started = time.perf_counter()
     info = provider.info
+    patient = await patient_for(PatientKind(bench.patient), patient)
     dataset = await asyncio.to_thread(load_mediq, bench.dataset, strict=False)
     for problem in dataset.problems:
         echo(f"skipped {bench.dataset} {problem}")

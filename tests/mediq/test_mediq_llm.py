@@ -132,3 +132,41 @@ def test_calibrate_then_bench_end_to_end(cli_env: Path, live_server: tuple[str, 
         if json.loads(line)["phase"] == "test"
     }
     assert not test_ids & {c.case_id for c in cases}
+
+
+@pytest.mark.llm
+def test_bench_with_the_retrieval_patient_and_estimation_answers(
+    cli_env: Path,
+    live_server: tuple[str, str],  # noqa: F811
+) -> None:
+    """The cheap setting of docs/results-mediq.md: every patient reply is a fact or a refusal."""
+    out = cli_env / "bench-retrieval"
+    benched = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            "--dataset",
+            str(DATASET),
+            "--calibrate-on",
+            str(DATASET),
+            "--calibration-cases",
+            "3",
+            "--policies",
+            "ip",
+            "--cases",
+            "2",
+            "--patient",
+            "retrieval",
+            "--answer-source",
+            "estimation",
+            *SMALL,
+            "--out",
+            str(out),
+        ],
+    )
+    assert benched.exit_code == 0, benched.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["patient"] == "retrieval"
+    assert report["settings"]["answer_source"] == "estimation"
+    ip = report["policies"]["ip"]
+    assert [s["n"] for s in ip["steps"]] == [2, 2] and ip["final"]["n"] == 2
