@@ -60,16 +60,11 @@ def _settings(verbose: bool) -> Settings:
     configure_logging(level="INFO" if verbose else "WARNING", json=settings.log_json)
     if settings.is_embedded_database:
         upgrade_head(settings.effective_database_url)
-    if settings.llm_base_url and settings.llm_model:
-        return settings
     from app.llm import server  # the local-server helper is only needed here
 
-    status = server.status(settings)
-    if status.healthy and status.served_name:
-        typer.echo(f"using the local vLLM server at {status.base_url} ({status.served_name})")
-        return settings.model_copy(
-            update={"llm_base_url": status.base_url, "llm_model": status.served_name}
-        )
+    resolved = server.configured_or_local(settings, echo=typer.echo)
+    if resolved is not None:
+        return resolved
     raise _fail(
         "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
     )

@@ -219,9 +219,11 @@ async def execute_run(
             policy=spec.policy.value,
         )
 
+        one_at_a_time = asyncio.Lock()  # concurrent stores would report progress out of order
+
         async def store(result: CaseResult) -> None:
             nonlocal computed
-            async with sessionmaker.begin() as db:
+            async with one_at_a_time, sessionmaker.begin() as db:
                 repo = CalibrationRepository(db)
                 await repo.add_case(_case_row(calibration_id, result))
                 done = await repo.case_count(calibration_id)

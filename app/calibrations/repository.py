@@ -128,19 +128,7 @@ class CalibrationRepository:
         run meanwhile (or heartbeated, for a running one), nothing changes and it is False.
         Finished cases stay; the next worker skips them.
         """
-        token_matches = (
-            CalibrationLease.token.is_(None)
-            if expected_token is None
-            else CalibrationLease.token == expected_token
-        )
-        conditions = [CalibrationLease.calibration_id == calibration_id, token_matches]
-        if stale_before is not None:
-            conditions.append(
-                sa.or_(
-                    CalibrationLease.heartbeat_at.is_(None),
-                    CalibrationLease.heartbeat_at < stale_before,
-                )
-            )
+        conditions = _lease_is(calibration_id, expected_token, stale_before)
         freed = await self._session.execute(
             sa.update(CalibrationLease)
             .where(*conditions)
@@ -263,19 +251,7 @@ class CalibrationRepository:
         ``stale_before`` (reclaiming a running run) also requires the heartbeat to be older,
         so a worker that heartbeated meanwhile keeps its run.
         """
-        token_matches = (
-            CalibrationLease.token.is_(None)
-            if expected_token is None
-            else CalibrationLease.token == expected_token
-        )
-        conditions = [CalibrationLease.calibration_id == calibration_id, token_matches]
-        if stale_before is not None:
-            conditions.append(
-                sa.or_(
-                    CalibrationLease.heartbeat_at.is_(None),
-                    CalibrationLease.heartbeat_at < stale_before,
-                )
-            )
+        conditions = _lease_is(calibration_id, expected_token, stale_before)
         result = await self._session.execute(
             sa.update(CalibrationLease)
             .where(*conditions)
@@ -340,3 +316,23 @@ class CalibrationRepository:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
+
+
+def _lease_is(
+    calibration_id: uuid.UUID, expected_token: uuid.UUID | None, stale_before: datetime | None
+) -> list[sa.ColumnElement[bool]]:
+    """The lease still holds ``expected_token`` (and, given ``stale_before``, is silent)."""
+    token_matches = (
+        CalibrationLease.token.is_(None)
+        if expected_token is None
+        else CalibrationLease.token == expected_token
+    )
+    conditions = [CalibrationLease.calibration_id == calibration_id, token_matches]
+    if stale_before is not None:
+        conditions.append(
+            sa.or_(
+                CalibrationLease.heartbeat_at.is_(None),
+                CalibrationLease.heartbeat_at < stale_before,
+            )
+        )
+    return conditions

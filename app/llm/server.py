@@ -563,6 +563,17 @@ def status(settings: Settings) -> ServerStatus:
     )
 
 
+def configured_or_local(settings: Settings, *, echo: Echo = _echo_none) -> Settings | None:
+    """``settings`` when they name an LLM server, else the healthy local one; else None."""
+    if settings.llm_base_url and settings.llm_model:
+        return settings
+    st = status(settings)
+    if not (st.healthy and st.served_name):
+        return None
+    echo(f"using the local vLLM server at {st.base_url} ({st.served_name})")
+    return settings.model_copy(update={"llm_base_url": st.base_url, "llm_model": st.served_name})
+
+
 def print_exports(base_url: str, served_name: str, echo: Echo) -> None:
     echo(f"export PURSUIT_LLM_BASE_URL={base_url}")
     echo(f"export PURSUIT_LLM_MODEL={served_name}")

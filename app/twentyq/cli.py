@@ -210,16 +210,11 @@ def _llm_settings() -> Settings:
     settings = get_settings()
     # The gateway logs one line per request at INFO; keep the command's output readable.
     configure_logging(level="WARNING", json=settings.log_json)
-    if settings.llm_base_url and settings.llm_model:
-        return settings
     from app.llm import server  # the local-server helper is only needed here
 
-    status = server.status(settings)
-    if status.healthy and status.served_name:
-        typer.echo(f"using the local vLLM server at {status.base_url} ({status.served_name})")
-        return settings.model_copy(
-            update={"llm_base_url": status.base_url, "llm_model": status.served_name}
-        )
+    resolved = server.configured_or_local(settings, echo=typer.echo)
+    if resolved is not None:
+        return resolved
     typer.echo(f"error: {NO_LLM}", err=True)
     raise typer.Exit(2)
 
