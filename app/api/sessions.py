@@ -118,7 +118,7 @@ async def create_session(body: SessionCreate, service: WriterDep, response: Resp
     responses=ERRORS,
 )
 async def get_session(
-    session_id: uuid.UUID, service: WriterDep, response: Response
+    session_id: uuid.UUID, service: ReaderDep, response: Response
 ) -> SessionDetail:
     detail = await service.get(session_id)
     _etag(response, detail.version)

@@ -55,6 +55,25 @@ async def test_a_missing_scope_is_403(app: FastAPI, settings: Settings) -> None:
         assert (await client.get("/v1/audit")).status_code == 403
 
 
+async def test_reading_a_session_needs_sessions_read_only(
+    app_with_provider: FastAPI, settings: Settings
+) -> None:
+    writer = await make_key(settings, tenant="clinic-a", scopes=[Scope.SESSIONS_WRITE])
+    reader = await make_key(settings, tenant="clinic-a", scopes=[Scope.SESSIONS_READ])
+    async for client in open_client(app_with_provider, api_key=writer):
+        created = await client.post("/v1/sessions", json=_body())
+        assert created.status_code == 201, created.text
+        sid, qid = created.json()["id"], created.json()["next_question"]["id"]
+        assert (await client.get(f"/v1/sessions/{sid}")).status_code == 403
+    async for client in open_client(app_with_provider, api_key=reader):
+        read = await client.get(f"/v1/sessions/{sid}")
+        assert read.status_code == 200 and read.json()["step"] == 0
+        answer = await client.post(
+            f"/v1/sessions/{sid}/answers", json={"question_id": qid, "answer": "No."}
+        )
+        assert answer.status_code == 403
+
+
 @pytest.fixture
 async def app_with_provider(settings: Settings) -> FastAPI:
     return create_app(settings, provider=_provider())

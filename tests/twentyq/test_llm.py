@@ -74,8 +74,15 @@ def _provider(temperature: float = 1.0) -> LLMTwentyQ:
 @pytest.mark.parametrize("policy", [BenchPolicy.CIP_NOMINAL, BenchPolicy.IP, BenchPolicy.RANDOM])
 async def test_an_llm_that_is_the_table_plays_the_tabular_games(policy: BenchPolicy) -> None:
     games = make_games(n=3, split="test", seed=5, n_labels=20, max_questions=BUDGET, noise=0.2)
-    common = {"alpha": 0.1, "max_questions": BUDGET, "selection": None}
-    table = simulate_tabular(TabularProvider(GAME.model), GAME.oracle_yes, games, policy, **common)
+    table = simulate_tabular(
+        TabularProvider(GAME.model),
+        GAME.oracle_yes,
+        games,
+        policy,
+        alpha=0.1,
+        max_questions=BUDGET,
+        selection=None,
+    )
     llm = await simulate_engine(
         _provider(),
         labels=GAME.labels,
@@ -83,7 +90,9 @@ async def test_an_llm_that_is_the_table_plays_the_tabular_games(policy: BenchPol
         oracle_yes=GAME.oracle_yes,
         games=games,
         policy=policy,
-        **common,
+        alpha=0.1,
+        max_questions=BUDGET,
+        selection=None,
     )
     np.testing.assert_array_equal(table.asked, llm.asked)
     np.testing.assert_array_equal(table.no_gain, llm.no_gain)
