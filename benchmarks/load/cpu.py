@@ -1,0 +1,97 @@
+"""CPU time of named processes and of the whole machine, from /proc (Linux only).
+
+Used by the fixed-rate run to say what a request costs in CPU (API, PostgreSQL, Redis, the
+client itself) and how busy the machine was meanwhile, so that a latency figure measured on
+a shared machine can be read against what else was running.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROC = Path("/proc")
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    process_s: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds so far
+    machine_busy_s: float = 0.0
+    machine_total_s: float = 0.0
+
+
+def _stat_cpu_s(stat: str) -> float:
+    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    rest = stat.rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / TICKS
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads); 0 if it is gone."""
+    try:
+        return _stat_cpu_s((PROC / str(pid) / "stat").read_text())
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def user_cpu_s(user: str) -> float:
+    """CPU seconds of every live process of ``user``."""
+    try:
+        import pwd
+
+        uid = pwd.getpwnam(user).pw_uid
+    except (ImportError, KeyError):
+        return 0.0
+    total = 0.0
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        total += _stat_cpu_s(stat)
+    return total
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the machine since boot, all cores."""
+    try:
+        fields = [int(x) for x in (PROC / "stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    return (total - idle) / TICKS, total / TICKS
+
+
+def snapshot(pids: dict[str, int], users: dict[str, str]) -> Snapshot:
+    """CPU so far of each named pid and each named user's processes, and of the machine."""
+    process = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    process.update({name: user_cpu_s(user) for name, user in users.items()})
+    busy, total = machine_cpu_s()
+    return Snapshot(process_s=process, machine_busy_s=busy, machine_total_s=total)
+
+
+def usage(before: Snapshot, after: Snapshot, *, wall_s: float, requests: int) -> dict[str, object]:
+    """What each named process used between two snapshots: cores, and ms per request."""
+    out: dict[str, object] = {}
+    for name, start in before.process_s.items():
+        used = max(0.0, after.process_s.get(name, start) - start)
+        out[name] = {
+            "cpu_s": round(used, 2),
+            "cores": round(used / wall_s, 3) if wall_s > 0 else None,
+            "cpu_ms_per_request": round(1000 * used / requests, 3) if requests else None,
+        }
+    busy = after.machine_busy_s - before.machine_busy_s
+    total = after.machine_total_s - before.machine_total_s
+    out["machine"] = {
+        "busy_fraction": round(busy / total, 3) if total > 0 else None,
+        "busy_cores": round(busy / wall_s, 2) if wall_s > 0 else None,
+        "cores": os.cpu_count(),
+    }
+    return out
