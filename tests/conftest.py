@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,7 +25,7 @@ from app.calibrations.thresholds import calibration_result
 from app.conformal import lac_threshold
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_head
-from app.db.models import Base, Calibration
+from app.db.models import Base, Calibration, CalibrationCase
 from app.logging import configure_logging
 from app.main import create_app
 from app.settings import Settings
@@ -159,6 +160,59 @@ DEFAULT_SESSION_POLICY = {
 }
 
 
+async def insert_calibration(
+    settings: Settings,
+    *,
+    result: dict[str, Any],
+    params: dict[str, Any],
+    group_keys: list[str] | None = None,
+    model: str = "scripted",
+    prompt_version: str = "test",
+    name: str | None = None,
+) -> str:
+    """An active, succeeded calibration (by default for the scripted provider) storing
+    ``result``; ``group_keys`` adds one case row per key with its per-step scores."""
+    engine = create_engine(settings.effective_database_url)
+    row_id = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(Calibration).values(
+                    id=row_id,
+                    name=name,
+                    status="succeeded",
+                    model=model,
+                    prompt_version=prompt_version,
+                    policy="cip",
+                    alpha=0.1,
+                    anytime=bool(result.get("anytime")),
+                    max_questions=len(result["thresholds"]) - 1,
+                    params=params,
+                    progress_done=result["n_per_step"][0],
+                    progress_total=result["n_per_step"][0],
+                    active=True,
+                    result=result,
+                )
+            )
+            for position, key in enumerate(group_keys or []):
+                await conn.execute(
+                    sa.insert(CalibrationCase).values(
+                        calibration_id=row_id,
+                        case_id=f"c{position}",
+                        position=position,
+                        group_key=key,
+                        scores=[
+                            result["scores"][k][position] for k in range(len(result["scores"]))
+                        ],
+                        steps_run=len(result["scores"]) - 1,
+                        stop_reason="budget",
+                    )
+                )
+    finally:
+        await engine.dispose()
+    return str(row_id)
+
+
 async def insert_scripted_calibration(
     settings: Settings, **params: object
 ) -> tuple[str, list[float]]:
@@ -168,33 +222,10 @@ async def insert_scripted_calibration(
     rng = np.random.default_rng(3)
     scores = [sorted(float(x) for x in rng.uniform(0, 1, 40)) for _ in range(4)]
     taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
-    engine = create_engine(settings.effective_database_url)
-    row_id = uuid.uuid4()
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(Calibration).values(
-                    id=row_id,
-                    status="succeeded",
-                    model="scripted",
-                    prompt_version="test",
-                    policy="cip",
-                    alpha=0.1,
-                    anytime=False,
-                    max_questions=3,
-                    params={**DEFAULT_SESSION_POLICY, **params},
-                    progress_done=40,
-                    progress_total=40,
-                    active=True,
-                    result=calibration_result(
-                        thresholds=taus,
-                        scores=scores,
-                        alpha=0.1,
-                        step_alpha=0.1,
-                        n_per_step=[40] * 4,
-                    ),
-                )
-            )
-    finally:
-        await engine.dispose()
-    return str(row_id), taus
+    result = calibration_result(
+        thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[40] * 4
+    )
+    row_id = await insert_calibration(
+        settings, result=result, params={**DEFAULT_SESSION_POLICY, **params}
+    )
+    return row_id, taus

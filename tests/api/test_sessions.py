@@ -16,12 +16,17 @@ from fastapi import FastAPI
 
 from app.conformal.rank import conformal_rank
 from app.db.engine import create_engine
-from app.db.models import Calibration, CalibrationCase, IdempotencyRecord, InterviewSession, Turn
+from app.db.models import IdempotencyRecord, InterviewSession, Turn
 from app.engine.types import WeightedAnswer
 from app.main import create_app
 from app.settings import Settings
 from tests.calibrations.fakes import grouped_result
-from tests.conftest import DEFAULT_SESSION_POLICY, insert_scripted_calibration, open_client
+from tests.conftest import (
+    DEFAULT_SESSION_POLICY,
+    insert_calibration,
+    insert_scripted_calibration,
+    open_client,
+)
 from tests.engine.scripted import ScriptedProvider
 
 LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
@@ -334,54 +339,6 @@ async def test_a_matching_calibration_gives_a_guaranteed_set(
 # -- which calibration serves: the question policy, the horizon, the patient's group --------
 
 
-async def _insert_calibration(
-    settings: Settings,
-    *,
-    result: dict[str, Any],
-    params: dict[str, Any],
-    group_keys: list[str] | None = None,
-) -> str:
-    """An active, succeeded calibration for the scripted provider with this stored result."""
-    engine = create_engine(settings.effective_database_url)
-    row_id = uuid.uuid4()
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(Calibration).values(
-                    id=row_id,
-                    status="succeeded",
-                    model="scripted",
-                    prompt_version="test",
-                    policy="cip",
-                    alpha=0.1,
-                    anytime=bool(result.get("anytime")),
-                    max_questions=len(result["thresholds"]) - 1,
-                    params=params,
-                    progress_done=result["n_per_step"][0],
-                    progress_total=result["n_per_step"][0],
-                    active=True,
-                    result=result,
-                )
-            )
-            for position, key in enumerate(group_keys or []):
-                await conn.execute(
-                    sa.insert(CalibrationCase).values(
-                        calibration_id=row_id,
-                        case_id=f"c{position}",
-                        position=position,
-                        group_key=key,
-                        scores=[
-                            result["scores"][k][position] for k in range(len(result["scores"]))
-                        ],
-                        steps_run=len(result["scores"]) - 1,
-                        stop_reason="budget",
-                    )
-                )
-    finally:
-        await engine.dispose()
-    return str(row_id)
-
-
 async def _answer(client: httpx.AsyncClient, session: dict[str, Any], text: str) -> dict[str, Any]:
     response = await client.post(
         f"/v1/sessions/{session['id']}/answers",
@@ -525,7 +482,7 @@ async def test_a_declared_specialty_gets_its_own_thresholds_with_per_group_cover
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     result, keys = grouped_result({"Neurology": 30, "Pediatrics": 20})
-    calibration_id = await _insert_calibration(
+    calibration_id = await insert_calibration(
         settings, result=result, params=GROUPED_PARAMS, group_keys=keys
     )
     session = await _create(client, specialty="pediatrics", max_questions=2)
@@ -557,7 +514,7 @@ async def test_a_specialty_too_small_for_its_own_threshold_gets_the_pooled_one_s
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     result, keys = grouped_result({"Neurology": 30, "Pediatrics": 5})  # n >= 9 needed at alpha 0.1
-    await _insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
+    await insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
     for specialty, why in [
         ("Pediatrics", "'Pediatrics' has 5 calibration cases, too few"),
         ("Cardiology", "'Cardiology' has no calibration cases"),
@@ -575,7 +532,7 @@ async def test_when_no_threshold_is_finite_the_set_is_every_candidate_said_so(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:
     result, keys = grouped_result({"Neurology": 5, "Pediatrics": 3})  # pooled n = 8 < 9 too
-    await _insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
+    await insert_calibration(settings, result=result, params=GROUPED_PARAMS, group_keys=keys)
     differential = (await _create(client, specialty="Neurology"))["differential"]
     assert differential["calibrated"] is True and differential["threshold"] is None
     assert [x["label"] for x in differential["labels"]] == LABELS  # every candidate

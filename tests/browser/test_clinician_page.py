@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,14 +21,12 @@ from typing import BinaryIO
 import httpx
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from app.calibrations.thresholds import calibration_result
 from app.conformal import lac_threshold
-from app.db.engine import create_engine
-from app.db.models import Calibration
 from app.llm.prompts import PROMPT_VERSION
 from app.settings import Settings
+from tests.conftest import insert_calibration
 
 pytestmark = pytest.mark.llm
 
@@ -82,44 +79,23 @@ async def calibration(settings: Settings, live_server: tuple[str, str]) -> str:
     rng = np.random.default_rng(7)
     scores = [sorted(float(x) for x in rng.beta(5, 2, 60)) for _ in range(4)]
     taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
-    engine = create_engine(settings.effective_database_url)
-    row_id = uuid.uuid4()
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.insert(Calibration).values(
-                    id=row_id,
-                    name="browser-test (synthetic scores)",
-                    status="succeeded",
-                    model=live_server[1],
-                    prompt_version=PROMPT_VERSION,
-                    policy="cip",
-                    alpha=0.1,
-                    anytime=False,
-                    max_questions=3,
-                    # The policy the page's interview below runs (a calibration serves only it).
-                    params={
-                        "question_source": "bank",
-                        "bank": "neurology",
-                        "n_questions": 3,
-                        "n_answers": 2,
-                        "answer_source": "llm",
-                    },
-                    progress_done=60,
-                    progress_total=60,
-                    active=True,
-                    result=calibration_result(
-                        thresholds=taus,
-                        scores=scores,
-                        alpha=0.1,
-                        step_alpha=0.1,
-                        n_per_step=[60] * 4,
-                    ),
-                )
-            )
-    finally:
-        await engine.dispose()
-    return str(row_id)
+    return await insert_calibration(
+        settings,
+        name="browser-test (synthetic scores)",
+        model=live_server[1],
+        prompt_version=PROMPT_VERSION,
+        # The policy the page's interview below runs (a calibration serves only it).
+        params={
+            "question_source": "bank",
+            "bank": "neurology",
+            "n_questions": 3,
+            "n_answers": 2,
+            "answer_source": "llm",
+        },
+        result=calibration_result(
+            thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[60] * 4
+        ),
+    )
 
 
 @pytest.fixture
