@@ -14,9 +14,9 @@
 # stack.env (URL, key file and the PURSUIT_* values, for `set -a; . var/stack/stack.env`).
 # Settings: STACK_HOST (127.0.0.1), STACK_PORT (8080), STACK_DATABASE (pursuit_staging),
 # STACK_REDIS_URL (redis://127.0.0.1:6379/0), PURSUIT_LOCAL_MODEL (smollm2 | qwen1.5b),
-# STACK_READY_TIMEOUT (120 s). A preset PURSUIT_LLM_BASE_URL (+ PURSUIT_LLM_MODEL) uses that
-# server instead of the local vLLM. Other PURSUIT_* settings come from the environment or .env,
-# as for compose.
+# STACK_READY_TIMEOUT (120 s), STACK_API_WORKERS (1: `pursuit serve --workers`). A preset
+# PURSUIT_LLM_BASE_URL (+ PURSUIT_LLM_MODEL) uses that server instead of the local vLLM.
+# Other PURSUIT_* settings come from the environment or .env, as for compose.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,7 @@ STACK_DATABASE=${STACK_DATABASE:-pursuit_staging}
 STACK_REDIS_URL=${STACK_REDIS_URL:-redis://127.0.0.1:6379/0}
 STACK_READY_TIMEOUT=${STACK_READY_TIMEOUT:-120}
 STACK_TENANT=${STACK_TENANT:-staging}
+STACK_API_WORKERS=${STACK_API_WORKERS:-1}
 PG_HOST=127.0.0.1
 PG_PORT=5432
 PG_USER=postgres
@@ -215,7 +216,8 @@ cmd_up() {
   if ! pid_of api >/dev/null && [[ $(http_status /healthz) != 000 ]]; then
     die "$URL already answers but is not this stack's API; set STACK_PORT"
   fi
-  start_bg api "$PURSUIT" serve --host "$STACK_HOST" --port "$STACK_PORT"
+  start_bg api "$PURSUIT" serve --host "$STACK_HOST" --port "$STACK_PORT" \
+    --workers "$STACK_API_WORKERS"
   if pid_of worker >/dev/null || has_worker; then
     start_bg worker "$PURSUIT" worker
   else
