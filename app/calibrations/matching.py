@@ -49,6 +49,7 @@ __all__ = [
     "choose",
     "mismatches",
     "serving_key",
+    "specialty_key",
 ]
 
 ALPHA_TOLERANCE = 1e-9
@@ -131,8 +132,9 @@ def _recorded(params: Mapping[str, Any], field: str) -> Value:
     return str(value)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
+def specialty_key(name: str) -> str:
+    """How specialty names compare: whitespace collapsed, case folded."""
+    return " ".join(name.split()).casefold()
 
 
 def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[Mismatch, ...]:
@@ -159,7 +161,7 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
         if have != wanted[field]:
             out.append(Mismatch(field, wanted[field], have))
     only = _recorded(params, "specialty")
-    if session.specialty and isinstance(only, str) and _norm(only) != _norm(session.specialty):
+    if session.specialty and isinstance(only, str) and specialty_key(only) != specialty_key(session.specialty):
         out.append(Mismatch("specialty", session.specialty, only))
     return tuple(out)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from app.calibrations.matching import specialty_key
 from app.conformal.mondrian import MondrianCalibration
 from app.engine.thresholds import FloatArray, StepwiseThresholds
 
@@ -75,10 +76,6 @@ class ServingThresholds:
     def source(self, step: int) -> StepSource | None:
         """Step ``step``'s source (None past the calibrated horizon)."""
         return self.steps[step] if step < len(self.steps) else None
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split()).casefold()
 
 
 def serving_thresholds(
@@ -161,8 +158,8 @@ def _stored_key(mondrian: MondrianCalibration, group: str) -> str:
     """The calibration's spelling of ``group`` (exact, else ignoring case and spacing)."""
     if group in mondrian.groups:
         return group
-    wanted = _norm(group)
-    return next((k for k in mondrian.groups if _norm(k) == wanted), group)
+    wanted = specialty_key(group)
+    return next((k for k in mondrian.groups if specialty_key(k) == wanted), group)
 
 
 def _group_scores(
