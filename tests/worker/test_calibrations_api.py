@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,38 +10,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.keys import Scope
 from app.calibrations.repository import CalibrationRepository
-from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import AuditEvent, CalibrationLease
-from app.main import create_app
 from app.settings import Settings
-from app.worker import Worker
-from tests.calibrations.fakes import StubPatient, scripted_provider, write_dataset
+from tests.calibrations.fakes import StubPatient, scripted_provider
 from tests.conftest import make_key, open_client
 from tests.engine.scripted import ScriptedProvider
-
-Maker = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return scripted_provider()
-
-
-@pytest.fixture
-async def app(settings: Settings, provider: ScriptedProvider) -> FastAPI:
-    write_dataset(settings.data_dir / "datasets" / "tiny.jsonl", n=40)
-    return create_app(settings, provider=provider)
-
-
-@pytest.fixture
-async def maker(settings: Settings) -> AsyncIterator[Maker]:
-    engine = create_engine(settings.effective_database_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
+from tests.worker.conftest import Maker, make_worker
 
 
 def _body(**overrides: Any) -> dict[str, Any]:
@@ -60,11 +36,6 @@ def _body(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-def _worker(maker: Maker, provider: ScriptedProvider, **kw: Any) -> Worker:
-    patient = kw.pop("patient", StubPatient())
-    return Worker(sessionmaker=maker, provider=provider, patient=patient, name="w", **kw)
 
 
 async def _post(client: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
@@ -100,7 +71,7 @@ async def test_a_failed_run_resumes_through_the_api_without_redoing_finished_cas
 ) -> None:
     run = await _post(client)
     # Two answers per case (T = 2): the 8th patient call fails, after 3 finished cases.
-    failed = await _worker(maker, provider, patient=StubPatient(error_after=7)).run_once()
+    failed = await make_worker(maker, provider, patient=StubPatient(error_after=7)).run_once()
     assert failed is not None and failed.status == "failed"
     before = await _get(client, run["id"])
     assert before["status"] == "failed" and "vLLM went away" in before["error"]
@@ -108,7 +79,7 @@ async def test_a_failed_run_resumes_through_the_api_without_redoing_finished_cas
     finished = await _finished_cases(maker, run["id"])
     assert len(finished) == 3
     # A failed run is nobody's work: no worker picks it up by itself.
-    assert await _worker(maker, provider).run_once() is None
+    assert await make_worker(maker, provider).run_once() is None
 
     response = await client.post(f"/v1/calibrations/{run['id']}/resume")
     assert response.status_code == 202, response.text
@@ -118,7 +89,7 @@ async def test_a_failed_run_resumes_through_the_api_without_redoing_finished_cas
     assert queued["progress"]["done"] == 3 and queued["lease"] is None
 
     fresh, patient = scripted_provider(), StubPatient()
-    outcome = await _worker(maker, fresh, patient=patient).run_once()
+    outcome = await make_worker(maker, fresh, patient=patient).run_once()
     assert outcome is not None and outcome.status == "succeeded"
     assert (outcome.computed_cases, outcome.skipped_cases) == (9, 3)
     # Only the 9 unfinished cases were interviewed: 3 posterior calls and 2 answers each.
@@ -141,7 +112,7 @@ async def test_an_interrupted_run_is_resumed_once_its_worker_is_silent(
 ) -> None:
     run = await _post(client)
     with pytest.raises(BaseExceptionGroup):  # the worker's process dies in the 4th case
-        await _worker(maker, provider, patient=StubPatient(crash_after=7)).run_once()
+        await make_worker(maker, provider, patient=StubPatient(crash_after=7)).run_once()
     assert (await _get(client, run["id"]))["status"] == "running"
 
     live = await client.post(f"/v1/calibrations/{run['id']}/resume")
@@ -159,7 +130,7 @@ async def test_an_interrupted_run_is_resumed_once_its_worker_is_silent(
     assert resumed.status_code == 202 and resumed.json()["status"] == "queued"
 
     patient = StubPatient()
-    outcome = await _worker(maker, scripted_provider(), patient=patient).run_once()
+    outcome = await make_worker(maker, scripted_provider(), patient=patient).run_once()
     assert outcome is not None and outcome.status == "succeeded"
     assert (outcome.computed_cases, outcome.skipped_cases) == (9, 3)
     assert len(patient.calls) == 9 * 2
@@ -182,7 +153,7 @@ async def test_resume_refuses_runs_with_nothing_to_resume(
     assert queued.headers["content-type"] == "application/problem+json"
     assert queued.json()["request_id"]
 
-    await _worker(maker, provider).run_once()
+    await make_worker(maker, provider).run_once()
     succeeded = await client.post(f"/v1/calibrations/{run['id']}/resume")
     assert succeeded.status_code == 409 and "is succeeded" in succeeded.json()["detail"]
     assert (await _get(client, run["id"]))["status"] == "succeeded"
@@ -197,7 +168,7 @@ async def test_a_worker_that_claimed_first_wins_over_a_resume(
     client: httpx.AsyncClient, maker: Maker, provider: ScriptedProvider
 ) -> None:
     run = await _post(client)
-    await _worker(maker, provider, patient=StubPatient(error_after=7)).run_once()
+    await make_worker(maker, provider, patient=StubPatient(error_after=7)).run_once()
     run_id = uuid.UUID(run["id"])
     async with maker.begin() as db:
         # The token seen before someone else claimed the run: the compare-and-set fails.
@@ -227,7 +198,7 @@ async def test_activation_replaces_only_the_calibration_of_the_same_question_pol
         await _post(client, n_answers=2, seed=1),
     )
     for _ in range(3):
-        assert (await _worker(maker, provider).run_once()) is not None
+        assert (await make_worker(maker, provider).run_once()) is not None
     for run in (two, four):
         assert (await client.post(f"/v1/calibrations/{run['id']}/activate")).status_code == 200
     assert (await _get(client, two["id"]))["active"] and (await _get(client, four["id"]))["active"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,37 +10,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.keys import Scope
-from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import AuditEvent
-from app.main import create_app
 from app.settings import Settings
-from app.worker import Worker
 from tests.calibrations.fakes import Crash, StubPatient, scripted_provider, write_dataset
 from tests.conftest import make_key, open_client
 from tests.engine.scripted import ScriptedProvider
-
-Maker = async_sessionmaker[AsyncSession]
-
-
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return scripted_provider()
-
-
-@pytest.fixture
-async def app(settings: Settings, provider: ScriptedProvider) -> FastAPI:
-    write_dataset(settings.data_dir / "datasets" / "tiny.jsonl", n=40)
-    return create_app(settings, provider=provider)
-
-
-@pytest.fixture
-async def maker(settings: Settings) -> AsyncIterator[Maker]:
-    engine = create_engine(settings.effective_database_url)
-    yield create_sessionmaker(engine)
-    await engine.dispose()
+from tests.worker.conftest import Maker, make_worker
 
 
 def _body(**overrides: Any) -> dict[str, Any]:
@@ -62,11 +38,6 @@ def _body(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-def _worker(maker: Maker, provider: ScriptedProvider, **kw: Any) -> Worker:
-    patient = kw.pop("patient", StubPatient())
-    return Worker(sessionmaker=maker, provider=provider, patient=patient, name="w", **kw)
-
-
 async def test_post_then_a_worker_runs_it_then_activate_serves_sessions(
     client: httpx.AsyncClient, maker: Maker, provider: ScriptedProvider
 ) -> None:
@@ -78,9 +49,9 @@ async def test_post_then_a_worker_runs_it_then_activate_serves_sessions(
     assert run["progress"] == {"done": 0, "total": 12, "n_per_step": [0, 0, 0], "stop_reasons": {}}
     assert run["params"]["dataset_hash"] == run["dataset_hash"] and run["result"] is None
 
-    outcome = await _worker(maker, provider).run_once()
+    outcome = await make_worker(maker, provider).run_once()
     assert outcome is not None and outcome.status == "succeeded"
-    assert await _worker(maker, provider).run_once() is None  # nothing left
+    assert await make_worker(maker, provider).run_once() is None  # nothing left
 
     done = (await client.get(f"/v1/calibrations/{run['id']}")).json()
     assert done["status"] == "succeeded" and done["active"] is False
@@ -130,16 +101,16 @@ async def test_activate_on_post_and_a_worker_that_dies_is_resumed_by_another(
     run = (await client.post("/v1/calibrations", json=_body(activate=True, concurrency=1))).json()
     # The first worker's process dies in the 4th case (2 answers per case).
     with pytest.raises(BaseExceptionGroup) as died:
-        await _worker(maker, provider, patient=StubPatient(crash_after=7)).run_once()
+        await make_worker(maker, provider, patient=StubPatient(crash_after=7)).run_once()
     assert died.group_contains(Crash)
     mid = (await client.get(f"/v1/calibrations/{run['id']}")).json()
     assert mid["status"] == "running" and mid["progress"]["done"] == 3
     assert mid["progress"]["n_per_step"] == [3, 3, 3]
 
     # A live-looking lease is left alone; once it is stale, another worker resumes the run.
-    assert await _worker(maker, provider, lease_timeout_s=60).run_once() is None
+    assert await make_worker(maker, provider, lease_timeout_s=60).run_once() is None
     fresh_provider, patient = scripted_provider(), StubPatient()
-    second = _worker(maker, fresh_provider, patient=patient, lease_timeout_s=0)
+    second = make_worker(maker, fresh_provider, patient=patient, lease_timeout_s=0)
     outcome = await second.run_once()
     assert outcome is not None and outcome.status == "succeeded"
     assert (outcome.computed_cases, outcome.skipped_cases) == (9, 3)
