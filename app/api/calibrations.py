@@ -14,9 +14,8 @@ from app.api.deps import ResourcesDep
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
-    PROBLEM_MEDIA_TYPE,
     PROBLEM_RESPONSES,
-    Problem,
+    problem_doc,
 )
 from app.api.security import CalibrationsAdmin
 from app.calibrations.schemas import CalibrationCreate, CalibrationList, CalibrationOut
@@ -25,15 +24,11 @@ from app.calibrations.service import CalibrationService
 router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
 
 
-def _problem(description: str) -> dict[str, object]:
-    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
-
-
 ERRORS = {
     **PROBLEM_RESPONSES,
-    401: _problem("No or an unknown API key"),
-    403: _problem("The API key lacks the scope calibrations:admin"),
-    429: _problem("Rate limit reached; see Retry-After"),
+    401: problem_doc("No or an unknown API key"),
+    403: problem_doc("The API key lacks the scope calibrations:admin"),
+    429: problem_doc("Rate limit reached; see Retry-After"),
 }
 
 
@@ -57,7 +52,7 @@ AdminDep = Annotated[CalibrationService, Depends(admin_service)]
     responses={
         **ERRORS,
         **JSON_BODY_RESPONSES,
-        503: _problem("No LLM server is configured, so the run's model is unknown"),
+        503: problem_doc("No LLM server is configured, so the run's model is unknown"),
     },
 )
 async def create_calibration(
@@ -90,7 +85,7 @@ async def get_calibration(calibration_id: uuid.UUID, service: AdminDep) -> Calib
     responses={
         **ERRORS,
         **BODY_LIMIT_RESPONSES,
-        409: _problem("The run has not succeeded, or cannot serve sessions"),
+        409: problem_doc("The run has not succeeded, or cannot serve sessions"),
     },
 )
 async def activate_calibration(calibration_id: uuid.UUID, service: AdminDep) -> CalibrationOut:
@@ -107,7 +102,7 @@ async def activate_calibration(calibration_id: uuid.UUID, service: AdminDep) -> 
     responses={
         **ERRORS,
         **BODY_LIMIT_RESPONSES,
-        409: _problem(
+        409: problem_doc(
             "The run is queued, succeeded, or running with a live worker: nothing to resume"
         ),
     },

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.problems import BODY_LIMIT_RESPONSES, PROBLEM_MEDIA_TYPE, Problem
+from app.api.problems import BODY_LIMIT_RESPONSES, problem_doc
 from app.api.sessions import ERRORS, ReaderDep, WriterDep
 from app.errors import InvalidInputError, PursuitError
 from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
@@ -34,10 +34,6 @@ class UnsupportedMediaTypeError(PursuitError):
     status = 415
     type_slug = "unsupported-media-type"
     title = "Unsupported media type"
-
-
-def _problem(description: str) -> dict[str, object]:
-    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
 
 
 def _resource_example() -> dict[str, Any]:
@@ -140,8 +136,8 @@ def _depth(value: Any) -> int:
         200: _FHIR_OK,
         **ERRORS,
         **BODY_LIMIT_RESPONSES,
-        409: _problem("The QR contradicts the session (a question answered otherwise)"),
-        415: _problem("Not application/fhir+json or application/json"),
+        409: problem_doc("The QR contradicts the session (a question answered otherwise)"),
+        415: problem_doc("Not application/fhir+json or application/json"),
     },
 )
 async def next_question(request: Request, service: WriterDep) -> FhirJSONResponse:

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import ResourcesDep
-from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_RESPONSES, Problem
+from app.api.problems import PROBLEM_RESPONSES, problem_doc
 from app.api.security import authenticate
 from app.auth.keys import Scope
 from app.auth.principal import Principal
@@ -30,10 +30,6 @@ async def plot_reader(principal: Annotated[Principal, Depends(authenticate)]) ->
 PlotReader = Annotated[Principal, Depends(plot_reader)]
 
 
-def _problem(description: str) -> dict[str, object]:
-    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
-
-
 @router.get(
     "/{calibration_id}/plot.png",
     summary="Coverage and set size per step of a calibration run (PNG)",
@@ -41,10 +37,10 @@ def _problem(description: str) -> dict[str, object]:
     responses={
         200: {"content": {"image/png": {}}, "description": "The plot"},
         **PROBLEM_RESPONSES,
-        401: _problem("No or an unknown API key"),
-        403: _problem("The key has neither sessions:read nor calibrations:admin"),
-        409: _problem("The run has no result yet"),
-        429: _problem("Rate limit reached; see Retry-After"),
+        401: problem_doc("No or an unknown API key"),
+        403: problem_doc("The key has neither sessions:read nor calibrations:admin"),
+        409: problem_doc("The run has no result yet"),
+        429: problem_doc("Rate limit reached; see Retry-After"),
     },
 )
 async def calibration_plot(

@@ -12,9 +12,8 @@ from app.api.deps import ResourcesDep
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
-    PROBLEM_MEDIA_TYPE,
     PROBLEM_RESPONSES,
-    Problem,
+    problem_doc,
 )
 from app.api.security import SessionsReader, SessionsWriter
 from app.auth.principal import Principal
@@ -25,25 +24,21 @@ from app.sessions.service import SessionService
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
-def _problem(description: str) -> dict[str, object]:
-    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
-
-
 ERRORS = {
     **PROBLEM_RESPONSES,
-    401: _problem("No or an unknown API key"),
-    403: _problem("The API key lacks the scope"),
-    429: _problem("Rate limit or the tenant's concurrent-turn budget reached; see Retry-After"),
-    502: _problem("The LLM server returned something unusable"),
-    503: _problem("The LLM server is unavailable or timed out; retry after Retry-After"),
+    401: problem_doc("No or an unknown API key"),
+    403: problem_doc("The API key lacks the scope"),
+    429: problem_doc("Rate limit or the tenant's concurrent-turn budget reached; see Retry-After"),
+    502: problem_doc("The LLM server returned something unusable"),
+    503: problem_doc("The LLM server is unavailable or timed out; retry after Retry-After"),
 }
 CHANGE_ERRORS = {
     **ERRORS,
     **BODY_LIMIT_RESPONSES,
-    409: _problem(
+    409: problem_doc(
         "Not the current question, the session is not active, or a concurrent change won"
     ),
-    412: _problem("If-Match names another version"),
+    412: problem_doc("If-Match names another version"),
 }
 
 
