@@ -102,6 +102,7 @@ class BenchSpec:
     calibration_ids: tuple[uuid.UUID, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "patient", PatientKind(self.patient))
         if not self.policies:
             raise InvalidInputError("need at least one policy")
         unknown = [p for p in self.policies if p not in BENCH_POLICIES]
@@ -156,7 +157,7 @@ class BenchSpec:
             "n_questions": self.n_questions,
             "n_answers": self.n_answers,
             "answer_source": self.answer_source.value,
-            "patient": PatientKind(self.patient).value,
+            "patient": self.patient.value,
             "specialty": self.specialty,
             "stratify": "specialty" if self.stratify else None,
             "fractions": self.fractions.as_dict(),
@@ -546,7 +547,7 @@ async def run_bench(
     """
     started = time.perf_counter()
     info = provider.info
-    patient = await patient_for(PatientKind(bench.patient), patient)
+    patient = await patient_for(bench.patient, patient)
     dataset = await asyncio.to_thread(load_mediq, bench.dataset, strict=False)
     for problem in dataset.problems:
         echo(f"skipped {bench.dataset} {problem}")
