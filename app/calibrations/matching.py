@@ -161,7 +161,11 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
         if have != wanted[field]:
             out.append(Mismatch(field, wanted[field], have))
     only = _recorded(params, "specialty")
-    if session.specialty and isinstance(only, str) and specialty_key(only) != specialty_key(session.specialty):
+    if (
+        session.specialty
+        and isinstance(only, str)
+        and specialty_key(only) != specialty_key(session.specialty)
+    ):
         out.append(Mismatch("specialty", session.specialty, only))
     return tuple(out)
 
