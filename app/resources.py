@@ -15,6 +15,7 @@ from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
+from app.sessions.cache import DetailCache
 from app.settings import Settings
 
 
@@ -29,6 +30,7 @@ class Resources:
     metrics: Metrics
     budget: TenantBudget
     provider: PosteriorProvider | None = None
+    session_details: DetailCache | None = None
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
@@ -93,6 +95,9 @@ class Resources:
             sessionmaker=create_sessionmaker(engine),
             redis=redis,
             llm_http=llm_http,
+            session_details=DetailCache(
+                maxsize=settings.session_cache_size, ttl_s=settings.session_cache_ttl_s
+            ),
         )
 
     async def close(self) -> None:

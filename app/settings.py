@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     auth_cache_ttl_s: float = Field(
         default=10.0, ge=0, description="How long a verified key is trusted without the database."
     )
+    session_cache_size: int = Field(
+        default=2048, ge=0, description="Session states kept per process for GETs (0: none)."
+    )
+    session_cache_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a cached session state may stay in a process's memory.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = True
 

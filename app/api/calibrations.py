@@ -32,7 +32,9 @@ ERRORS = {
 }
 
 
-def admin_service(resources: ResourcesDep, principal: CalibrationsAdmin) -> CalibrationService:
+async def admin_service(
+    resources: ResourcesDep, principal: CalibrationsAdmin
+) -> CalibrationService:
     return CalibrationService(
         sessionmaker=resources.sessionmaker,
         provider=resources.provider,

@@ -12,7 +12,8 @@ from app.db.engine import transactional_session
 from app.resources import Resources
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async: FastAPI would run a sync dependency in its threadpool, a thread hop per request.
     resources: Resources = request.app.state.resources
     return resources
 

@@ -50,14 +50,17 @@ def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
         metrics=resources.metrics,
         tenant=principal.tenant,
         actor_key_id=principal.key_id,
+        details=resources.session_details,
     )
 
 
-def writer_service(resources: ResourcesDep, principal: SessionsWriter) -> SessionService:
+# The dependencies are async (though they never await) because FastAPI runs sync ones in its
+# threadpool: a thread hop per dependency per request, measurable on the GET path.
+async def writer_service(resources: ResourcesDep, principal: SessionsWriter) -> SessionService:
     return _service(resources, principal)
 
 
-def reader_service(resources: ResourcesDep, principal: SessionsReader) -> SessionService:
+async def reader_service(resources: ResourcesDep, principal: SessionsReader) -> SessionService:
     return _service(resources, principal)
 
 

@@ -55,19 +55,25 @@ def _decide(count: int, limit: int, reset_s: int) -> RateDecision:
     )
 
 
+# One round trip and one command: count the hit, start the window's expiry with its first.
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
 class RedisRateLimiter:
     def __init__(self, redis: Redis, *, per_minute: int) -> None:
         self._redis = redis
         self._limit = per_minute
+        self._hit = redis.register_script(_HIT)
 
     async def hit(self, key: str) -> RateDecision:
         index, reset_s = _window(time.time())
         name = f"pursuit:rl:{key}:{index}"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(name)
-                pipe.expire(name, WINDOW_S + 5)
-                count, _ = await pipe.execute()
+            count = await self._hit(keys=[name], args=[WINDOW_S + 5])
         except (RedisError, OSError) as exc:
             log.warning("rate_limit.redis_unavailable", error=type(exc).__name__)
             return RateDecision(True, self._limit, self._limit, reset_s)

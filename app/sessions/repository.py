@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import IdempotencyRecord, InterviewSession, Turn
+
+_SESSIONS = cast(sa.Table, InterviewSession.__table__)
+# Core, built once: every GET runs it, and the ORM's per-statement overhead was most of a GET.
+_VERSION = sa.select(_SESSIONS.c.version, _SESSIONS.c.tenant).where(
+    _SESSIONS.c.id == sa.bindparam("id")
+)
 
 
 class SessionRepository:
@@ -22,6 +28,30 @@ class SessionRepository:
         if row is None or (tenant is not None and row.tenant != tenant):
             return None
         return row
+
+    async def version(self, session_id: uuid.UUID, *, tenant: str | None) -> int | None:
+        """The session's version if it exists and belongs to ``tenant``: one narrow row."""
+        found = (await self._session.execute(_VERSION, {"id": session_id})).first()
+        if found is None or (tenant is not None and found.tenant != tenant):
+            return None
+        return int(found.version)
+
+    async def with_turns(
+        self, session_id: uuid.UUID, *, tenant: str | None
+    ) -> tuple[InterviewSession, list[Turn]] | None:
+        """The session and its turns in step order, read by one statement, so from one
+        snapshot: never a turn committed after the session row that was read."""
+        stmt = (
+            sa.select(InterviewSession, Turn)
+            .join(Turn, Turn.session_id == InterviewSession.id)
+            .where(InterviewSession.id == session_id)
+            .order_by(Turn.step)
+            .execution_options(populate_existing=True)
+        )
+        rows = (await self._session.execute(stmt)).tuples().all()
+        if not rows or (tenant is not None and rows[0][0].tenant != tenant):
+            return None
+        return rows[0][0], [turn for _, turn in rows]
 
     async def turns(self, session_id: uuid.UUID) -> Sequence[Turn]:
         stmt = sa.select(Turn).where(Turn.session_id == session_id).order_by(Turn.step)

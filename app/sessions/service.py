@@ -51,6 +51,7 @@ from app.errors import (
 )
 from app.limits.budget import TenantBudget
 from app.observability.metrics import Metrics
+from app.sessions.cache import DetailCache
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
     GUARANTEE_BEYOND_HORIZON,
@@ -65,12 +66,10 @@ from app.sessions.schemas import (
     DifferentialOut,
     FinalOut,
     LabelOut,
-    PatientIn,
     QuestionOut,
     SessionCreate,
     SessionDetail,
     SessionOut,
-    TurnOut,
 )
 
 MAX_RUNNER_UPS = 5
@@ -129,6 +128,7 @@ class SessionService:
     metrics: Metrics | None = None
     tenant: str | None = None
     actor_key_id: str | None = None
+    details: DetailCache | None = None
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -271,28 +271,24 @@ class SessionService:
         return response
 
     async def get(self, session_id: uuid.UUID) -> SessionDetail:
+        """The whole state; an unchanged session's comes from ``details`` (read audited still)."""
         async with self.sessionmaker.begin() as db:
-            row = await self._load(db, session_id, "session.read")
-            turns = list(await SessionRepository(db).turns(session_id))
+            repo = SessionRepository(db)
+            version = await repo.version(session_id, tenant=self.tenant)
+            if version is None:
+                await self._audit_separately("session.read", session_id, "not_found")
+                raise NotFoundError(f"no session {session_id}")
+            detail = self.details.get(session_id, version) if self.details else None
+            if detail is None:
+                found = await repo.with_turns(session_id, tenant=self.tenant)
+                if found is None:  # erased since the version was read
+                    await self._audit_separately("session.read", session_id, "not_found")
+                    raise NotFoundError(f"no session {session_id}")
+                detail = _session_detail(*found)
+                if self.details is not None:
+                    self.details.put(session_id, detail)
             await self._audit(db, "session.read", session_id, "success")
-        out = _session_out(row, turns[-1])
-        return SessionDetail(
-            **out.model_dump(),
-            patient=PatientIn(
-                summary=row.patient_summary, age=row.patient_age, sex=row.patient_sex
-            ),
-            inquiry=row.inquiry,
-            candidates=row.candidates,
-            transcript=[
-                TurnOut(
-                    step=t.step,
-                    question=QuestionOut.model_validate(t.rationale) if t.rationale else None,
-                    answer=t.answer,
-                    differential=DifferentialOut.model_validate(t.differential),
-                )
-                for t in turns
-            ],
-        )
+        return detail
 
     async def finalize(self, session_id: uuid.UUID, *, if_match: int | None) -> FinalOut:
         async with self.sessionmaker.begin() as db:
@@ -314,13 +310,15 @@ class SessionService:
                     raise ConflictError("the session changed meanwhile; reload it")
                 row = await repo.get(session_id, tenant=self.tenant) or row
             await self._audit(db, "session.finalize", session_id, "success")
-            return FinalOut(**_session_out(row, turn).model_dump(), **final)
+            return FinalOut.model_validate({**_session_fields(row, turn), **final})
 
     async def delete(self, session_id: uuid.UUID) -> None:
         async with self.sessionmaker.begin() as db:
             await self._load(db, session_id, "session.delete")
             await SessionRepository(db).delete(session_id)
             await self._audit(db, "session.delete", session_id, "success")
+        if self.details is not None:
+            self.details.drop(session_id)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -663,21 +661,48 @@ def _turn_row(
     )
 
 
-def _session_out(row: InterviewSession, turn: Turn) -> SessionOut:
-    question = QuestionOut.model_validate(turn.rationale) if turn.rationale else None
-    if row.status == "finalized":
-        question = None
-    return SessionOut(
-        id=str(row.id),
-        status=row.status,
-        step=row.step,
-        version=row.version,
-        next_question=question,
-        should_stop=row.status != "active",
-        stop_reason=row.stop_reason or ("finalized" if row.status == "finalized" else None),
-        differential=DifferentialOut.model_validate(turn.differential),
-        model=row.model,
-        prompt_version=row.prompt_version,
-        policy=row.config["policy"],
-        calibration_id=str(row.calibration_id) if row.calibration_id else None,
+def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
+    """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
+    finalized = row.status == "finalized"
+    return {
+        "id": str(row.id),
+        "status": row.status,
+        "step": row.step,
+        "version": row.version,
+        "next_question": None if finalized else (turn.rationale or None),
+        "should_stop": row.status != "active",
+        "stop_reason": row.stop_reason or ("finalized" if finalized else None),
+        "differential": turn.differential,
+        "model": row.model,
+        "prompt_version": row.prompt_version,
+        "policy": row.config["policy"],
+        "calibration_id": str(row.calibration_id) if row.calibration_id else None,
+    }
+
+
+def _session_detail(row: InterviewSession, turns: list[Turn]) -> SessionDetail:
+    return SessionDetail.model_validate(
+        {
+            **_session_fields(row, turns[-1]),
+            "patient": {
+                "summary": row.patient_summary,
+                "age": row.patient_age,
+                "sex": row.patient_sex,
+            },
+            "inquiry": row.inquiry,
+            "candidates": row.candidates,
+            "transcript": [
+                {
+                    "step": t.step,
+                    "question": t.rationale or None,
+                    "answer": t.answer,
+                    "differential": t.differential,
+                }
+                for t in turns
+            ],
+        }
     )
+
+
+def _session_out(row: InterviewSession, turn: Turn) -> SessionOut:
+    return SessionOut.model_validate(_session_fields(row, turn))

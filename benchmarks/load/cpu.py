@@ -28,12 +28,44 @@ def _stat_cpu_s(stat: str) -> float:
     return (int(rest[11]) + int(rest[12])) / TICKS
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads); 0 if it is gone."""
-    try:
-        return _stat_cpu_s((PROC / str(pid) / "stat").read_text())
-    except (OSError, IndexError, ValueError):
-        return 0.0
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process and of all its live descendants (e.g. uvicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, str] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        stats[int(entry.name)] = stat
+        children.setdefault(parent, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            total += _stat_cpu_s(stats[current])
+        todo.extend(children.get(current, []))
+    return total
+
+
+def oldest_pid(command: str) -> int | None:
+    """The pid of the oldest live process whose command name is ``command``, if any."""
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
+        if name == command:
+            started = int(stat.rsplit(")", 1)[1].split()[19])
+            found.append((started, int(entry.name)))
+    return min(found)[1] if found else None
 
 
 def user_cpu_s(user: str) -> float:
@@ -70,8 +102,9 @@ def machine_cpu_s() -> tuple[float, float]:
 
 
 def snapshot(pids: dict[str, int], users: dict[str, str]) -> Snapshot:
-    """CPU so far of each named pid and each named user's processes, and of the machine."""
-    process = {name: process_cpu_s(pid) for name, pid in pids.items()}
+    """CPU so far of each named pid (with its descendants), of each named user's processes,
+    and of the machine."""
+    process = {name: tree_cpu_s(pid) for name, pid in pids.items()}
     process.update({name: user_cpu_s(user) for name, user in users.items()})
     busy, total = machine_cpu_s()
     return Snapshot(process_s=process, machine_busy_s=busy, machine_total_s=total)

@@ -288,6 +288,37 @@ async def test_delete_erases_the_patient_data(
     assert {e["action"] for e in audit["events"]} >= {"session.create", "session.delete"}
 
 
+async def test_a_cached_session_state_is_never_stale_across_processes(
+    settings: Settings, api_key: str
+) -> None:
+    """Two app instances on one database, as two workers: what one caches for its GETs never
+    hides the other's answer or erasure, and every read is audited, cached or not."""
+    first, second = (
+        create_app(settings, provider=_provider()),
+        create_app(settings, provider=_provider()),
+    )
+    async for a in open_client(first, api_key=api_key):
+        async for b in open_client(second, api_key=api_key):
+            session = await _create(a)
+            url = f"/v1/sessions/{session['id']}"
+            reads = [await a.get(url) for _ in range(3)]  # the 2nd and 3rd from a's cache
+            assert {r.json()["step"] for r in reads} == {0}
+            assert reads[0].json() == reads[2].json()
+            answered = await b.post(
+                f"{url}/answers",
+                json={"question_id": session["next_question"]["id"], "answer": "yes"},
+            )
+            assert answered.status_code == 200, answered.text
+            after = await a.get(url)
+            assert after.json()["step"] == 1 and after.headers["etag"] == '"2"'
+            assert [t["answer"] for t in after.json()["transcript"]] == ["yes", None]
+            assert (await b.delete(url)).status_code == 204
+            assert (await a.get(url)).status_code == 404
+            audit = (await a.get("/v1/audit", params={"resource_id": session["id"]})).json()
+    outcomes = [e["outcome"] for e in audit["events"] if e["action"] == "session.read"]
+    assert sorted(outcomes) == ["not_found"] + ["success"] * 4
+
+
 async def test_a_restart_loses_nothing(settings: Settings, api_key: str) -> None:
     async for client in open_client(create_app(settings, provider=_provider()), api_key=api_key):
         session = await _create(client)

@@ -1,0 +1,233 @@
+"""GET /v1/sessions/{id} at fixed rates against `pursuit serve`, without an LLM: minutes, not 15.
+
+    .venv/bin/python -m benchmarks.load.get_bench --workers 2 --rates 150,300 --duration 30
+
+What it does: a fresh PostgreSQL database (migrated), an API key, ``--sessions`` interviews of
+3 answered turns each (made in-process with a scripted posterior provider, so replies are the
+~9 kB of the load test's sessions), then `pursuit serve --workers N` on its own port
+(PostgreSQL, Redis, no LLM) and, per rate, the open-loop client of ``fixed_rate`` for
+``--warmup`` + ``--duration`` seconds. It prints one line per rate (latency percentiles from
+each request's due time, errors, and the CPU per request of the API processes, PostgreSQL and
+Redis, and how busy the machine was) and writes the summaries to ``--out``. The database is
+dropped at the end. ``scripts/load.sh`` is the whole-stack run (interviews against the local
+vLLM, then the same GETs); this one isolates the read path so a change to it can be measured
+before and after in one sitting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from sqlalchemy.engine import make_url
+
+from app.auth.keys import Scope
+from app.auth.service import create_key
+from app.db.migrate import upgrade_head
+from app.engine.types import WeightedAnswer
+from app.main import create_app
+from app.settings import Settings
+from benchmarks.load import cpu, fixed_rate
+from tests.engine.scripted import ScriptedProvider
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_URL = os.environ.get(
+    "PURSUIT_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("PURSUIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
+QUESTIONS = ["Do you have a stiff neck?", "Is light painful?", "Any cough?", "Any rash?"]
+
+
+def _session_body() -> dict[str, Any]:
+    return {
+        "patient": {"summary": "34-year-old with fever and headache", "age": 34, "sex": "female"},
+        "inquiry": "What is the most likely diagnosis?",
+        "candidates": LABELS,
+        "alpha": 0.1,
+        "policy": "cip",
+        "max_questions": 4,
+        "stop_on_no_gain": False,
+    }
+
+
+async def _seed(settings: Settings, key: str, count: int) -> list[str]:
+    """``count`` sessions with 3 answered turns each, through the API itself."""
+    yes, no = WeightedAnswer("yes", 0.5), WeightedAnswer("no", 0.5)
+    provider = ScriptedProvider(
+        table={(): [0.35, 0.3, 0.2, 0.15]}, default_answers=(yes, no), proposals=QUESTIONS
+    )
+    app = create_app(settings, provider=provider)
+    ids = []
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bench", headers=headers
+        ) as client:
+            for _ in range(count):
+                reply = (await client.post("/v1/sessions", json=_session_body())).json()
+                for _ in range(3):
+                    answer = {
+                        "question_id": reply["next_question"]["id"],
+                        "answer": "Yes, for about three days, worse in the mornings.",
+                    }
+                    response = await client.post(f"/v1/sessions/{reply['id']}/answers", json=answer)
+                    response.raise_for_status()
+                    reply = response.json()
+                ids.append(str(reply["id"]))
+    return ids
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"the API at {url} did not become ready in {timeout_s:.0f} s")
+
+
+def _postgres_user(admin_url: str) -> str:
+    return make_url(admin_url).username or "postgres"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes")
+    parser.add_argument("--rates", default="150,300", help="requests per second, comma-separated")
+    parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per rate")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, help="folder for get_<rate>.json summaries")
+    args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+
+    name = f"pursuit_getbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = (
+        make_url(ADMIN_URL)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        upgrade_head(database_url)
+        _, key = asyncio.run(
+            create_key(
+                database_url, tenant="bench", scopes=[Scope.SESSIONS_READ, Scope.SESSIONS_WRITE]
+            )
+        )
+        settings = Settings(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            data_dir=ROOT / "var" / "get_bench",
+            llm_base_url=None,
+            llm_model=None,
+        )
+        sessions = asyncio.run(_seed(settings, key, args.sessions))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "PURSUIT_DATABASE_URL": database_url,
+            "PURSUIT_REDIS_URL": REDIS_URL,
+            "PURSUIT_RATE_LIMIT_PER_MINUTE": "10000000",
+            "PURSUIT_LOG_JSON": "true",
+        }
+        server = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "pursuit"),
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_ready(url)
+        with contextlib.suppress(ImportError):
+            import uvloop
+
+            uvloop.install()
+        watched = {"api": server.pid}
+        if (redis_pid := cpu.oldest_pid("redis-server")) is not None:
+            watched["redis"] = redis_pid
+        for rate in rates:
+            samples, usage = asyncio.run(
+                fixed_rate.run(
+                    url=url,
+                    key=key,
+                    sessions=sessions,
+                    rate=rate,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    request_timeout_s=10.0,
+                    max_connections=args.max_connections,
+                    watch_pids=watched,
+                    watch_users={"postgres": _postgres_user(ADMIN_URL)},
+                )
+            )
+            summary = fixed_rate.summarize(
+                samples, rate=rate, duration=args.duration, goal_p99_ms=25.0
+            )
+            summary.update(workers=args.workers, sessions=len(sessions), cpu=usage)
+            print(_line(summary), flush=True)
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / f"get_{rate:g}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    finally:
+        if server is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _line(summary: dict[str, Any]) -> str:
+    latency, cpu = summary["latency_ms"], summary["cpu"]
+
+    def per_request(name: str) -> str:
+        value = cpu.get(name, {}).get("cpu_ms_per_request")
+        return "-" if value is None else f"{value:.2f}"
+
+    return (
+        f"{summary['workers']} worker(s) {summary['target_rate_per_s']:g} req/s: "
+        f"served {summary['achieved_rate_per_s']:g}/s, errors {summary['errors']}, "
+        f"p50 {latency['p50']} p95 {latency['p95']} p99 {latency['p99']} ms; "
+        f"CPU ms/request api {per_request('api')} postgres {per_request('postgres')} "
+        f"redis {per_request('redis')} client {per_request('client')}; "
+        f"machine {cpu['machine']['busy_fraction']:.0%} busy; "
+        f"goal {'met' if summary['meets_goal'] else 'not met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
