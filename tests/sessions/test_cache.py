@@ -9,16 +9,41 @@ from app.sessions.schemas import SessionDetail
 
 
 def _detail(session_id: uuid.UUID, version: int) -> SessionDetail:
+    label = {"label": "A", "probability": 1.0, "p_value": None, "in_set": True}
     differential = {
-        "labels": [],
-        "set_size": 0,
+        "labels": [label],
+        "all_labels": [label],
+        "set_size": 1,
         "top": "A",
         "alpha": 0.1,
+        "coverage_target": 0.9,
+        "step": 0,
         "calibrated": False,
+        "calibration_id": None,
+        "calibration_n": None,
+        "threshold": None,
+        "entropy": 0.0,
         "guarantee": "none",
     }
-    return SessionDetail.model_construct(
-        id=str(session_id), version=version, differential=differential
+    return SessionDetail.model_validate(
+        {
+            "id": str(session_id),
+            "status": "active",
+            "step": 0,
+            "version": version,
+            "next_question": None,
+            "should_stop": False,
+            "stop_reason": None,
+            "differential": differential,
+            "model": "m",
+            "prompt_version": "p",
+            "policy": "cip",
+            "calibration_id": None,
+            "patient": {"summary": "s"},
+            "inquiry": "q",
+            "candidates": ["A"],
+            "transcript": [],
+        }
     )
 
 
