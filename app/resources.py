@@ -46,7 +46,9 @@ class Resources:
 
         ``provider`` replaces the LLM gateway (tests, tabular models); either is metered.
         """
-        engine = create_engine(settings.effective_database_url)
+        engine = create_engine(
+            settings.effective_database_url, pool_size=settings.database_pool_size
+        )
         redis = (
             Redis.from_url(
                 settings.redis_url,

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy async URL; default: a SQLite file in data_dir."
     )
+    database_pool_size: int = Field(
+        default=20,
+        ge=1,
+        description="PostgreSQL connections per API process (requests wait for a free one).",
+    )
     redis_url: str | None = Field(default=None, description="Optional Redis for cache/limits.")
     llm_base_url: str | None = Field(
         default=None, description="vLLM OpenAI-compatible base URL, e.g. http://127.0.0.1:8001"

@@ -149,7 +149,8 @@ uptime | tee -a "$OUT/uptime.log" >&2
 
 # --- 2. GET at a fixed rate ------------------------------------------------------------------
 
-WATCH=(--watch-user postgres=postgres)
+WATCH=()  # process trees: the API with its workers, PostgreSQL with its backends, Redis
+if PG_PID=$(pgrep -o -x postgres); then WATCH+=(--watch "postgres=$PG_PID"); fi
 if API_PID=$(cat "$STACK_DIR/api.pid" 2>/dev/null); then WATCH+=(--watch "api=$API_PID"); fi
 if REDIS_PID=$(pgrep -o -x redis-server); then WATCH+=(--watch "redis=$REDIS_PID"); fi
 fixed_rate() {  # fixed_rate RATE DURATION OUT

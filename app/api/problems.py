@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.context import request_id_var
@@ -116,8 +117,9 @@ async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    # Lost or refused connections (a restart, a failover): the request did nothing, retry.
-    # The pool pings connections before use, so the service recovers without a restart.
+    # Lost or refused connections (a restart, a failover), or no pooled connection free for
+    # 30 s: the request did nothing, retry. The pool pings connections before use, so the
+    # service recovers without a restart.
     log.warning("database.unavailable", error=type(exc).__name__)
     return problem_response(
         status=503,
@@ -133,7 +135,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(PursuitError, _pursuit_error)
-    for unavailable in (OperationalError, InterfaceError, ConnectionError):
+    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
         app.add_exception_handler(unavailable, _database_unavailable)
 
 

@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 5) -> AsyncEngine:
     """An async engine; SQLite gets WAL, foreign keys and a busy timeout.
 
     Statement parameters are kept out of error messages: they hold patient text, and an
-    unexpected database error is logged with its traceback.
+    unexpected database error is logged with its traceback. PostgreSQL keeps ``pool_size``
+    connections and opens no more: a request that finds them all busy waits for one (up to
+    30 s, then 503), which is cheaper than the connection opened and closed per request that
+    an overflow beyond the pool costs under a burst of reads.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -30,7 +33,7 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=0, hide_parameters=True
     )
 
 

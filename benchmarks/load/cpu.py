@@ -22,14 +22,17 @@ class Snapshot:
     machine_total_s: float = 0.0
 
 
-def _stat_cpu_s(stat: str) -> float:
-    # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+def _stat_cpu_s(stat: str, *, with_reaped: bool = False) -> float:
+    # Fields after the parenthesised command name: utime, stime, cutime, cstime are 14-17.
     rest = stat.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / TICKS
+    fields = rest[11:15] if with_reaped else rest[11:13]
+    return sum(int(x) for x in fields) / TICKS
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a live process and of all its live descendants (e.g. uvicorn's workers)."""
+    """CPU seconds of a process tree so far: the live processes under ``pid`` (uvicorn's
+    workers, PostgreSQL's backends) and the children they have already reaped (their time is
+    in the reaper's cutime and cstime), so a backend that came and went is counted too."""
     children: dict[int, list[int]] = {}
     stats: dict[int, str] = {}
     for entry in PROC.iterdir():
@@ -46,7 +49,7 @@ def tree_cpu_s(pid: int) -> float:
     while todo:
         current = todo.pop()
         if current in stats:
-            total += _stat_cpu_s(stats[current])
+            total += _stat_cpu_s(stats[current], with_reaped=True)
         todo.extend(children.get(current, []))
     return total
 
@@ -68,28 +71,6 @@ def oldest_pid(command: str) -> int | None:
     return min(found)[1] if found else None
 
 
-def user_cpu_s(user: str) -> float:
-    """CPU seconds of every live process of ``user``."""
-    try:
-        import pwd
-
-        uid = pwd.getpwnam(user).pw_uid
-    except (ImportError, KeyError):
-        return 0.0
-    total = 0.0
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        total += _stat_cpu_s(stat)
-    return total
-
-
 def machine_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the machine since boot, all cores."""
     try:
@@ -101,11 +82,9 @@ def machine_cpu_s() -> tuple[float, float]:
     return (total - idle) / TICKS, total / TICKS
 
 
-def snapshot(pids: dict[str, int], users: dict[str, str]) -> Snapshot:
-    """CPU so far of each named pid (with its descendants), of each named user's processes,
-    and of the machine."""
+def snapshot(pids: dict[str, int]) -> Snapshot:
+    """CPU so far of each named process tree, and of the machine."""
     process = {name: tree_cpu_s(pid) for name, pid in pids.items()}
-    process.update({name: user_cpu_s(user) for name, user in users.items()})
     busy, total = machine_cpu_s()
     return Snapshot(process_s=process, machine_busy_s=busy, machine_total_s=total)
 

@@ -159,7 +159,6 @@ async def run(
     request_timeout_s: float,
     max_connections: int,
     watch_pids: dict[str, int] | None = None,
-    watch_users: dict[str, str] | None = None,
 ) -> tuple[list[Sample], dict[str, object]]:
     """Send GETs at ``rate`` for ``warmup`` + ``duration`` s.
 
@@ -215,20 +214,20 @@ async def run(
 
     senders = [asyncio.create_task(sender(c)) for c in connections]
     first_measured = math.ceil(warmup * rate)
-    before, client_before, wall_before = cpu.snapshot({}, {}), 0.0, 0.0
+    before, client_before, wall_before = cpu.snapshot({}), 0.0, 0.0
     for i in range(total):
         due = t0 + i / rate
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         if i == first_measured:
-            before = cpu.snapshot(watch_pids or {}, watch_users or {})
+            before = cpu.snapshot(watch_pids or {})
             client_before, wall_before = time.process_time(), time.perf_counter()
         due_queue.put_nowait((i, due))
     for _ in senders:
         due_queue.put_nowait(None)
     await asyncio.gather(*senders)
-    after = cpu.snapshot(watch_pids or {}, watch_users or {})
+    after = cpu.snapshot(watch_pids or {})
     wall = time.perf_counter() - wall_before
     # Per request that reached the server: one that waited past the timeout cost it nothing.
     sent = sum(1 for s in samples if s.error != QUEUED_PAST_TIMEOUT)
@@ -255,13 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-connections", type=int, default=64)
     parser.add_argument("--goal-p99-ms", type=float, default=25.0)
     parser.add_argument(
-        "--watch", action="append", default=[], help="NAME=PID: report its CPU (repeat)"
-    )
-    parser.add_argument(
-        "--watch-user",
+        "--watch",
         action="append",
         default=[],
-        help="NAME=USER: report the CPU of all that user's processes (repeat)",
+        help="NAME=PID: report the CPU of that process tree (repeat)",
     )
     parser.add_argument("--out", type=Path, help="summary JSON; samples go beside it as CSV")
     args = parser.parse_args(argv)
@@ -278,7 +274,6 @@ def main(argv: list[str] | None = None) -> None:
 
         uvloop.install()
     watch_pids = {n: int(p) for n, _, p in (w.partition("=") for w in args.watch) if p}
-    watch_users = {n: u for n, _, u in (w.partition("=") for w in args.watch_user) if u}
     samples, usage = asyncio.run(
         run(
             url=args.url,
@@ -290,7 +285,6 @@ def main(argv: list[str] | None = None) -> None:
             request_timeout_s=args.timeout,
             max_connections=args.max_connections,
             watch_pids=watch_pids,
-            watch_users=watch_users,
         )
     )
     summary = summarize(

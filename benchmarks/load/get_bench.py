@@ -108,10 +108,6 @@ def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise SystemExit(f"the API at {url} did not become ready in {timeout_s:.0f} s")
 
 
-def _postgres_user(admin_url: str) -> str:
-    return make_url(admin_url).username or "postgres"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1, help="API worker processes")
@@ -177,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
 
             uvloop.install()
         watched = {"api": server.pid}
-        if (redis_pid := cpu.oldest_pid("redis-server")) is not None:
-            watched["redis"] = redis_pid
+        for name, command in (("postgres", "postgres"), ("redis", "redis-server")):
+            if (pid := cpu.oldest_pid(command)) is not None:
+                watched[name] = pid  # PostgreSQL: the postmaster, whose tree has the backends
         for rate in rates:
             samples, usage = asyncio.run(
                 fixed_rate.run(
@@ -191,7 +188,6 @@ def main(argv: list[str] | None = None) -> None:
                     request_timeout_s=10.0,
                     max_connections=args.max_connections,
                     watch_pids=watched,
-                    watch_users={"postgres": _postgres_user(ADMIN_URL)},
                 )
             )
             summary = fixed_rate.summarize(

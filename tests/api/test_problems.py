@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.errors import ConflictError
 from tests.conftest import open_client
@@ -76,6 +77,18 @@ async def test_domain_errors_carry_their_status(app: FastAPI) -> None:
         response = await client.get("/conflict")
     body = _assert_problem(response, 409)
     assert body["detail"] == "question q1 is not the current question"
+
+
+async def test_no_free_database_connection_is_a_503_to_retry(app: FastAPI) -> None:
+    @app.get("/pool-exhausted")
+    async def pool_exhausted() -> None:
+        raise PoolTimeoutError("QueuePool limit of size 20 overflow 0 reached")
+
+    async for client in open_client(app):
+        response = await client.get("/pool-exhausted")
+    body = _assert_problem(response, 503)
+    assert str(body["type"]).endswith("/database-unavailable")
+    assert response.headers["retry-after"] == "2"
 
 
 async def test_the_document_declares_the_refusals_any_operation_can_get(
