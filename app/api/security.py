@@ -6,7 +6,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ResourcesDep
 from app.auth import keys
@@ -37,13 +38,24 @@ async def _verify(resources: Resources, secret: str) -> Principal:
     return principal
 
 
-async def authenticate(request: Request, response: Response, resources: ResourcesDep) -> Principal:
+# Declares the scheme in the OpenAPI document (generated clients then send the key); the
+# refusal stays ours, a 401 problem, hence auto_error=False.
+_BEARER = HTTPBearer(
+    scheme_name="apiKey",
+    description="An API key from `pursuit keys create`, sent as `Authorization: Bearer KEY`.",
+    auto_error=False,
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+async def authenticate(
+    response: Response, resources: ResourcesDep, credentials: Credentials
+) -> Principal:
     """The caller's principal from ``Authorization: Bearer KEY``; then its rate limit."""
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = credentials.credentials.strip() if credentials is not None else ""
+    if not secret:
         raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY'")
-    principal = await _verify(resources, secret.strip())
+    principal = await _verify(resources, secret)
     decision = await resources.rate_limiter.hit(principal.key_id)
     if not decision.allowed:
         raise RateLimitedError(

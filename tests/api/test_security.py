@@ -36,6 +36,20 @@ async def test_missing_or_bad_keys_are_401(app: FastAPI, authorization: str | No
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
+async def test_the_openapi_document_declares_the_bearer_key_where_it_is_needed(
+    app: FastAPI,
+) -> None:
+    async for client in open_client(app):
+        document = (await client.get("/openapi.json")).json()
+    scheme = document["components"]["securitySchemes"]["apiKey"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            public = path in ("/healthz", "/readyz", "/metrics")
+            declared = operation.get("security") == [{"apiKey": []}]
+            assert declared != public, f"{method.upper()} {path}"
+
+
 async def test_a_revoked_key_stops_working(app: FastAPI, settings: Settings) -> None:
     secret = await make_key(settings, tenant="clinic-a", scopes=[Scope.AUDIT_READ])
     async for client in open_client(app, api_key=secret):
