@@ -48,7 +48,7 @@ class SessionRepository:
             .order_by(Turn.step)
             .execution_options(populate_existing=True)
         )
-        rows = (await self._session.execute(stmt)).tuples().all()
+        rows = (await self._session.execute(stmt)).all()
         if not rows or (tenant is not None and rows[0][0].tenant != tenant):
             return None
         return rows[0][0], [turn for _, turn in rows]
