@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
+
+from tests.ports import free_port
 
 
 class TcpProxy:
@@ -12,9 +13,7 @@ class TcpProxy:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
+        self.port = free_port()
         self.stalling = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()

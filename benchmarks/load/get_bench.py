@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -41,6 +40,7 @@ from app.main import create_app
 from app.settings import Settings
 from benchmarks.load import cpu, fixed_rate
 from tests.engine.scripted import ScriptedProvider
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = os.environ.get(
@@ -91,13 +91,6 @@ async def _seed(settings: Settings, key: str, count: int) -> list[str]:
     return ids
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -144,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             llm_model=None,
         )
         sessions = asyncio.run(_seed(settings, key, args.sessions))
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,

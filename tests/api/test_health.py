@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import open_client
-
-
-def _closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.ports import free_port
 
 
 async def test_healthz_is_ok(client: httpx.AsyncClient) -> None:
@@ -37,8 +28,8 @@ async def test_readyz_reports_database_and_redis(client: httpx.AsyncClient) -> N
 async def test_readyz_names_what_failed(settings: Settings) -> None:
     broken = settings.model_copy(
         update={
-            "redis_url": f"redis://127.0.0.1:{_closed_port()}/0",
-            "llm_base_url": f"http://127.0.0.1:{_closed_port()}",
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "llm_base_url": f"http://127.0.0.1:{free_port()}",
         }
     )
     async for client in open_client(create_app(broken)):

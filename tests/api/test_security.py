@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _body, _provider
 from tests.conftest import make_key, open_client
+from tests.ports import free_port
 
 
 async def test_health_endpoints_are_public(app: FastAPI) -> None:
@@ -141,16 +141,9 @@ async def test_rate_limit_is_429_with_headers(settings: Settings, backend: str) 
     assert refused.headers["ratelimit-limit"] == "3"
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 async def test_redis_down_keeps_serving(settings: Settings, api_key: str) -> None:
     """Rate limiting fails open when Redis is unreachable; interviews go on."""
-    broken = _with(settings, redis_url=f"redis://127.0.0.1:{_closed_port()}/0")
+    broken = _with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     async for client in open_client(create_app(broken, provider=_provider()), api_key=api_key):
         created = await client.post("/v1/sessions", json=_body())
         assert created.status_code == 201, created.text

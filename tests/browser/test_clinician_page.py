@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from app.conformal import lac_threshold
 from app.llm.prompts import PROMPT_VERSION
 from app.settings import Settings
 from tests.conftest import insert_calibration
+from tests.ports import free_port
 
 pytestmark = pytest.mark.llm
 
@@ -36,13 +36,6 @@ ARTIFACTS = ROOT / "artifacts" / "browser"
 CHROMIUM = os.environ.get("PURSUIT_CHROMIUM", "/usr/bin/chromium")
 CANDIDATES = ["Bacterial meningitis", "Migraine", "Influenza", "Subarachnoid hemorrhage"]
 ANSWERS = ["Yes, my neck is very stiff.", "Yes, light hurts my eyes.", "No cough."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _fresh_artifacts() -> BinaryIO:
@@ -105,7 +98,7 @@ async def live_app(
     tmp_path: Path,
 ) -> AsyncIterator[str]:
     """The real app under uvicorn on a free port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PURSUIT_DATABASE_URL": settings.effective_database_url,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import httpx
 
 from app import __version__
 from app.auth.keys import digest, parse_lookup
+from tests.ports import free_port
 
 PURSUIT = [sys.executable, "-m", "app.cli"]
 
@@ -22,13 +22,6 @@ def _env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PURSUIT_")}
     env["PURSUIT_DATA_DIR"] = str(tmp_path)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def test_version() -> None:
@@ -46,7 +39,7 @@ def test_migrate_creates_the_embedded_schema(tmp_path: Path) -> None:
 
 
 def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*PURSUIT, "serve", "--port", str(port)],
         env=_env(tmp_path),

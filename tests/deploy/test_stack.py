@@ -9,7 +9,6 @@ the defaults (port 8080, pursuit_staging) is not touched.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,18 +20,12 @@ import pytest
 
 from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL, _libpq
 from tests.deploy.checks import ROOT
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.llm, pytest.mark.postgres, pytest.mark.redis]
 
 STACK = ROOT / "scripts" / "stack.sh"
 UP_TIMEOUT_S = 1200  # a machine without the vLLM install needs minutes for it
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -46,7 +39,7 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     env.update(
         STACK_DIR=str(tmp_path / "stack"),
-        STACK_PORT=str(_free_port()),
+        STACK_PORT=str(free_port()),
         STACK_DATABASE=database,
         STACK_REDIS_URL=REDIS_URL,
         STACK_SKIP_SETUP="1",  # the venv running this test is the one the script would make

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +24,7 @@ from app.llm.protocol import (
     TokenizeTextRequest,
 )
 from app.settings import Settings
+from tests.ports import free_port
 
 BODY = TokenizeTextRequest(model="m", prompt="x")
 OK = {"count": 1, "tokens": [1]}
@@ -227,13 +227,6 @@ async def test_request_id_is_forwarded() -> None:
 # --- real sockets: a closed port and a server that never answers --------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def _gateway_at(base_url: str, *, read_timeout: float) -> LLMGateway:
     settings = Settings(llm_retry_backoff_s=0.05, llm_max_retries=2)
     http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(read_timeout, connect=1.0))
@@ -241,7 +234,7 @@ def _gateway_at(base_url: str, *, read_timeout: float) -> LLMGateway:
 
 
 async def test_closed_port_gives_503_fast() -> None:
-    gateway = _gateway_at(f"http://127.0.0.1:{_closed_port()}", read_timeout=5.0)
+    gateway = _gateway_at(f"http://127.0.0.1:{free_port()}", read_timeout=5.0)
     started = time.monotonic()
     with pytest.raises(UpstreamUnavailableError) as err:
         await gateway.label_posteriors(
@@ -288,7 +281,7 @@ async def test_llm_ready_reports_reasons(silent_server: str) -> None:
         transport=httpx.MockTransport(lambda r: httpx.Response(503)), base_url="http://x"
     )
     assert await llm_ready(bad) == "llm: HTTP 503"
-    closed = httpx.AsyncClient(base_url=f"http://127.0.0.1:{_closed_port()}")
+    closed = httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port()}")
     assert await llm_ready(closed) == "llm: ConnectError"
     hung = httpx.AsyncClient(base_url=silent_server)
     started = time.monotonic()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,12 @@ from typer.testing import CliRunner
 from app.llm import server
 from app.llm.cli import llm_app
 from app.settings import Settings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+from tests.ports import free_port
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(llm_home=tmp_path / "llm", llm_port=_free_port())
+    return Settings(llm_home=tmp_path / "llm", llm_port=free_port())
 
 
 def _no_subprocess(*args: Any, **kwargs: Any) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from benchmarks.load.report import locust_endpoints, phase_window
 from benchmarks.load.scenario import ROOT, read_records, session_ids
 from tests.conftest import _truncate, make_key
 from tests.engine.scripted import ScriptedProvider
+from tests.ports import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -53,13 +53,6 @@ class SlowScriptedProvider(ScriptedProvider):
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def served(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """The API on a free port (URL, an API key); the database emptied afterwards."""
@@ -70,7 +63,7 @@ def served(postgres_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         table={(): [0.4, 0.3, 0.2, 0.1]},
         default_answers=(WeightedAnswer("yes", 0.5), WeightedAnswer("no", 0.5)),
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings, provider=provider),
