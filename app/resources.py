@@ -14,6 +14,7 @@ from app.engine.types import PosteriorProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
+from app.llm.client import llm_http_client
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
 from app.settings import Settings
@@ -60,15 +61,7 @@ class Resources:
             else None
         )
         llm_http = (
-            httpx.AsyncClient(
-                base_url=settings.llm_base_url,
-                timeout=httpx.Timeout(
-                    settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s
-                ),
-                limits=httpx.Limits(max_connections=settings.llm_max_concurrency * 2),
-            )
-            if settings.llm_base_url
-            else None
+            llm_http_client(settings, settings.llm_base_url) if settings.llm_base_url else None
         )
         rate_limiter: RateLimiter = (
             RedisRateLimiter(redis, per_minute=settings.rate_limit_per_minute)

@@ -35,6 +35,7 @@ import structlog
 
 from app.engine.types import QA, CaseContext, History
 from app.llm.cache import LRUPosteriorCache
+from app.llm.client import llm_http_client
 from app.llm.gateway import LLMGateway
 from app.settings import Settings
 
@@ -117,10 +118,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_url = args.base_url or settings.llm_base_url or "http://127.0.0.1:8001"
     model = args.model or settings.llm_model or "smollm2-135m"
     histories = _histories(args.questions, args.answers)
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s),
-    ) as http:
+    async with llm_http_client(settings, base_url) as http:
         gateway = LLMGateway(http=http, model=model, settings=settings, cache=LRUPosteriorCache(0))
         setup = await gateway._ensure_setup()
         letter_ids = setup.letter_ids[: len(LABELS)]

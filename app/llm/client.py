@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from app.context import request_id_var
 from app.errors import UpstreamBadOutputError, UpstreamUnavailableError
 from app.llm.protocol import StrictRequest
+from app.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -121,6 +122,16 @@ def _error_type(resp: httpx.Response) -> str:
     err = data.get("error", data) if isinstance(data, dict) else None
     kind = err.get("type") if isinstance(err, dict) else None
     return str(kind)[:60] if kind else "unknown"
+
+
+def llm_http_client(settings: Settings, base_url: str) -> httpx.AsyncClient:
+    """The HTTP client for a vLLM server: the settings' timeouts, and connections enough for
+    ``llm_max_concurrency`` requests in flight (the gateway never sends more)."""
+    return httpx.AsyncClient(
+        base_url=base_url,
+        timeout=httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s),
+        limits=httpx.Limits(max_connections=settings.llm_max_concurrency * 2),
+    )
 
 
 async def llm_ready(http: httpx.AsyncClient) -> str | None:

@@ -49,7 +49,7 @@ from app.engine.types import CaseContext, History, PosteriorProvider, ProviderIn
 from app.errors import InvalidInputError, UpstreamUnavailableError
 from app.llm import LLMGateway, LRUPosteriorCache, PosteriorCache
 from app.llm.cache import Probs
-from app.llm.client import llm_ready
+from app.llm.client import llm_http_client, llm_ready
 from app.llm.prompts import MAX_LABELS
 from app.settings import Settings
 from app.tabular import NO, YES
@@ -278,11 +278,7 @@ async def with_llm(
         raise UpstreamUnavailableError(
             "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
         )
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        timeout=httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s),
-        limits=httpx.Limits(max_connections=settings.llm_max_concurrency * 2),
-    ) as http:
+    async with llm_http_client(settings, base_url) as http:
         if (reason := await llm_ready(http)) is not None:
             raise UpstreamUnavailableError(f"the LLM server at {base_url} is not ready ({reason})")
         factory = LLMFactory(
