@@ -30,8 +30,8 @@ class Resources:
     rate_limiter: RateLimiter
     metrics: Metrics
     budget: TenantBudget
+    session_details: DetailCache  # per process, for GETs of unchanged sessions
     provider: PosteriorProvider | None = None
-    session_details: DetailCache | None = None
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 

@@ -15,7 +15,7 @@ import math
 import secrets
 import uuid
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,7 +128,8 @@ class SessionService:
     metrics: Metrics | None = None
     tenant: str | None = None
     actor_key_id: str | None = None
-    details: DetailCache | None = None
+    # Session states for GETs; the default keeps none.
+    details: DetailCache = field(default_factory=lambda: DetailCache(maxsize=0, ttl_s=60.0))
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -278,15 +279,14 @@ class SessionService:
             if version is None:
                 await self._audit_separately("session.read", session_id, "not_found")
                 raise NotFoundError(f"no session {session_id}")
-            detail = self.details.get(session_id, version) if self.details else None
+            detail = self.details.get(session_id, version)
             if detail is None:
                 found = await repo.with_turns(session_id, tenant=self.tenant)
                 if found is None:  # erased since the version was read
                     await self._audit_separately("session.read", session_id, "not_found")
                     raise NotFoundError(f"no session {session_id}")
                 detail = _session_detail(*found)
-                if self.details is not None:
-                    self.details.put(session_id, detail)
+                self.details.put(session_id, detail)
             await self._audit(db, "session.read", session_id, "success")
         return detail
 
@@ -317,8 +317,7 @@ class SessionService:
             await self._load(db, session_id, "session.delete")
             await SessionRepository(db).delete(session_id)
             await self._audit(db, "session.delete", session_id, "success")
-        if self.details is not None:
-            self.details.drop(session_id)
+        self.details.drop(session_id)
 
     # -- helpers ----------------------------------------------------------------------------
 

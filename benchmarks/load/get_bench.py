@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.load.get_bench --workers 2 --rates 150,300 --duration 30
 
 What it does: a fresh PostgreSQL database (migrated), an API key, ``--sessions`` interviews of
-3 answered turns each (made in-process with a scripted posterior provider, so replies are the
+3 answered turns each (made in-process with the sessions tests' scripted model, so replies are the
 ~9 kB of the load test's sessions), then `pursuit serve --workers N` on its own port
 (PostgreSQL, Redis, no LLM) and, per rate, the open-loop client of ``fixed_rate`` for
 ``--warmup`` + ``--duration`` seconds. It prints one line per rate (latency percentiles from
@@ -35,11 +35,11 @@ from sqlalchemy.engine import make_url
 from app.auth.keys import Scope
 from app.auth.service import create_key
 from app.db.migrate import upgrade_head
-from app.engine.types import WeightedAnswer
 from app.main import create_app
 from app.settings import Settings
 from benchmarks.load import cpu, fixed_rate
-from tests.engine.scripted import ScriptedProvider
+from tests.api.test_sessions import _body, _provider
+from tests.conftest import open_client
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,47 +47,28 @@ ADMIN_URL = os.environ.get(
     "PURSUIT_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("PURSUIT_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
-LABELS = ["Meningitis", "Migraine", "Influenza", "Sinusitis"]
-QUESTIONS = ["Do you have a stiff neck?", "Is light painful?", "Any cough?", "Any rash?"]
-
-
-def _session_body() -> dict[str, Any]:
-    return {
-        "patient": {"summary": "34-year-old with fever and headache", "age": 34, "sex": "female"},
-        "inquiry": "What is the most likely diagnosis?",
-        "candidates": LABELS,
-        "alpha": 0.1,
-        "policy": "cip",
-        "max_questions": 4,
-        "stop_on_no_gain": False,
-    }
 
 
 async def _seed(settings: Settings, key: str, count: int) -> list[str]:
-    """``count`` sessions with 3 answered turns each, through the API itself."""
-    yes, no = WeightedAnswer("yes", 0.5), WeightedAnswer("no", 0.5)
-    provider = ScriptedProvider(
-        table={(): [0.35, 0.3, 0.2, 0.15]}, default_answers=(yes, no), proposals=QUESTIONS
-    )
-    app = create_app(settings, provider=provider)
+    """``count`` sessions with 3 answered turns each, through the API itself (the sessions
+    tests' scripted model and request body)."""
     ids = []
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://bench", headers=headers
-        ) as client:
-            for _ in range(count):
-                reply = (await client.post("/v1/sessions", json=_session_body())).json()
-                for _ in range(3):
-                    answer = {
-                        "question_id": reply["next_question"]["id"],
-                        "answer": "Yes, for about three days, worse in the mornings.",
-                    }
-                    response = await client.post(f"/v1/sessions/{reply['id']}/answers", json=answer)
-                    response.raise_for_status()
-                    reply = response.json()
-                ids.append(str(reply["id"]))
+    async for client in open_client(create_app(settings, provider=_provider()), api_key=key):
+        for _ in range(count):
+            reply = (
+                await client.post(
+                    "/v1/sessions", json=_body(max_questions=4, stop_on_no_gain=False)
+                )
+            ).json()
+            for _ in range(3):
+                answer = {
+                    "question_id": reply["next_question"]["id"],
+                    "answer": "Yes, for about three days, worse in the mornings.",
+                }
+                response = await client.post(f"/v1/sessions/{reply['id']}/answers", json=answer)
+                response.raise_for_status()
+                reply = response.json()
+            ids.append(str(reply["id"]))
     return ids
 
 
