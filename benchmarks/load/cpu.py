@@ -22,53 +22,47 @@ class Snapshot:
     machine_total_s: float = 0.0
 
 
-def _stat_cpu_s(stat: str, *, with_reaped: bool = False) -> float:
-    # Fields after the parenthesised command name: utime, stime, cutime, cstime are 14-17.
-    rest = stat.rsplit(")", 1)[1].split()
-    fields = rest[11:15] if with_reaped else rest[11:13]
-    return sum(int(x) for x in fields) / TICKS
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process tree so far: the live processes under ``pid`` (uvicorn's
-    workers, PostgreSQL's backends) and the children they have already reaped (their time is
-    in the reaper's cutime and cstime), so a backend that came and went is counted too."""
-    children: dict[int, list[int]] = {}
-    stats: dict[int, str] = {}
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        stats[int(entry.name)] = stat
-        children.setdefault(parent, []).append(int(entry.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        if current in stats:
-            total += _stat_cpu_s(stats[current], with_reaped=True)
-        todo.extend(children.get(current, []))
-    return total
-
-
-def oldest_pid(command: str) -> int | None:
-    """The pid of the oldest live process whose command name is ``command``, if any."""
-    found = []
+def _process_stats() -> dict[int, tuple[str, list[str]]]:
+    """pid -> (command name, the fields after it) of every live process."""
+    stats = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
-            continue
-        name = stat.split("(", 1)[1].rsplit(")", 1)[0]
-        if name == command:
-            started = int(stat.rsplit(")", 1)[1].split()[19])
-            found.append((started, int(entry.name)))
-    return min(found)[1] if found else None
+            continue  # gone meanwhile
+        name, _, rest = stat.partition("(")[2].rpartition(")")
+        stats[int(entry.name)] = (name, rest.split())
+    return stats
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process tree so far: the live processes under ``pid`` (uvicorn's
+    workers, PostgreSQL's backends) and the children they have already reaped (their time is
+    in the reaper's cutime and cstime), so a backend that came and went is counted too."""
+    stats = _process_stats()
+    children: dict[int, list[int]] = {}
+    for child, (_, fields) in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)  # field 4: the parent's pid
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        if current in stats:
+            # Fields 14-17: utime, stime, cutime, cstime, in clock ticks.
+            total += sum(int(x) for x in stats[current][1][11:15]) / TICKS
+        todo.extend(children.get(current, []))
+    return total
+
+
+def oldest_pid(command: str) -> int | None:
+    """The pid of the oldest live process whose command name is ``command``, if any."""
+    started = [
+        (int(fields[19]), pid)  # field 22: start time
+        for pid, (name, fields) in _process_stats().items()
+        if name == command
+    ]
+    return min(started)[1] if started else None
 
 
 def machine_cpu_s() -> tuple[float, float]:
