@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id_var
-from app.db.base import new_id, utcnow
 from app.db.models import AuditEvent
 
 _INSERT = sa.insert(cast(sa.Table, AuditEvent.__table__))
@@ -33,13 +32,12 @@ class AuditRepository:
         """Append one event within the caller's transaction; the request id is taken from context.
 
         A Core INSERT built once, not an ORM add + flush: it is on every request's path (reads
-        too), and the ORM's unit of work cost more than the rest of a cached read.
+        too), and the ORM's unit of work cost more than the rest of a cached read. The id and
+        time come from the columns' defaults, as for the ORM.
         """
         await self._session.execute(
             _INSERT,
             {
-                "id": new_id(),
-                "occurred_at": utcnow(),
                 "action": action,
                 "resource_type": resource_type,
                 "resource_id": resource_id,
