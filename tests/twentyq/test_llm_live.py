@@ -13,17 +13,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from app.engine.types import QA
 from app.settings import Settings, get_settings
 from app.tabular import NO, YES
 from app.twentyq import make_game
-from app.twentyq.cli import register
 from app.twentyq.llm import LLMFactory, LLMTwentyQ
 from app.twentyq.simulate import CASE, INQUIRY
 from tests.llm.conftest import live_server  # noqa: F401 (the session fixture)
+from tests.twentyq.test_cli import app
 
 pytestmark = pytest.mark.llm
 
@@ -36,17 +35,6 @@ ARGS = [
     *("--max-questions", str(BUDGET), "--candidates", "3", "--policies", "cip,ip,random"),
     "--no-plots",
 ]
-
-
-def _cli() -> typer.Typer:
-    cli = typer.Typer()
-    register(cli)
-
-    @cli.command()
-    def version() -> None:  # a second command, so "bench20q" is a subcommand
-        typer.echo("0")
-
-    return cli
 
 
 def _report(path: Path) -> dict[str, Any]:
@@ -64,11 +52,11 @@ def test_bench20q_llm_runs_and_reports_sane_numbers(
     monkeypatch.setenv("PURSUIT_LLM_MODEL", model)
     get_settings.cache_clear()
     try:
-        llm = CliRunner().invoke(_cli(), [*ARGS, "--provider", "llm", "--out", str(tmp_path / "l")])
+        llm = CliRunner().invoke(app(), [*ARGS, "--provider", "llm", "--out", str(tmp_path / "l")])
     finally:
         get_settings.cache_clear()
     assert llm.exit_code == 0, llm.output
-    tab = CliRunner().invoke(_cli(), [*ARGS, "--out", str(tmp_path / "t")])
+    tab = CliRunner().invoke(app(), [*ARGS, "--out", str(tmp_path / "t")])
     assert tab.exit_code == 0, tab.output
 
     report, tabular = _report(tmp_path / "l"), _report(tmp_path / "t")
