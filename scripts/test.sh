@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# Which case this run tests: bf16 CPUs serve bfloat16 (posteriors move with batching), others float32.
+served_dtype=$(.venv/bin/python -c 'from app.llm.server import cpu_dtype; from app.settings import Settings; print(cpu_dtype(Settings()))')
+echo "== CPU flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')-> the local vLLM serves $served_dtype"
 scripts/browser-setup.sh
 scripts/ensure-services.sh
 
@@ -31,3 +34,12 @@ echo "== tests"
 export PURSUIT_TEST_POSTGRES_URL="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 export PURSUIT_TEST_REDIS_URL="redis://127.0.0.1:6379/15"
 .venv/bin/pytest -q "$@"
+
+if [ "$served_dtype" != float32 ] && [ $# -eq 0 ]; then
+  # The tight float32 expectations hold on every machine: the live gateway module once more,
+  # against a float32 server beside the bf16 one.
+  echo "== live LLM tests again on a float32 server (this machine serves $served_dtype)"
+  export PURSUIT_LLM_PORT=8003 PURSUIT_LLM_DTYPE=float32
+  .venv/bin/pursuit llm up
+  .venv/bin/pytest -q tests/llm/test_llm_live.py
+fi

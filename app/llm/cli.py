@@ -50,7 +50,9 @@ def status(
     else:
         state = "healthy" if st.healthy else ("starting/unhealthy" if st.running else "stopped")
         typer.echo(f"vLLM {state} at {st.base_url}")
-        typer.echo(f"  model: {st.served_name or '-'}  pid: {st.pid or '-'}")
+        typer.echo(
+            f"  model: {st.served_name or '-'}  dtype: {st.dtype or '-'}  pid: {st.pid or '-'}"
+        )
         typer.echo(f"  installed: {st.installed}  home: {st.home}")
         typer.echo(f"  log: {st.log}")
     if not st.healthy:

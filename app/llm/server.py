@@ -95,6 +95,7 @@ class ServerStatus:
     pid: int | None
     model: str | None
     served_name: str | None
+    dtype: str | None  # what `up` passed as --dtype (None: not started by `up`)
     log: str
 
     def as_dict(self) -> dict[str, object]:
@@ -331,20 +332,36 @@ def _log_tail(log: Path, lines: int = 20) -> str:
         return ""
 
 
-def cpu_dtype(settings: Settings) -> str:
-    """bfloat16 only where the CPU computes it natively (AVX512-BF16/AMX).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (from /proc/cpuinfo unless given); empty when unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    return {
+        flag
+        for line in cpuinfo.splitlines()
+        if line.startswith("flags")
+        for flag in line.split(":", 1)[1].split()
+    }
+
+
+def cpu_dtype(settings: Settings, cpuinfo: str | None = None) -> str:
+    """bfloat16 only where the CPU computes it natively (AVX512-BF16/AMX), else float32.
 
     Without it oneDNN cannot build a bf16 matmul ("Failed to create oneDNN linear") and
     torch's fallback emulates it: measured here on an AVX2-only EPYC, SmolLM2 prefilled
-    a 480-token prompt in 13.9 s in bfloat16 and 4.2-4.5 s in float32 (same load).
+    a 480-token prompt in 13.9 s in bfloat16 and 4.2-4.5 s in float32 (same load). Where it
+    is native, float32 costs 1.7x bfloat16's time, but bfloat16 posteriors move with the
+    batch a prompt is scored in (up to 0.03; docs/results.md, "Served dtype and batching").
     """
     if settings.llm_dtype != "auto":
         return settings.llm_dtype
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "float32"
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "bfloat16" if cpu_flags(cpuinfo) & set(BF16_FLAGS) else "float32"
 
 
 def server_command(
@@ -547,6 +564,10 @@ def status(settings: Settings) -> ServerStatus:
     healthy = _healthy(base_url)
     model = info.get("model")
     served = info.get("served_name")
+    command = info.get("command")
+    dtype = None
+    if isinstance(command, list) and "--dtype" in command[:-1]:
+        dtype = command[command.index("--dtype") + 1]
     if pid is None and healthy:
         names = _served_models(base_url)
         served = names[0] if names else None
@@ -559,6 +580,7 @@ def status(settings: Settings) -> ServerStatus:
         pid=pid,
         model=model if isinstance(model, str) else None,
         served_name=served if isinstance(served, str) else None,
+        dtype=dtype if isinstance(dtype, str) else None,
         log=str(run / "vllm.log"),
     )
 

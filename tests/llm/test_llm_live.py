@@ -1,15 +1,18 @@
 """Against the real local vLLM server (``pursuit llm up``; SmolLM2-135M by default).
 
-Tolerance for comparing probabilities across requests: 1e-4. A prompt's logits can move in
-the last bits with the batch it is computed in (matmul shapes and blocking) and with
-prefix-cache hits; bfloat16 (CPUs with native bf16, GPUs) amplifies that. Observed on this
-AVX2 CPU in float32: batched and one-at-a-time posteriors were bit-identical (max diff 0.0).
+Tolerance for comparing probabilities across requests (``live_tol``): it follows the served
+dtype (``conftest.POSTERIOR_TOLERANCE``). A prompt's logits can move with the batch it is
+computed in (matmul shapes and blocking) and with prefix-cache hits: in float32 by at most
+5.6e-6 (bit-identical on AVX2 machines), in bfloat16 by up to 0.029. ``make test`` runs this
+module a second time against a float32 server on machines that serve bfloat16, so the tight
+float32 expectations are checked on every machine.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,10 +24,10 @@ from app.llm.cache import LRUPosteriorCache
 from app.llm.client import llm_ready
 from app.llm.gateway import LLMGateway
 from app.settings import Settings
+from tests.llm.conftest import LOGPROB_TOLERANCE
 
 pytestmark = pytest.mark.llm
 
-TOL = 1e-4
 CASE = CaseContext(
     summary="A 54-year-old man has had crushing central chest pain for one hour, radiating "
     "to the left arm, with sweating and nausea. He smokes and has high blood pressure.",
@@ -55,8 +58,22 @@ async def test_server_is_ready(live_http: httpx.AsyncClient, live_server: tuple[
     assert server.status(Settings()).healthy
 
 
+def test_server_computes_in_the_dtype_up_chose(live_server: tuple[str, str]) -> None:
+    status = server.status(Settings())
+    if status.pid is None:
+        pytest.skip("the server at this port was not started by `pursuit llm up`")
+    assert status.dtype == server.cpu_dtype(Settings())
+    # vLLM's own log line, not our record of the command line.
+    engine = [line for line in Path(status.log).read_text().splitlines() if "dtype=torch." in line]
+    assert engine and f"dtype=torch.{status.dtype}," in engine[-1]
+
+
 async def test_posteriors_sum_to_one_and_match_raw_logprobs(
-    live_gateway: LLMGateway, live_http: httpx.AsyncClient, live_server: tuple[str, str]
+    live_gateway: LLMGateway,
+    live_http: httpx.AsyncClient,
+    live_server: tuple[str, str],
+    live_tol: float,
+    live_dtype: str,
 ) -> None:
     out = await live_gateway.label_posteriors(
         case=CASE, histories=HISTORIES[:2], inquiry=INQUIRY, labels=LABELS
@@ -99,7 +116,7 @@ async def test_posteriors_sum_to_one_and_match_raw_logprobs(
         top = choice["logprobs"]["top_logprobs"][0]
         mass = [sum(math.exp(top[f"token_id:{i}"]) for i in ids[letter]) for letter in "ABCD"]
         direct = np.array(mass) / sum(mass)
-        np.testing.assert_allclose(out[h], direct, atol=TOL)
+        np.testing.assert_allclose(out[h], direct, atol=live_tol)
 
     # And the top-k path agrees with the exact one wherever a letter made the top 20.
     topk = await live_http.post(
@@ -119,10 +136,10 @@ async def test_posteriors_sum_to_one_and_match_raw_logprobs(
     shared = set(top20) & {f"token_id:{i}" for i in flat}
     assert shared, "no letter among the top 20: the prompt does not elicit a letter"
     for key in shared:
-        assert abs(top20[key] - exact[key]) < TOL
+        assert abs(top20[key] - exact[key]) < LOGPROB_TOLERANCE[live_dtype]
 
 
-async def test_batched_equals_one_at_a_time(live_gateway: LLMGateway) -> None:
+async def test_batched_equals_one_at_a_time(live_gateway: LLMGateway, live_tol: float) -> None:
     batched = await live_gateway.label_posteriors(
         case=CASE, histories=HISTORIES, inquiry=INQUIRY, labels=LABELS
     )
@@ -130,11 +147,11 @@ async def test_batched_equals_one_at_a_time(live_gateway: LLMGateway) -> None:
         single = await live_gateway.label_posteriors(
             case=CASE, histories=[history], inquiry=INQUIRY, labels=LABELS
         )
-        np.testing.assert_allclose(single[0], batched[h], atol=TOL)
+        np.testing.assert_allclose(single[0], batched[h], atol=live_tol)
 
 
 async def test_permutation_averaging_is_invariant_to_option_order(
-    live_http: httpx.AsyncClient, live_server: tuple[str, str]
+    live_http: httpx.AsyncClient, live_server: tuple[str, str], live_tol: float, live_dtype: str
 ) -> None:
     gateway = LLMGateway(
         http=live_http,
@@ -150,14 +167,18 @@ async def test_permutation_averaging_is_invariant_to_option_order(
     out_rot = await gateway.label_posteriors(
         case=CASE, histories=[BASE], inquiry=INQUIRY, labels=rotated
     )
-    np.testing.assert_allclose(out_rot[0], np.roll(out[0], -2), atol=TOL)
-    # Without averaging the small model's letter bias shows: the orders disagree.
+    np.testing.assert_allclose(out_rot[0], np.roll(out[0], -2), atol=live_tol)
+    # Without averaging the small model's letter bias shows: the orders disagree (by 0.036
+    # in float32). In bfloat16 that is within batch noise (up to 0.029), so it is checked on
+    # the float32 server (make test runs this module against one on bf16 machines too).
+    if live_dtype != "float32":
+        return
     plain = LLMGateway(
         http=live_http, model=live_server[1], settings=Settings(), cache=LRUPosteriorCache(0)
     )
     p1 = await plain.label_posteriors(case=CASE, histories=[BASE], inquiry=INQUIRY, labels=LABELS)
     p2 = await plain.label_posteriors(case=CASE, histories=[BASE], inquiry=INQUIRY, labels=rotated)
-    assert np.abs(np.roll(p1[0], -2) - p2[0]).max() > 10 * TOL
+    assert np.abs(np.roll(p1[0], -2) - p2[0]).max() > 10 * live_tol
 
 
 async def test_proposed_questions_parse_and_are_distinct(live_gateway: LLMGateway) -> None:

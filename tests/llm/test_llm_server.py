@@ -39,7 +39,6 @@ def test_command_and_env_follow_the_measured_recipe(settings: Settings) -> None:
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "2" and env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_CPU_OMP_THREADS_BIND"].startswith("0")
-    assert server.cpu_dtype(settings) in {"bfloat16", "float32"}
 
 
 def test_home_defaults_outside_the_repo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -100,3 +99,17 @@ def test_cli_status_exits_1_when_stopped(
     assert result.exit_code == 1
     data = json.loads(result.output)
     assert data["running"] is False and data["healthy"] is False and data["installed"] is False
+
+
+def test_dtype_follows_the_cpu_flags_unless_set(settings: Settings) -> None:
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    bf16 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n"
+    amx = "processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n"
+    auto = settings.model_copy(update={"llm_dtype": "auto"})
+    assert server.cpu_flags(bf16) >= {"avx512_bf16", "avx2"}
+    assert server.cpu_dtype(auto, avx2) == "float32"
+    assert server.cpu_dtype(auto, bf16) == "bfloat16"
+    assert server.cpu_dtype(auto, amx) == "bfloat16"
+    assert server.cpu_dtype(auto, "flags : avx512_bf16x\n") == "float32"  # whole flags only
+    forced = settings.model_copy(update={"llm_dtype": "float32"})
+    assert server.cpu_dtype(forced, bf16) == "float32"
