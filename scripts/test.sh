@@ -4,9 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-# Which case this run tests: bf16 CPUs serve bfloat16 (posteriors move with batching), others float32.
-served_dtype=$(.venv/bin/python -c 'from app.llm.server import cpu_dtype; from app.settings import Settings; print(cpu_dtype(Settings()))')
-echo "== CPU flags: $(grep -m1 -o -w -E 'avx2|avx512f|avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')-> the local vLLM serves $served_dtype"
+# Which case this run tests: bf16 CPUs serve bfloat16 (posteriors move with batching), others
+# float32. Flags and dtype come from app.llm.server, the code `pursuit llm up` decides with.
+read -r served_dtype cpu_flags < <(.venv/bin/python -c '
+from app.llm.server import BF16_FLAGS, cpu_dtype, cpu_flags
+from app.settings import Settings
+print(cpu_dtype(Settings()), *sorted(cpu_flags() & {"avx2", "avx512f", "amx_tile", *BF16_FLAGS}))')
+echo "== CPU flags: ${cpu_flags:-none of avx2/avx512f/bf16/amx} -> the local vLLM serves $served_dtype"
 scripts/browser-setup.sh
 scripts/ensure-services.sh
 
