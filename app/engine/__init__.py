@@ -7,8 +7,24 @@ from app.engine.banks import (
     load_query_banks,
     normalize_question,
 )
-from app.engine.config import InterviewConfig, Policy, QuestionSource, StopReason
-from app.engine.interview import AnswerFn, plan_turn, rank_candidates, run_interview
+from app.engine.config import (
+    AnswerSource,
+    InterviewConfig,
+    Objective,
+    Policy,
+    QuestionSource,
+    SelectionRule,
+    StopReason,
+)
+from app.engine.interview import (
+    AnswerFn,
+    DrawFn,
+    finite_sample_alpha,
+    objective_name,
+    plan_turn,
+    rank_candidates,
+    run_interview,
+)
 from app.engine.outcomes import (
     AnswerOutcome,
     CandidateScore,
@@ -21,6 +37,7 @@ from app.engine.outcomes import (
 from app.engine.scoring import (
     conformal_p_values,
     entropy,
+    entropy_bound,
     improves,
     lac_set_mask,
     nominal_set_mask,
@@ -29,17 +46,23 @@ from app.engine.scoring import (
     score_candidates,
 )
 from app.engine.thresholds import StepThresholds, StepwiseThresholds
+from app.engine.types import AnswerDraw
 
 __all__ = [
     "DEFAULT_QUERY_BANKS_PATH",
+    "AnswerDraw",
     "AnswerFn",
     "AnswerOutcome",
+    "AnswerSource",
     "CandidateScore",
     "Differential",
+    "DrawFn",
     "InterviewConfig",
+    "Objective",
     "Policy",
     "QuestionRationale",
     "QuestionSource",
+    "SelectionRule",
     "StepThresholds",
     "StepwiseThresholds",
     "StopReason",
@@ -48,6 +71,8 @@ __all__ = [
     "conformal_p_values",
     "dedupe_questions",
     "entropy",
+    "entropy_bound",
+    "finite_sample_alpha",
     "improves",
     "lac_set_mask",
     "load_query_bank",
@@ -55,6 +80,7 @@ __all__ = [
     "make_differential",
     "nominal_set_mask",
     "normalize_question",
+    "objective_name",
     "objective_set_size",
     "plan_turn",
     "prediction_set_mask",

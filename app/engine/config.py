@@ -8,7 +8,15 @@ from enum import StrEnum
 
 from app.errors import InvalidInputError
 
-__all__ = ["InterviewConfig", "Policy", "QuestionSource", "StopReason"]
+__all__ = [
+    "AnswerSource",
+    "InterviewConfig",
+    "Objective",
+    "Policy",
+    "QuestionSource",
+    "SelectionRule",
+    "StopReason",
+]
 
 
 class Policy(StrEnum):
@@ -19,6 +27,28 @@ class Policy(StrEnum):
     RANDOM = "random"  # uniform over eligible candidates, seeded rng
     FIXED = "fixed"  # first unasked question of the bank, in bank order
     NONE = "none"  # ask nothing: direct prediction from the initial information
+
+
+class Objective(StrEnum):
+    """What C-IP minimises over a candidate's simulated answers (IP always uses entropy)."""
+
+    SET_SIZE = "set_size"  # expected |C_{k+1}| (empty counted as K), ties by expected entropy
+    ENTROPY_BOUND = "entropy_bound"  # the paper's entropy upper bound from sets, label-aware
+
+
+class AnswerSource(StrEnum):
+    """Where the answers that score a candidate question come from."""
+
+    LLM = "llm"  # provider.simulate_answers per candidate (the serving path)
+    ESTIMATION = "estimation"  # a provider wrapper lets estimation cases answer (per question)
+    SAMPLED = "sampled"  # per step, m draws (label or case) shared by every candidate
+
+
+class SelectionRule(StrEnum):
+    """Which sets the C-IP objective counts."""
+
+    CALIBRATED = "calibrated"  # LAC at a selection calibration's tau_{k+1}
+    NOMINAL = "nominal"  # the model's own top labels holding 1 - alpha (no guarantee)
 
 
 class QuestionSource(StrEnum):
@@ -35,7 +65,8 @@ class StopReason(StrEnum):
     SINGLETON = "singleton"  # the displayed set has exactly one label
     BUDGET = "budget"  # max_questions answered
     EXHAUSTED = "exhausted"  # no eligible candidate question left
-    NO_GAIN = "no_gain"  # no candidate is expected to improve the objective (cip/ip only)
+    # No candidate beats asking nothing, both scored by the same rule at step k+1 (cip/ip).
+    NO_GAIN = "no_gain"
     SPREAD = "spread"  # std of the candidates' objective < spread_epsilon (cip/ip only)
 
 
@@ -43,6 +74,8 @@ class StopReason(StrEnum):
 class InterviewConfig:
     """Everything that defines the questioning policy; record it with every calibration.
 
+    ``n_answers`` is the number of answers that score a candidate: simulated answers per
+    question (``llm``, ``estimation``) or draws per step (``sampled``).
     ``max_candidates`` (bank source, cip/ip only) scores a seeded random subset of that many
     unasked bank questions per turn instead of the whole bank (a 2,000-question bank costs
     2,000 x ``n_answers`` posterior evaluations a turn). ``explain_baselines`` also simulates
@@ -56,6 +89,8 @@ class InterviewConfig:
     question_source: QuestionSource = QuestionSource.GENERATED
     n_questions: int = 8
     n_answers: int = 4
+    objective: Objective = Objective.SET_SIZE
+    answer_source: AnswerSource = AnswerSource.LLM
     bank: tuple[str, ...] = ()
     max_candidates: int | None = None
     stop_on_singleton: bool = True
@@ -67,6 +102,8 @@ class InterviewConfig:
         # Coerce plain strings ("cip") so callers reading settings need no enum import.
         object.__setattr__(self, "policy", Policy(self.policy))
         object.__setattr__(self, "question_source", QuestionSource(self.question_source))
+        object.__setattr__(self, "objective", Objective(self.objective))
+        object.__setattr__(self, "answer_source", AnswerSource(self.answer_source))
         object.__setattr__(self, "bank", tuple(self.bank))
         if not (isinstance(self.alpha, float | int) and 0 < self.alpha < 1):
             raise InvalidInputError(f"alpha must lie in (0, 1), got {self.alpha!r}")

@@ -3,23 +3,29 @@
 One turn at step k = len(history):
 1. candidate questions: the bank's unasked questions or the provider's proposals, with
    anything already asked removed (whitespace/case-insensitive);
-2. candidate answers: ``simulate_answers`` for each question that must be scored,
-   concurrently; duplicate answer texts are merged by adding their weights;
+2. candidate answers, by ``config.answer_source``: ``simulate_answers`` for each question
+   that must be scored, concurrently, duplicate texts merged by adding their weights
+   (``llm``, ``estimation``); or the step's ``draws``, each answering every candidate,
+   equal weights, each answer keeping its draw's label (``sampled``);
 3. ONE ``label_posteriors`` call for the bare history and every distinct
    ``history + (QA(q, a),)``;
 4. the differential at step k from the bare history's row, with the *display* thresholds
    (tau_k, or the nominal set when uncalibrated);
 5. the policy's choice, scored with the *selection* rule: LAC at ``selection_thresholds``
    tau_{k+1}, or the nominal set at ``config.alpha`` when ``selection_thresholds`` is None;
+   C-IP minimises ``config.objective`` (expected set size or the paper's entropy bound),
+   ties by expected entropy; IP minimises expected entropy;
 6. stop rules, first match wins: policy_none, singleton, budget, exhausted, no_gain, spread.
+   ``no_gain`` scores "ask nothing" (the present posterior, once per answer) by the same
+   rule and thresholds as the candidates, so both sides of the comparison are alike.
 
 Display and selection thresholds are separate on purpose. The coverage guarantee needs the
 serving histories to be distributed like the calibration histories, so the question policy
 (including the sets inside its objective) must be the same in both. Calibration cannot use
-thresholds it is computing, so by default both calibrate and serve with the nominal
-selection rule; a deployment that wants calibrated sets inside the objective must fix a
-``selection_thresholds`` (e.g. from an earlier calibration on a separate split) and pass
-the same object to calibration and to serving.
+thresholds it is computing, so the selection thresholds come from a separate *selection
+calibration* (random-question histories, the paper's length marginalisation: it depends on
+no question policy) and the same object is passed to calibration and to serving; without
+one, both use the nominal rule.
 """
 
 from __future__ import annotations
@@ -27,12 +33,21 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from app.engine.banks import dedupe_questions
-from app.engine.config import InterviewConfig, Policy, QuestionSource, StopReason
+from app.engine.config import (
+    AnswerSource,
+    InterviewConfig,
+    Objective,
+    Policy,
+    QuestionSource,
+    SelectionRule,
+    StopReason,
+)
 from app.engine.outcomes import (
     AnswerOutcome,
     CandidateScore,
@@ -43,21 +58,47 @@ from app.engine.outcomes import (
 )
 from app.engine.scoring import entropy, improves, objective_set_size, score_candidates
 from app.engine.thresholds import StepThresholds
-from app.engine.types import QA, CaseContext, History, PosteriorProvider, WeightedAnswer
+from app.engine.types import (
+    QA,
+    AnswerDraw,
+    CaseContext,
+    History,
+    PosteriorProvider,
+    WeightedAnswer,
+)
 from app.errors import InvalidInputError, UpstreamBadOutputError
 
-__all__ = ["AnswerFn", "plan_turn", "rank_candidates", "run_interview"]
+__all__ = [
+    "AnswerFn",
+    "DrawFn",
+    "finite_sample_alpha",
+    "plan_turn",
+    "rank_candidates",
+    "run_interview",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 AnswerFn = Callable[[str], Awaitable[str]]
+# step -> the step's draws for the ``sampled`` answer source (seeded by the caller).
+DrawFn = Callable[[int], Sequence[AnswerDraw]]
 
 # Expected set sizes are weighted sums of integers; two that agree to this many decimals
 # are a tie (float summation order must not decide), broken by expected entropy.
 _SIZE_DECIMALS = 9
+_BOUND_DECIMALS = 9
 _ENTROPY_DECIMALS = 12
 # Objective improvements smaller than this are no gain.
 _GAIN_TOL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """An answer that scores a candidate: its text, weight and draw label (-1: none)."""
+
+    text: str
+    weight: float
+    label: int = -1
 
 
 async def plan_turn(
@@ -72,12 +113,14 @@ async def plan_turn(
     rng: np.random.Generator,
     asked: Collection[str] = (),
     selection_thresholds: StepThresholds | None = None,
+    draws: Sequence[AnswerDraw] | None = None,
 ) -> TurnOutcome:
     """Differential at step len(history), and the next question or why to stop.
 
     ``thresholds`` give the displayed set (None: nominal, uncalibrated; its alpha must equal
     ``config.alpha``). ``selection_thresholds`` give the sets inside the C-IP objective
     (None: nominal). ``asked`` lists questions to exclude besides those in ``history``.
+    ``draws`` are the step's draws when ``config.answer_source`` is ``sampled``.
     """
     label_tuple = _check_labels(labels)
     history = tuple(history)
@@ -85,6 +128,9 @@ async def plan_turn(
         raise InvalidInputError(
             f"thresholds were calibrated at alpha={thresholds.alpha}, config has {config.alpha}"
         )
+    sampled = config.answer_source is AnswerSource.SAMPLED
+    if sampled and not draws:
+        raise InvalidInputError("answer source 'sampled' needs the step's draws")
     step = len(history)
     exclude = [qa.question for qa in history] + list(asked)
 
@@ -97,15 +143,22 @@ async def plan_turn(
         if pool:
             to_score, chosen = _pick_for_scoring(pool, config, rng)
 
-    answer_sets = await asyncio.gather(
-        *(
-            provider.simulate_answers(case=case, history=history, question=q, m=config.n_answers)
-            for q in to_score
+    if sampled:
+        assert draws is not None
+        answers = await _sampled_answers(to_score, draws, label_tuple)
+    else:
+        answer_sets = await asyncio.gather(
+            *(
+                provider.simulate_answers(
+                    case=case, history=history, question=q, m=config.n_answers
+                )
+                for q in to_score
+            )
         )
-    )
-    answers = [
-        _check_answers(a, q, config.n_answers) for a, q in zip(answer_sets, to_score, strict=True)
-    ]
+        answers = [
+            _check_answers(a, q, config.n_answers)
+            for a, q in zip(answer_sets, to_score, strict=True)
+        ]
 
     # One row per distinct history; row 0 is the bare history (the current posterior).
     rows: dict[History, int] = {history: 0}
@@ -132,6 +185,7 @@ async def plan_turn(
         question: str | None,
         candidates: tuple[CandidateScore, ...] = (),
         rationale: QuestionRationale | None = None,
+        gain: bool | None = None,
     ) -> TurnOutcome:
         return TurnOutcome(
             step=step,
@@ -143,6 +197,7 @@ async def plan_turn(
             candidates=candidates,
             candidates_considered=len(pool),
             posterior_evaluations=len(rows),
+            gain=gain,
         )
 
     if config.policy is Policy.NONE:
@@ -157,37 +212,44 @@ async def plan_turn(
     next_tau = (
         None if selection_thresholds is None else selection_thresholds.threshold_for_step(step + 1)
     )
-    scored = _score(to_score, answers, row_of, posteriors, label_tuple, next_tau, config.alpha)
+    rule = SelectionRule.NOMINAL if next_tau is None else SelectionRule.CALIBRATED
+    alpha_n = finite_sample_alpha(config.alpha, selection_thresholds, step + 1)
+    scored = _score(to_score, answers, row_of, posteriors, label_tuple, next_tau, config, alpha_n)
 
     if config.policy in (Policy.CIP, Policy.IP):
-        objective = np.array(
-            [
-                c.expected_set_size if config.policy is Policy.CIP else c.expected_entropy
-                for c in scored
-            ]
-        )
-        order = rank_candidates(
-            config.policy,
-            np.array([c.expected_set_size for c in scored]),
-            np.array([c.expected_entropy for c in scored]),
-        )
+        order = rank_candidates(config, scored)
         ranked = tuple(scored[i] for i in order)
-        if config.stop_on_no_gain and not _improves(
-            config.policy,
-            ranked[0],
-            posteriors[0],
-            differential.entropy,
-            None if selection_thresholds is None else selection_thresholds.threshold_for_step(step),
-            config.alpha,
-        ):
-            return outcome(StopReason.NO_GAIN, None, ranked)
+        best = ranked[0]
+        # "Ask nothing": the present posterior after every answer, scored by the same rule.
+        (stay,) = _score(
+            ["(ask nothing)"],
+            [answers[order[0]]],
+            [[0] * len(answers[order[0]])],
+            posteriors,
+            label_tuple,
+            next_tau,
+            config,
+            alpha_n,
+        )
+        gain = bool(
+            improves(
+                best=_objective(config, best),
+                best_entropy=best.expected_entropy,
+                current=_objective(config, stay),
+                current_entropy=differential.entropy,
+                entropy_only=config.policy is Policy.IP,
+                tol=_GAIN_TOL,
+            )
+        )
+        if config.stop_on_no_gain and not gain:
+            return outcome(StopReason.NO_GAIN, None, ranked, gain=gain)
+        values = np.array([_objective(config, c) for c in scored])
         if (
             config.spread_epsilon is not None
-            and objective.size >= 2
-            and float(np.std(objective)) < config.spread_epsilon
+            and values.size >= 2
+            and float(np.std(values)) < config.spread_epsilon
         ):
-            return outcome(StopReason.SPREAD, None, ranked)
-        best = ranked[0]
+            return outcome(StopReason.SPREAD, None, ranked, gain=gain)
         rationale = QuestionRationale(
             policy=config.policy,
             question=best.question,
@@ -195,9 +257,12 @@ async def plan_turn(
             expected_entropy=best.expected_entropy,
             answers=best.answers,
             runner_ups=ranked[1:],
-            objective_calibrated=next_tau is not None,
+            entropy_bound=best.entropy_bound,
+            selection_rule=rule,
+            objective=objective_name(config),
+            tied=_ties(config, ranked),
         )
-        return outcome(None, best.question, ranked, rationale)
+        return outcome(None, best.question, ranked, rationale, gain)
 
     assert chosen is not None  # random/fixed always choose from a non-empty pool
     explained = tuple(scored)
@@ -210,7 +275,9 @@ async def plan_turn(
             expected_entropy=explained[0].expected_entropy,
             answers=explained[0].answers,
             runner_ups=(),
-            objective_calibrated=next_tau is not None,
+            entropy_bound=explained[0].entropy_bound,
+            selection_rule=rule,
+            objective=None,
         )
     return outcome(None, chosen, explained, why)
 
@@ -227,6 +294,7 @@ async def run_interview(
     rng: np.random.Generator,
     selection_thresholds: StepThresholds | None = None,
     history: History = (),
+    draws: DrawFn | None = None,
 ) -> Trajectory:
     """Plan turns and ask ``answer_fn`` (the simulated patient) until a stop rule fires.
 
@@ -235,6 +303,7 @@ async def run_interview(
     ``stop_on_singleton=False, stop_on_no_gain=False, spread_epsilon=None`` so every case
     reaches step ``max_questions`` unless the candidates run out (``exhausted``); the
     calibrator then reads ``Trajectory.label_scores(true_label)`` for steps 0..T.
+    ``draws(step)`` gives each step's draws for the ``sampled`` answer source.
     """
     history = tuple(history)
     turns: list[TurnOutcome] = []
@@ -249,6 +318,7 @@ async def run_interview(
             thresholds=thresholds,
             rng=rng,
             selection_thresholds=selection_thresholds,
+            draws=None if draws is None else draws(len(history)),
         )
         turns.append(turn)
         if turn.next_question is None:
@@ -257,42 +327,57 @@ async def run_interview(
         history = (*history, QA(turn.next_question, answer))
 
 
-def _improves(
-    policy: Policy,
-    best: CandidateScore,
-    posterior: FloatArray,
-    current_entropy: float,
-    now_tau: float | None,
-    alpha: float,
-) -> bool:
-    """Whether the best candidate is expected to beat the present state (see ``improves``)."""
-    return bool(
-        improves(
-            by_set_size=policy is Policy.CIP,
-            best_size=best.expected_set_size,
-            best_entropy=best.expected_entropy,
-            current_size=objective_set_size(posterior, now_tau, alpha),
-            current_entropy=current_entropy,
-            tol=_GAIN_TOL,
-        )
-    )
+def finite_sample_alpha(alpha: float, selection: StepThresholds | None, step: int) -> float:
+    """alpha_N = alpha - 1 / (n + 1) for the bound, n the selection calibration's size at
+    ``step``; alpha itself (the n -> infinity limit) for the nominal rule or unknown n.
 
-
-def rank_candidates(
-    policy: Policy, expected_set_size: FloatArray, expected_entropy: FloatArray
-) -> IntArray:
-    """Candidate indices best first: cip by (set size, entropy), ip by (entropy, set size).
-
-    Remaining ties keep candidate order. Values equal after rounding (9 decimals for sizes,
-    12 for entropies) tie, so float summation order never decides.
+    Clipped at 0: below n = 1/alpha - 1 the threshold is infinite anyway.
     """
-    size = np.round(np.asarray(expected_set_size, dtype=np.float64), _SIZE_DECIMALS)
-    ent = np.round(np.asarray(expected_entropy, dtype=np.float64), _ENTROPY_DECIMALS)
-    index = np.arange(size.size)
+    scores = None if selection is None else selection.scores_for_step(step)
+    if scores is None or len(scores) == 0:
+        return alpha
+    return max(0.0, alpha - 1.0 / (len(scores) + 1))
+
+
+def objective_name(config: InterviewConfig) -> str | None:
+    """What the policy minimises: the C-IP objective, "expected_entropy" for IP, else None."""
+    if config.policy is Policy.CIP:
+        return config.objective.value
+    return "expected_entropy" if config.policy is Policy.IP else None
+
+
+def _objective(config: InterviewConfig, c: CandidateScore) -> float:
+    """The value the policy's first key ranks by (IP: expected entropy)."""
+    if config.policy is Policy.IP:
+        return c.expected_entropy
+    if config.objective is Objective.ENTROPY_BOUND:
+        return c.entropy_bound
+    return c.expected_set_size
+
+
+def rank_candidates(config: InterviewConfig, scored: Sequence[CandidateScore]) -> IntArray:
+    """Candidate indices best first: cip by (objective, expected entropy), ip by (expected
+    entropy, expected set size).
+
+    Remaining ties keep candidate order. Values equal after rounding (9 decimals for sizes
+    and bounds, 12 for entropies) tie, so float summation order never decides.
+    """
+    size = np.round([c.expected_set_size for c in scored], _SIZE_DECIMALS)
+    bound = np.round([c.entropy_bound for c in scored], _BOUND_DECIMALS)
+    ent = np.round([c.expected_entropy for c in scored], _ENTROPY_DECIMALS)
+    index = np.arange(len(scored))
     # np.lexsort sorts by the last key first.
-    if policy is Policy.IP:
+    if config.policy is Policy.IP:
         return np.lexsort((index, size, ent))
-    return np.lexsort((index, ent, size))
+    first = bound if config.objective is Objective.ENTROPY_BOUND else size
+    return np.lexsort((index, ent, first))
+
+
+def _ties(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> int:
+    """How many other candidates share the best one's first key (after rounding)."""
+    decimals = _ENTROPY_DECIMALS if config.policy is Policy.IP else _SIZE_DECIMALS
+    best = round(_objective(config, ranked[0]), decimals)
+    return sum(1 for c in ranked[1:] if round(_objective(config, c), decimals) == best)
 
 
 async def _candidate_pool(
@@ -330,14 +415,29 @@ def _pick_for_scoring(
     return ([chosen] if config.explain_baselines else []), chosen
 
 
+async def _sampled_answers(
+    questions: Sequence[str], draws: Sequence[AnswerDraw], labels: tuple[str, ...]
+) -> list[list[_Answer]]:
+    """Every draw answers every question; weights 1/m; a draw's label kept if it is one."""
+    replies = await asyncio.gather(*(d.answer(q) for q in questions for d in draws))
+    index = {label: i for i, label in enumerate(labels)}
+    label_of = [-1 if d.label is None else index.get(d.label, -1) for d in draws]
+    m = len(draws)
+    return [
+        [_Answer(replies[qi * m + j], 1.0 / m, label_of[j]) for j in range(m)]
+        for qi in range(len(questions))
+    ]
+
+
 def _score(
-    questions: list[str],
-    answers: list[list[WeightedAnswer]],
-    row_of: list[list[int]],
+    questions: Sequence[str],
+    answers: Sequence[Sequence[_Answer]],
+    row_of: Sequence[Sequence[int]],
     posteriors: FloatArray,
     labels: tuple[str, ...],
     threshold: float | None,
-    alpha: float,
+    config: InterviewConfig,
+    alpha_n: float,
 ) -> list[CandidateScore]:
     """Vectorised scoring of all candidates: (Q, M, K) probabilities, ragged M padded."""
     if not questions:
@@ -346,18 +446,23 @@ def _score(
     n_m = max(len(a) for a in answers)
     probs = np.full((n_q, n_m, n_k), 1.0 / n_k)
     weights = np.zeros((n_q, n_m))
+    drawn = np.full((n_q, n_m), -1, dtype=np.intp)
     for qi, (q_answers, q_rows) in enumerate(zip(answers, row_of, strict=True)):
-        probs[qi, : len(q_rows)] = posteriors[q_rows]
+        probs[qi, : len(q_rows)] = posteriors[list(q_rows)]
         weights[qi, : len(q_answers)] = [a.weight for a in q_answers]
-    expected_size, expected_entropy = score_candidates(probs, weights, threshold, alpha)
-    sizes = objective_set_size(probs, threshold, alpha)
+        drawn[qi, : len(q_answers)] = [a.label for a in q_answers]
+    objectives = score_candidates(
+        probs, weights, threshold, config.alpha, answer_labels=drawn, alpha_n=alpha_n
+    )
+    sizes = objective_set_size(probs, threshold, config.alpha)
     entropies = entropy(probs)
     tops = probs.argmax(axis=-1)
     return [
         CandidateScore(
             question=q,
-            expected_set_size=float(expected_size[qi]),
-            expected_entropy=float(expected_entropy[qi]),
+            expected_set_size=float(objectives.expected_set_size[qi]),
+            expected_entropy=float(objectives.expected_entropy[qi]),
+            entropy_bound=float(objectives.entropy_bound[qi]),
             answers=tuple(
                 AnswerOutcome(
                     text=a.text,
@@ -365,6 +470,7 @@ def _score(
                     set_size=int(sizes[qi, mi]),
                     entropy=float(entropies[qi, mi]),
                     top_label=labels[int(tops[qi, mi])],
+                    label=None if a.label < 0 else labels[a.label],
                 )
                 for mi, a in enumerate(answers[qi])
             ),
@@ -382,9 +488,7 @@ def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
     return label_tuple
 
 
-def _check_answers(
-    answers: Sequence[WeightedAnswer], question: str, m: int
-) -> list[WeightedAnswer]:
+def _check_answers(answers: Sequence[WeightedAnswer], question: str, m: int) -> list[_Answer]:
     """At most m answers, identical texts merged (weights added), weights renormalised."""
     merged: dict[str, float] = {}
     for a in list(answers)[:m]:
@@ -394,7 +498,7 @@ def _check_answers(
     total = sum(merged.values())
     if not merged or total <= 0:
         raise UpstreamBadOutputError(f"no weighted answers for candidate question {question!r}")
-    return [WeightedAnswer(text, w / total) for text, w in merged.items()]
+    return [_Answer(text, w / total) for text, w in merged.items()]
 
 
 def _check_posteriors(raw: npt.ArrayLike, n_rows: int, n_labels: int) -> FloatArray:

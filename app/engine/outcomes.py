@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from app.engine.config import Policy, StopReason
+from app.engine.config import Policy, SelectionRule, StopReason
 from app.engine.scoring import conformal_p_values, entropy, prediction_set_mask
 from app.engine.types import History
 
@@ -96,15 +96,18 @@ class AnswerOutcome:
     set_size: int
     entropy: float
     top_label: str
+    label: str | None = None  # the label of the draw that gave this answer (sampled source)
 
 
 @dataclass(frozen=True, slots=True)
 class CandidateScore:
-    """A candidate question's expected set size (at step k+1) and expected entropy (nats)."""
+    """A candidate question's objectives at step k+1: expected set size, expected entropy
+    (nats) and the paper's entropy bound (nats; see ``app.engine.scoring.entropy_bound``)."""
 
     question: str
     expected_set_size: float
     expected_entropy: float
+    entropy_bound: float
     answers: tuple[AnswerOutcome, ...]
 
 
@@ -118,9 +121,15 @@ class QuestionRationale:
     expected_entropy: float
     answers: tuple[AnswerOutcome, ...]
     runner_ups: tuple[CandidateScore, ...]
-    # True when the expected set sizes use calibrated step-(k+1) thresholds, False for
-    # the nominal set rule.
-    objective_calibrated: bool
+    entropy_bound: float
+    # Which sets the scores count: "calibrated" (a selection calibration's tau_{k+1}) or
+    # "nominal" (the model's own top labels holding 1 - alpha).
+    selection_rule: SelectionRule
+    # What the policy minimised: "set_size", "entropy_bound" (cip), "expected_entropy"
+    # (ip); None for random/fixed, whose scores only explain the pick.
+    objective: str | None
+    # Candidates whose objective equals the chosen one's (ties broken by expected entropy).
+    tied: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,9 @@ class TurnOutcome:
     candidates: tuple[CandidateScore, ...]
     candidates_considered: int
     posterior_evaluations: int
+    # cip/ip with candidates scored: whether the best beats asking nothing (both scored at
+    # step k+1's thresholds); None otherwise. Recorded whether or not the rule stops.
+    gain: bool | None = None
 
     def __post_init__(self) -> None:
         if self.should_stop != (self.stop_reason is not None) or self.should_stop != (

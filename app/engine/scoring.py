@@ -6,6 +6,8 @@ Arrays are ``(..., K)`` over labels. Entropy is in nats, with probabilities clip
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,12 +17,16 @@ from app.conformal import lac_prediction_set
 __all__ = [
     "NOMINAL_MASS_TOL",
     "PROB_FLOOR",
+    "CandidateObjectives",
+    "binary_entropy",
     "conformal_p_values",
     "entropy",
+    "entropy_bound",
     "lac_set_mask",
     "nominal_set_mask",
     "prediction_set_mask",
     "score_candidates",
+    "set_mass",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -84,28 +90,92 @@ def objective_set_size(
     return np.asarray(np.where(sizes == 0, mask.shape[-1], sizes), dtype=np.intp)
 
 
+def binary_entropy(alpha: float) -> float:
+    """h_b(alpha) in nats."""
+    return float(-alpha * np.log(alpha) - (1.0 - alpha) * np.log1p(-alpha))
+
+
+def entropy_bound(
+    sizes: npt.ArrayLike,
+    included: npt.ArrayLike,
+    weights: npt.ArrayLike,
+    *,
+    n_labels: int,
+    alpha: float,
+    alpha_n: float,
+) -> FloatArray:
+    """The C-IP paper's entropy upper bound of each candidate, from its sets (nats).
+
+    ``sizes`` (..., M) are the sets' raw sizes (an empty set is 0), ``included`` (..., M) the
+    probability that the answer's label is in its set: 1 or 0 for a draw that carries its
+    label, the posterior mass inside the set for an answer that carries none. With the M
+    answers weighted by ``weights`` and K = ``n_labels``::
+
+        B = h_b(alpha) + (1 - alpha_N) * E[log |C| | included]
+                       + alpha * E[log (K - |C|) | excluded]
+
+    An empty set is excluded and costs alpha log K; a wrong singleton alpha log(K - 1); a
+    right one 0. A conditional mean over zero weight counts 0, as in the paper's code.
+    """
+    n = np.asarray(sizes, dtype=np.float64)
+    pi = np.clip(np.asarray(included, dtype=np.float64), 0.0, 1.0)
+    w = np.asarray(weights, dtype=np.float64)
+    if n.shape != pi.shape or n.shape != w.shape:
+        raise ValueError(f"sizes, included and weights differ in shape: {n.shape}")
+    w_in, w_out = w * pi, w * (1.0 - pi)
+    # An included answer has |C| >= 1, an excluded one |C| <= K - 1 (floors are for w = 0).
+    log_in = np.log(np.maximum(n, 1.0))
+    log_out = np.log(np.maximum(n_labels - n, 1.0))
+    mass_in, mass_out = w_in.sum(axis=-1), w_out.sum(axis=-1)
+    mean_in = np.divide(
+        (w_in * log_in).sum(axis=-1), mass_in, out=np.zeros_like(mass_in), where=mass_in > 0
+    )
+    mean_out = np.divide(
+        (w_out * log_out).sum(axis=-1), mass_out, out=np.zeros_like(mass_out), where=mass_out > 0
+    )
+    bound = binary_entropy(alpha) + (1.0 - alpha_n) * mean_in + alpha * mean_out
+    return np.asarray(bound, dtype=np.float64)
+
+
+def set_mass(probs: npt.ArrayLike, mask: npt.ArrayLike) -> FloatArray:
+    """Posterior mass inside each set: sum of p(y) over y in the set, along the last axis."""
+    p = np.asarray(probs, dtype=np.float64)
+    return np.asarray(np.sum(np.where(np.asarray(mask), p, 0.0), axis=-1), dtype=np.float64)
+
+
 def improves(
     *,
-    by_set_size: bool,
-    best_size: npt.ArrayLike,
+    best: npt.ArrayLike,
     best_entropy: npt.ArrayLike,
-    current_size: npt.ArrayLike,
+    current: npt.ArrayLike,
     current_entropy: npt.ArrayLike,
+    entropy_only: bool,
     tol: float = 1e-9,
 ) -> BoolArray:
-    """Whether the best candidate beats the present state in the policy's order.
+    """Whether the best candidate beats asking nothing, in the policy's order.
 
-    C-IP (``by_set_size``) orders lexicographically by (expected set size, expected
-    entropy): a question that cannot shrink the set but is expected to sharpen the posterior
-    still counts as a gain (with a weak model every set is full, and a size-only rule would
-    never ask). IP orders by entropy alone.
+    ``best``/``current`` are the objective (expected set size or entropy bound) of the best
+    candidate and of the present history, *both scored by the same rule* (the thresholds of
+    step k+1): a candidate whose answers left the posterior as it is would tie. C-IP orders
+    lexicographically by (objective, expected entropy): a question that cannot shrink the
+    set but is expected to sharpen the posterior still counts as a gain (with a weak model
+    every set is full, and an objective-only rule would never ask). IP (``entropy_only``)
+    orders by entropy alone.
     """
-    size, ent = np.asarray(best_size), np.asarray(best_entropy)
-    now_size, now_ent = np.asarray(current_size), np.asarray(current_entropy)
+    obj, ent = np.asarray(best), np.asarray(best_entropy)
+    now_obj, now_ent = np.asarray(current), np.asarray(current_entropy)
     sharper = ent < now_ent - tol
-    if not by_set_size:
+    if entropy_only:
         return np.asarray(sharper, dtype=np.bool_)
-    return np.asarray((size < now_size - tol) | ((size <= now_size + tol) & sharper), np.bool_)
+    return np.asarray((obj < now_obj - tol) | ((obj <= now_obj + tol) & sharper), np.bool_)
+
+
+class CandidateObjectives(NamedTuple):
+    """Per candidate (Q,): the expected set size, expected entropy and entropy bound."""
+
+    expected_set_size: FloatArray
+    expected_entropy: FloatArray
+    entropy_bound: FloatArray
 
 
 def score_candidates(
@@ -113,14 +183,19 @@ def score_candidates(
     weights: npt.ArrayLike,
     threshold: float | None,
     alpha: float,
-) -> tuple[FloatArray, FloatArray]:
-    """Expected set size and expected entropy (nats) of each candidate question.
+    *,
+    answer_labels: npt.ArrayLike | None = None,
+    alpha_n: float | None = None,
+) -> CandidateObjectives:
+    """Every objective of each candidate question.
 
     ``probs`` is (Q, M, K): the posterior after candidate answer m to question q;
     ``weights`` is (Q, M), each row summing to 1 (pad ragged M with weight 0 and any
-    finite probabilities). Returns two (Q,) arrays:
-    ``sum_m w_qm |C(h + (q, a_m))|`` (empty sets counted as K, see ``objective_set_size``)
-    and ``sum_m w_qm H(Y | h + (q, a_m))``.
+    finite probabilities). ``answer_labels`` (Q, M) gives the label index an answer was
+    drawn for, -1 for none (default: none); ``alpha_n`` the bound's finite-sample alpha
+    (default ``alpha``). Returns ``sum_m w_qm |C(h + (q, a_m))|`` (empty sets counted as K,
+    see ``objective_set_size``), ``sum_m w_qm H(Y | h + (q, a_m))`` and ``entropy_bound``
+    with inclusion by the drawn label where there is one, else by posterior mass.
     """
     p = np.asarray(probs, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
@@ -132,10 +207,23 @@ def score_candidates(
         raise ValueError("probs and weights must be finite")
     if (w < 0).any() or not np.allclose(w.sum(axis=1), 1.0, rtol=0.0, atol=_WEIGHT_SUM_TOL):
         raise ValueError("weights must be >= 0 and each row must sum to 1")
-    sizes = objective_set_size(p, threshold, alpha)
-    expected_size = np.sum(w * sizes, axis=1)
-    expected_entropy = np.sum(w * entropy(p), axis=1)
-    return expected_size, expected_entropy
+    y = np.full(w.shape, -1) if answer_labels is None else np.asarray(answer_labels, np.intp)
+    if y.shape != w.shape or (y >= p.shape[2]).any():
+        raise ValueError(f"answer_labels must be {w.shape} indices below {p.shape[2]} or -1")
+    mask = prediction_set_mask(p, threshold, alpha)
+    raw = mask.sum(axis=-1)
+    sizes = np.where(raw == 0, p.shape[2], raw)
+    labelled = np.take_along_axis(mask, np.maximum(y, 0)[..., None], axis=-1)[..., 0]
+    included = np.where(y >= 0, labelled, set_mass(p, mask))
+    bound = entropy_bound(
+        raw,
+        included,
+        w,
+        n_labels=p.shape[2],
+        alpha=alpha,
+        alpha_n=alpha if alpha_n is None else alpha_n,
+    )
+    return CandidateObjectives(np.sum(w * sizes, axis=1), np.sum(w * entropy(p), axis=1), bound)
 
 
 def conformal_p_values(probs: npt.ArrayLike, calibration_scores: npt.ArrayLike) -> FloatArray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +36,19 @@ class WeightedAnswer:
 
     text: str
     weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerDraw:
+    """One draw of the ``sampled`` answer source, shared by every candidate of a step.
+
+    ``label`` is the label the draw was made for (20 Questions: the animal; None when the
+    draw's label is not one of the session's, e.g. another case's options), ``answer``
+    answers any candidate question as that draw would (the game's real answer mechanism).
+    """
+
+    label: str | None
+    answer: Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from app.calibrations.runner import (
 from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
-from app.engine import Policy, QuestionSource, Trajectory, improves, objective_set_size
+from app.engine import Policy, QuestionSource, Trajectory
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
 
@@ -69,7 +69,6 @@ __all__ = [
 ALL_FACTS = "all-facts"
 BENCH_POLICIES = ("cip", "ip", "random", "fixed", "none", ALL_FACTS)
 ALL_FACTS_QUESTION = "Please tell me everything about your condition."
-_GAIN_TOL = 1e-9
 
 Progress = Callable[[int], None]
 # run_spec() only reads the path and hash of a dataset when checking settings.
@@ -251,30 +250,10 @@ class _Phase:
     provider: PosteriorProvider
 
 
-def _no_gain_flags(trajectory: Trajectory, policy: Policy, alpha: float) -> tuple[bool, ...]:
-    """Per step: would serving's ``stop_on_no_gain`` have stopped here (cip/ip only).
-
-    The engine's own rule: the best-ranked candidate must beat the present state in the
-    policy's order (``improves``), the present set counted as the objective counts it.
-    """
-    flags: list[bool] = []
-    for turn in trajectory.turns:
-        flag = False
-        if policy in (Policy.CIP, Policy.IP) and turn.candidates:
-            best = turn.candidates[0]  # cip/ip turns rank their candidates best first
-            posterior = np.asarray(turn.differential.posterior, dtype=np.float64)
-            flag = not bool(
-                improves(
-                    by_set_size=policy is Policy.CIP,
-                    best_size=best.expected_set_size,
-                    best_entropy=best.expected_entropy,
-                    current_size=objective_set_size(posterior, None, alpha),
-                    current_entropy=turn.differential.entropy,
-                    tol=_GAIN_TOL,
-                )
-            )
-        flags.append(flag)
-    return tuple(flags)
+def _no_gain_flags(trajectory: Trajectory) -> tuple[bool, ...]:
+    """Per step: would serving's ``stop_on_no_gain`` have stopped here (the engine's own
+    ``TurnOutcome.gain``, recorded with the rule off; cip/ip only)."""
+    return tuple(turn.gain is False for turn in trajectory.turns)
 
 
 def record_from_test(
@@ -428,7 +407,7 @@ async def _test(
                 case_id=case.case_id,
                 true_index=case.answer_index,
                 posteriors=tuple(tuple(t.differential.posterior) for t in trajectory.turns),
-                no_gain=_no_gain_flags(trajectory, spec.policy, spec.alpha),
+                no_gain=_no_gain_flags(trajectory),
                 exhausted=trajectory.stop_reason.value == "exhausted",
             )
             await log.add({**test.to_json(), "patient_fallbacks": len(fell_back)})

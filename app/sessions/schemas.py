@@ -213,6 +213,7 @@ class CandidateOut(BaseModel):
     question: str
     expected_set_size: float
     expected_entropy: float
+    entropy_bound: float
 
 
 class QuestionOut(BaseModel):
@@ -222,7 +223,26 @@ class QuestionOut(BaseModel):
     policy: str
     expected_set_size: float | None = Field(description="Chosen question: E[|C_{k+1}|].")
     expected_entropy: float | None
-    objective_calibrated: bool | None
+    entropy_bound: float | None = Field(
+        description="Chosen question: the C-IP paper's entropy upper bound from its sets (nats)."
+    )
+    selection_rule: Literal["calibrated", "nominal"] | None = Field(
+        description="Which sets scored the candidates: 'calibrated' (a selection "
+        "calibration's step-(k+1) thresholds, random-question histories) or 'nominal' (the "
+        "model's own top labels holding 1 - alpha; no selection calibration applies)."
+    )
+    selection_calibration_id: str | None = Field(
+        description="The selection calibration whose thresholds scored the candidates "
+        "(null when nominal)."
+    )
+    objective: Literal["set_size", "entropy_bound", "expected_entropy"] | None = Field(
+        description="What the policy minimised (null for random/fixed, which do not optimise)."
+    )
+    tied: int = Field(
+        default=0,
+        description="How many other candidates had the same objective; ties are broken by "
+        "expected entropy, then candidate order.",
+    )
     runner_ups: list[CandidateOut]
 
 

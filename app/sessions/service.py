@@ -35,6 +35,7 @@ from app.engine import (
     Differential,
     InterviewConfig,
     QuestionSource,
+    SelectionRule,
     StepwiseThresholds,
     StopReason,
     TurnOutcome,
@@ -89,6 +90,7 @@ class _Calibrated:
     row: Calibration
     serving: ServingThresholds
     selection: StepwiseThresholds | None
+    selection_id: str | None = None  # the selection calibration those thresholds came from
 
     @property
     def thresholds(self) -> StepwiseThresholds:
@@ -437,6 +439,7 @@ async def _resolve(
             row.result, group_by=group_by, group=specialty, group_keys=group_keys
         ),
         selection=thresholds_from_result(selection) if selection else None,
+        selection_id=(selection or {}).get("calibration_id"),
     )
 
 
@@ -619,9 +622,11 @@ def _differential_out(
     )
 
 
-def _question_out(outcome: TurnOutcome, question_id: uuid.UUID) -> QuestionOut:
+def _question_out(outcome: TurnOutcome, question_id: uuid.UUID, serving: _Serving) -> QuestionOut:
     assert outcome.next_question is not None
     rationale = outcome.rationale
+    calibrated = rationale is not None and rationale.selection_rule is SelectionRule.CALIBRATED
+    selection_id = serving.calibration.selection_id if calibrated and serving.calibration else None
     return QuestionOut(
         id=str(question_id),
         text=outcome.next_question,
@@ -629,12 +634,17 @@ def _question_out(outcome: TurnOutcome, question_id: uuid.UUID) -> QuestionOut:
         policy=rationale.policy.value if rationale else "",
         expected_set_size=rationale.expected_set_size if rationale else None,
         expected_entropy=rationale.expected_entropy if rationale else None,
-        objective_calibrated=rationale.objective_calibrated if rationale else None,
+        entropy_bound=rationale.entropy_bound if rationale else None,
+        selection_rule=rationale.selection_rule.value if rationale else None,
+        selection_calibration_id=selection_id,
+        objective=rationale.objective if rationale else None,
+        tied=rationale.tied if rationale else 0,
         runner_ups=[
             CandidateOut(
                 question=c.question,
                 expected_set_size=c.expected_set_size,
                 expected_entropy=c.expected_entropy,
+                entropy_bound=c.entropy_bound,
             )
             for c in (rationale.runner_ups if rationale else ())[:MAX_RUNNER_UPS]
         ],
@@ -647,7 +657,7 @@ def _turn_row(
     question_id: uuid.UUID | None,
     serving: _Serving,
 ) -> Turn:
-    question = _question_out(outcome, question_id) if question_id else None
+    question = _question_out(outcome, question_id, serving) if question_id else None
     differential = _differential_out(outcome.differential, serving, outcome.stop_reason)
     return Turn(
         session_id=row.id,

@@ -90,14 +90,26 @@ function renderWhy(q) {
   box.replaceChildren();
   if (!q || q.expected_set_size === null) { box.textContent = `Chosen by the ${q ? q.policy : ""} policy.`; return; }
   const p = document.createElement("p");
-  p.textContent = `Policy ${q.policy}: after this question the set is expected to hold ${q.expected_set_size.toFixed(2)} candidates `
-    + `(expected entropy ${q.expected_entropy.toFixed(3)} nats)${q.objective_calibrated ? "" : ", by the model's own (uncalibrated) sets"}.`;
+  const rule = q.selection_rule === "calibrated"
+    ? `counted with calibrated sets (selection calibration ${q.selection_calibration_id}, thresholds from random-question interviews)`
+    : "counted with the model's own top labels holding 1 - alpha of its probability (uncalibrated: no selection calibration applies)";
+  const goal = {
+    set_size: "the smallest expected set",
+    entropy_bound: "the lowest entropy bound built from its sets (the C-IP paper's objective)",
+    expected_entropy: "the lowest expected entropy of the model's probabilities",
+  }[q.objective] || "no objective (this policy does not optimise)";
+  p.textContent = `Policy ${q.policy} chose ${goal}: after this question the set is expected to hold ${q.expected_set_size.toFixed(2)} candidates `
+    + `(expected entropy ${q.expected_entropy.toFixed(3)} nats, bound ${q.entropy_bound.toFixed(3)}), sets ${rule}.`;
+  if (q.tied > 0) {
+    p.textContent += ` ${q.tied} other candidate(s) scored the same: set sizes are whole numbers, so ties are common; `
+      + "the tie was broken by expected entropy, then by the order the candidates came in.";
+  }
   box.append(p);
   if (q.runner_ups.length) {
     const list = document.createElement("ul");
     q.runner_ups.forEach((r) => {
       const li = document.createElement("li");
-      li.textContent = `${r.question} — expected set ${r.expected_set_size.toFixed(2)}, entropy ${r.expected_entropy.toFixed(3)}`;
+      li.textContent = `${r.question} — expected set ${r.expected_set_size.toFixed(2)}, entropy ${r.expected_entropy.toFixed(3)}, bound ${r.entropy_bound.toFixed(3)}`;
       list.append(li);
     });
     box.append(document.createTextNode("Runner-ups:"), list);

@@ -290,8 +290,8 @@ def _score_step(
     if policy is Policy.CIP:
         exp_size = expected_size(np.arange(post.shape[0]))
         choice, _ = _lexi_argmin(np.round(exp_size, _SIZE_DECIMALS), ent_key, unasked)
-        now_tau = None if selection is None else selection.threshold_for_step(step)
-        current_size = _set_sizes(post, now_tau, alpha).astype(np.float64)
+        # "Ask nothing" scored by the same rule as the candidates (tau_{k+1}).
+        current_size = _set_sizes(post, next_tau, alpha).astype(np.float64)
         best_size = np.take_along_axis(exp_size, choice[:, None], axis=1)[:, 0]
     else:
         choice, tied = _lexi_argmin(ent_key, None, unasked)
@@ -306,10 +306,10 @@ def _score_step(
         current_size = best_size = np.zeros(post.shape[0])
     best_entropy = np.take_along_axis(exp_entropy, choice[:, None], axis=1)[:, 0]
     gain = improves(
-        by_set_size=policy is Policy.CIP,
-        best_size=best_size,
+        best=best_size,
         best_entropy=best_entropy,
-        current_size=current_size,
+        current=current_size,
+        entropy_only=policy is not Policy.CIP,
         current_entropy=_entropy(post),
         tol=_GAIN_TOL,
     )
@@ -382,21 +382,8 @@ async def simulate_engine(
         n_steps[i] = len(trajectory.turns)
         posteriors[i, : n_steps[i]] = trajectory.posteriors
         for turn in trajectory.turns:
-            if turn.next_question is None or policy.engine_policy is Policy.RANDOM:
-                continue
             # Recorded, not acted on: the trace runs to the budget, stops are read post hoc.
-            tau = None if selection is None else selection.threshold_for_step(turn.step)
-            best = turn.candidates[0]  # ranked by the policy's own order
-            no_gain[i, turn.step] = not improves(
-                by_set_size=policy.engine_policy is Policy.CIP,
-                best_size=best.expected_set_size,
-                best_entropy=best.expected_entropy,
-                current_size=objective_set_size(
-                    np.asarray(turn.differential.posterior), tau, alpha
-                ),
-                current_entropy=turn.differential.entropy,
-                tol=_GAIN_TOL,
-            )
+            no_gain[i, turn.step] = turn.gain is False
 
     await asyncio.gather(*(play(i) for i in range(n_games)))
     return Traces(

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from app.engine import (
+    AnswerSource,
     InterviewConfig,
+    Objective,
     Policy,
     QuestionSource,
     StepwiseThresholds,
@@ -19,7 +21,7 @@ from app.engine import (
     plan_turn,
     run_interview,
 )
-from app.engine.types import QA, History, WeightedAnswer
+from app.engine.types import QA, AnswerDraw, History, WeightedAnswer
 from app.errors import InvalidInputError, UpstreamBadOutputError
 from tests.engine.scripted import CASE, INQUIRY, LABELS, Key, ScriptedProvider
 
@@ -127,7 +129,9 @@ async def test_cip_and_ip_disagree_and_each_picks_its_own(
 
     assert cip.next_question == cip_pick
     assert ip.next_question == ip_pick
-    assert cip.rationale is not None and cip.rationale.objective_calibrated is (tau is not None)
+    assert cip.rationale is not None and cip.rationale.selection_rule == (
+        "calibrated" if tau is not None else "nominal"
+    )
     want = {"QD": (size_d, ent_d), "QE": (size_e, ent_e)}
     for c in cip.candidates:
         assert (c.expected_set_size, c.expected_entropy) == pytest.approx(want[c.question])
@@ -336,6 +340,68 @@ async def test_ip_no_gain_when_every_answer_raises_entropy() -> None:
     assert expected(prov, "Q1", TAU)[1] > shannon(prior)
     out = await turn(prov, InterviewConfig(policy=Policy.IP, stop_on_singleton=False))
     assert out.stop_reason is StopReason.NO_GAIN
+
+
+async def test_no_gain_compares_like_with_like_when_thresholds_shrink_with_k() -> None:
+    # The case that broke: random-history thresholds tighten with k. At step 0 the present
+    # set under tau_0 = 0.9 holds all four labels; under tau_1 = 0.5 every answer of QC
+    # leaves an empty set (counted as K = 4), so "present under tau_0 vs expected under
+    # tau_1" said no gain at once. Scored by one rule (tau_1 on both sides), QC's
+    # 0.5/0.5 posteriors beat the flat present posterior, whose tau_1 set is also empty.
+    prov = provider(["QC"])
+    shrinking = StepwiseThresholds(alpha=ALPHA, thresholds=(0.9, 0.5, 0.4))
+    assert set_size(UNIFORM, 0.9) == 4 and set_size([0.5, 0.5, 0.0, 0.0], 0.5) == 2
+    out = await turn(prov, InterviewConfig(policy=Policy.CIP), selection=shrinking)
+    assert out.next_question == "QC" and out.gain is True
+
+
+async def test_entropy_bound_scores_sampled_draws_by_their_labels() -> None:
+    # Sampled draws carry labels. QB's "yes" nails A; QA halves. Under the bound a draw
+    # of label A answered "yes" to QB lands in a right singleton (cost 0), and the
+    # excluded draws cost only alpha * log(K - |C|): QB wins.
+    prov = provider(["QA", "QB"])
+
+    def draw(label: str, reply: str) -> AnswerDraw:
+        async def answer(question: str) -> str:
+            return reply
+
+        return AnswerDraw(label, answer)
+
+    draws = [draw("A", "yes"), draw("B", "yes"), draw("C", "no"), draw("D", "no")]
+    config = InterviewConfig(
+        policy=Policy.CIP, objective=Objective.ENTROPY_BOUND, answer_source=AnswerSource.SAMPLED
+    )
+    out = await plan_turn(
+        provider=prov,
+        case=CASE,
+        history=(),
+        inquiry=INQUIRY,
+        labels=LABELS,
+        config=config,
+        thresholds=None,
+        rng=np.random.default_rng(0),
+        selection_thresholds=SELECT,
+        draws=draws,
+    )
+    by_q = {c.question: c for c in out.candidates}
+    alpha = ALPHA
+    h_b = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
+    # QA: yes -> [0.6, 0.4, 0, 0], set {A, B}; no -> [0, 0, 0.6, 0.4], set {C, D}; every
+    # draw's label is in its set: mean log 2 over the included.
+    assert by_q["QA"].entropy_bound == pytest.approx(h_b + (1 - alpha) * math.log(2))
+    # QB: yes -> {A} (A right, B a wrong singleton), no -> [.26, .26, .24, .24], set
+    # {A, B}: C and D excluded. Included mean log 1 = 0; excluded (log 3 + 2 log 2) / 3.
+    want_qb = h_b + alpha * (math.log(3) + 2 * math.log(2)) / 3
+    assert by_q["QB"].entropy_bound == pytest.approx(want_qb)
+    assert out.next_question == "QB"
+    assert [a.label for a in by_q["QA"].answers] == ["A", "B", "C", "D"]
+    assert out.rationale is not None and out.rationale.objective == "entropy_bound"
+
+
+async def test_sampled_source_needs_draws() -> None:
+    config = InterviewConfig(answer_source=AnswerSource.SAMPLED)
+    with pytest.raises(InvalidInputError, match="draws"):
+        await turn(provider(["QA"]), config)
 
 
 async def test_spread_fires_only_below_epsilon() -> None:

@@ -104,7 +104,7 @@ WEIGHTS = [[0.25, 0.75], [1.0, 0.0]]
 @pytest.mark.parametrize("threshold", [0.75, 0.5, None])
 def test_score_candidates_matches_loops(threshold: float | None) -> None:
     alpha = 0.1
-    size, ent = score_candidates(np.array(TABLE), np.array(WEIGHTS), threshold, alpha)
+    size, ent, _ = score_candidates(np.array(TABLE), np.array(WEIGHTS), threshold, alpha)
     for q in range(2):
         want_size = 0.0
         want_ent = 0.0
@@ -119,6 +119,66 @@ def test_score_candidates_matches_loops(threshold: float | None) -> None:
             want_ent += WEIGHTS[q][m] * shannon(p)
         assert size[q] == pytest.approx(want_size)
         assert ent[q] == pytest.approx(want_ent)
+
+
+def paper_bound(
+    sets: list[set[int]], labels: list[int], alpha: float, alpha_n: float, k: int
+) -> float:
+    """The paper's bound by plain loops (natural logs): means over included / excluded."""
+    inc = [math.log(len(c)) for c, y in zip(sets, labels, strict=True) if y in c]
+    exc = [math.log(k - len(c)) for c, y in zip(sets, labels, strict=True) if y not in c]
+    h_b = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
+    mean_inc = sum(inc) / len(inc) if inc else 0.0
+    mean_exc = sum(exc) / len(exc) if exc else 0.0
+    return h_b + (1 - alpha_n) * mean_inc + alpha * mean_exc
+
+
+@pytest.mark.parametrize("threshold", [0.75, 0.5, 0.35])
+def test_entropy_bound_with_drawn_labels_matches_the_papers_formula(threshold: float) -> None:
+    # Four draws (equal weights) of one question: labels 0, 1, 2, 0.
+    probs = [
+        [0.8, 0.1, 0.05, 0.05],
+        [0.3, 0.3, 0.3, 0.1],
+        [0.5, 0.5, 0.0, 0.0],
+        [0.4, 0.3, 0.2, 0.1],
+    ]
+    labels = [0, 1, 2, 0]
+    alpha, alpha_n = 0.1, 0.1 - 1 / 101
+    *_, bound = score_candidates(
+        np.array([probs]),
+        np.full((1, 4), 0.25),
+        threshold,
+        alpha,
+        answer_labels=np.array([labels]),
+        alpha_n=alpha_n,
+    )
+    sets = [{y for y, x in enumerate(p) if 1 - x <= threshold} for p in probs]
+    assert bound[0] == pytest.approx(paper_bound(sets, labels, alpha, alpha_n, 4), abs=1e-12)
+
+
+def test_entropy_bound_prices_empty_wrong_and_right_sets() -> None:
+    alpha = 0.1
+    h_b = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
+    flat, sure_a = [0.25] * 4, [0.97, 0.01, 0.01, 0.01]
+
+    def bound(p: list[float], y: int) -> float:
+        *_, b = score_candidates(
+            np.array([[p]]), np.ones((1, 1)), 0.5, alpha, answer_labels=np.array([[y]])
+        )
+        return float(b[0])
+
+    assert bound(flat, 0) == pytest.approx(h_b + alpha * math.log(4))  # empty: excluded
+    assert bound(sure_a, 1) == pytest.approx(h_b + alpha * math.log(3))  # wrong singleton
+    assert bound(sure_a, 0) == pytest.approx(h_b)  # right singleton
+
+
+def test_unlabelled_answers_are_included_by_posterior_mass() -> None:
+    alpha = 0.1
+    p = [0.6, 0.3, 0.05, 0.05]  # tau 0.5: the set is {0}, mass 0.6 inside
+    *_, bound = score_candidates(np.array([[p]]), np.ones((1, 1)), 0.5, alpha)
+    h_b = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
+    # included mean log|C| = log 1 = 0 whatever its weight; excluded: log(4 - 1) at weight 0.4
+    assert bound[0] == pytest.approx(h_b + alpha * math.log(3))
 
 
 def test_score_candidates_rejects_bad_input() -> None:

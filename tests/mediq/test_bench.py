@@ -240,7 +240,7 @@ async def test_the_replayed_stop_matches_the_engine_with_serving_stops(
             case_id=case.case_id,
             true_index=case.answer_index,
             posteriors=tuple(tuple(t.differential.posterior) for t in full.turns),
-            no_gain=_no_gain_flags(full, policy, 0.2),
+            no_gain=_no_gain_flags(full),
             exhausted=False,
         )
         record = record_from_test(held_out, calibration, max_questions=3)
