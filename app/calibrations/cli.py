@@ -26,13 +26,13 @@ from app.calibrations.executor import (
     claim_run,
     execute_run,
 )
+from app.calibrations.policy_options import policy_options
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
 from app.calibrations.service import create_run, prepare_spec
 from app.calibrations.serving import open_serving
-from app.calibrations.spec import AnswerSource, PatientKind
+from app.calibrations.spec import PatientKind
 from app.datasets import SplitFractions
 from app.db.migrate import upgrade_head
-from app.engine import QuestionSource
 from app.errors import PursuitError
 from app.logging import configure_logging
 from app.mediq.bench import BenchSpec, resolve_policies, run_bench
@@ -100,10 +100,16 @@ def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], N
     return update, close
 
 
+@policy_options()
 def calibrate(
     dataset: Path | None = typer.Option(None, "--dataset", help="MediQ-format JSONL file."),
-    policy: str = typer.Option("cip", "--policy", help="cip | ip | random | fixed | none"),
-    alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level."),
+    purpose: str = typer.Option(
+        "display",
+        "--purpose",
+        help="display (the shown sets' thresholds, for interviews asked by --policy) | "
+        "selection (thresholds inside C-IP's objective, from interviews asking --bank's "
+        "questions in random order: steps 0..T+1, any --policy ignored)",
+    ),
     max_questions: int = typer.Option(3, "--max-questions", help="Calibrate steps 0..T."),
     cases: int = typer.Option(100, "--cases", help="Calibration cases (first N of the split)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and of the policy."),
@@ -113,13 +119,6 @@ def calibrate(
     anytime: bool = typer.Option(False, "--anytime", help="Spend alpha/(T+1) per step."),
     name: str | None = typer.Option(None, "--name", help="A label for people."),
     activate: bool = typer.Option(False, "--activate", help="Serve it when it succeeds."),
-    question_source: str = typer.Option("bank", "--question-source", help="bank | generated"),
-    bank: str = typer.Option("internal_medicine", "--bank", help="Named question bank."),
-    n_questions: int = typer.Option(4, "--n-questions", help="Candidate questions a turn."),
-    n_answers: int = typer.Option(2, "--n-answers", help="Candidate answers a question."),
-    answer_source: str = typer.Option(
-        "llm", "--answer-source", help="llm (serving) | estimation (the paper's MediQ setting)"
-    ),
     patient: str = typer.Option(
         "llm", "--patient", help="llm (MediQ's fact-select) | retrieval (nearest fact, cheap)"
     ),
@@ -135,6 +134,7 @@ def calibrate(
         DEFAULT_LEASE_TIMEOUT_S, "--lease-timeout", help="Seconds before a silent run is dead."
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Log at INFO (JSON on stderr)."),
+    question_fields: dict[str, Any] | None = None,
 ) -> None:
     """Calibrate per-step thresholds on MediQ cases; prints the run id on the last line."""
     if resume is None and dataset is None:
@@ -143,18 +143,13 @@ def calibrate(
         raise _fail(f"no dataset file {dataset}", 2)
     settings = _settings(verbose)
     fields: dict[str, Any] = {
-        "policy": policy,
-        "alpha": alpha,
+        **(question_fields or {}),
+        "purpose": purpose,
         "max_questions": max_questions,
         "cases": cases,
         "seed": seed,
         "group_by": group_by,
         "anytime": anytime,
-        "question_source": question_source,
-        "bank": bank if question_source == QuestionSource.BANK.value else None,
-        "n_questions": n_questions,
-        "n_answers": n_answers,
-        "answer_source": answer_source,
         "patient": patient,
         "specialty": specialty,
         "stratify": "specialty" if stratify else None,
@@ -279,6 +274,7 @@ def worker(
         raise _fail(exc.detail) from None
 
 
+@policy_options(skip=("policy",))
 def bench(
     dataset: Path = typer.Option(..., "--dataset", help="MediQ JSONL: its test split is used."),
     calibration: list[str] = typer.Option(
@@ -290,7 +286,6 @@ def bench(
     policies: str = typer.Option(
         "cip,ip,random,none,all-facts", "--policies", help="Comma list of policies."
     ),
-    alpha: float = typer.Option(0.1, "--alpha"),
     max_questions: int = typer.Option(3, "--max-questions"),
     cases: int = typer.Option(30, "--cases", help="Test cases."),
     calibration_cases: int = typer.Option(
@@ -298,11 +293,6 @@ def bench(
     ),
     seed: int = typer.Option(0, "--seed"),
     anytime: bool = typer.Option(False, "--anytime"),
-    question_source: str = typer.Option("bank", "--question-source"),
-    bank: str = typer.Option("internal_medicine", "--bank"),
-    n_questions: int = typer.Option(4, "--n-questions"),
-    n_answers: int = typer.Option(2, "--n-answers"),
-    answer_source: str = typer.Option("llm", "--answer-source", help="llm | estimation"),
     patient: str = typer.Option("llm", "--patient", help="llm | retrieval"),
     specialty: str | None = typer.Option(None, "--specialty"),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify"),
@@ -310,24 +300,20 @@ def bench(
     out: Path = typer.Option(Path("var/bench-mediq"), "--out", help="Report directory."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the finished cases in --out."),
     verbose: bool = typer.Option(False, "--verbose"),
+    question_fields: dict[str, Any] | None = None,
 ) -> None:
     """C-IP vs baselines on MediQ test cases: OUT/report.json, report.md and plots."""
     settings = _settings(verbose)
     try:
-        spec = BenchSpec(
+        spec = BenchSpec.create(
+            **(question_fields or {}),
             dataset=dataset,
             policies=resolve_policies(policies),
-            alpha=alpha,
             max_questions=max_questions,
             cases=cases,
             calibration_cases=calibration_cases,
             seed=seed,
             anytime=anytime,
-            question_source=QuestionSource(question_source),
-            bank=bank,
-            n_questions=n_questions,
-            n_answers=n_answers,
-            answer_source=AnswerSource(answer_source),
             patient=PatientKind(patient),
             specialty=specialty,
             stratify=stratify,

@@ -38,7 +38,9 @@ from app.calibrations.answers import EstimationAnswers
 from app.calibrations.patients import patient_for
 from app.calibrations.repository import FAILED, QUEUED, SUCCEEDED, CalibrationRepository
 from app.calibrations.runner import CaseResult, SimulatedPatient, compute_calibration, run_cases
-from app.calibrations.spec import AnswerSource, RunSpec
+from app.calibrations.selection import check_selection, selection_payload
+from app.calibrations.spec import AnswerSource, Purpose, RunSpec
+from app.calibrations.thresholds import thresholds_from_result
 from app.datasets import MediQDataset, load_mediq
 from app.db.base import utcnow
 from app.db.models import CalibrationCase
@@ -207,7 +209,7 @@ async def execute_run(
         if progress is not None:
             progress(skipped, total)
         used: PosteriorProvider = provider
-        if spec.answer_source is AnswerSource.ESTIMATION:
+        if spec.question.answer_source is AnswerSource.ESTIMATION:
             used = EstimationAnswers(
                 provider, patient=patient, pool=spec.splits(dataset).estimation, seed=spec.seed
             )
@@ -235,8 +237,19 @@ async def execute_run(
             if progress is not None:
                 progress(done, total)
 
+        selection = None
+        if spec.question.selection_calibration_id is not None:
+            async with sessionmaker() as db:
+                chosen = await check_selection(CalibrationRepository(db), spec, info)
+            assert chosen is not None
+            selection = selection_payload(chosen)
         fallbacks = await run_cases(
-            todo, spec=spec, provider=used, patient=patient, on_result=store
+            todo,
+            spec=spec,
+            provider=used,
+            patient=patient,
+            on_result=store,
+            selection=thresholds_from_result(selection) if selection else None,
         )
         if isinstance(used, EstimationAnswers):
             fallbacks += used.fallbacks
@@ -246,7 +259,7 @@ async def execute_run(
             wanted = {c.case_id for c in cases}
             stored = await repo.cases(calibration_id)
             results = [_case_result(c) for c in stored if c.case_id in wanted]
-            _, result = compute_calibration(results, spec=spec, info=info)
+            _, result = compute_calibration(results, spec=spec, info=info, selection=selection)
             # Patient replies that were unusable model output and became "cannot answer"
             # (this execution only: a resumed run does not know the earlier ones').
             result["patient_fallbacks"] = fallbacks
@@ -326,8 +339,9 @@ async def _audit(db: AsyncSession, calibration_id: uuid.UUID, action: str, outco
 
 
 def _servable(spec: RunSpec) -> bool:
-    """Serving simulates answers with the LLM: only such calibrations may serve sessions."""
-    return spec.answer_source is AnswerSource.LLM
+    """Serving simulates answers with the LLM and shows display sets: only such
+    calibrations may serve sessions."""
+    return spec.question.answer_source is AnswerSource.LLM and spec.purpose is Purpose.DISPLAY
 
 
 def _elapsed(started: float) -> float:

@@ -6,16 +6,19 @@ alpha, and the same way candidate questions and answers are produced. Which sett
 the policy depends on the policy:
 
 - ``cip``/``ip`` score every candidate question against simulated answers: question source,
-  bank, candidate questions per turn and answers per candidate all matter;
+  bank, candidate questions per turn and answers per candidate all matter; for ``cip`` also
+  the objective and the selection calibration whose thresholds count its sets (a session
+  that leaves ``selection_calibration_id`` out takes the calibration's);
 - ``random`` draws uniformly among the candidates: source and bank matter, and the number
   of generated proposals (for a bank, a uniform draw from a uniform subset is a uniform draw
   from the bank, so the subset size does not);
 - ``fixed`` takes the bank in order: source and bank;
 - ``none`` asks nothing.
 
-A calibration whose answer source is ``estimation`` never serves (serving simulates answers
-with the LLM), and one made on a single specialty's cases does not serve a session that
-declares another specialty. A setting the calibration does not record never matches.
+A calibration whose answer source is not ``llm`` never serves (serving simulates answers
+with the LLM), nor does a selection calibration (its thresholds count the sets inside the
+objective, not the shown set), and one made on a single specialty's cases does not serve a
+session that declares another specialty. A setting the calibration does not record never matches.
 
 Not matched, on purpose:
 
@@ -40,6 +43,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.engine.policy import QuestionPolicy
+from app.errors import InvalidInputError
+
 __all__ = [
     "ALPHA_TOLERANCE",
     "ActiveCalibration",
@@ -53,23 +59,20 @@ __all__ = [
 ]
 
 ALPHA_TOLERANCE = 1e-9
-CUSTOM_BANK = "(caller-supplied list)"
 
 Value = str | int | float | None
 
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
-    """The session options a calibration must share (model and prompt version aside)."""
+    """What a calibration must share with a session: its question policy (model and prompt
+    version aside), and what else selects among matches."""
 
-    policy: str
-    alpha: float
-    question_source: str
-    bank: str | None  # a named bank, CUSTOM_BANK for a caller-supplied list, None: generated
-    n_questions: int
-    n_answers: int
+    question: QuestionPolicy
     max_questions: int
     specialty: str | None = None
+    # The session left selection_calibration_id out: any the calibration names will do.
+    any_selection: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,9 @@ class Match:
 def _fields(policy: str, question_source: Value) -> tuple[str, ...]:
     """The settings that define ``policy``'s questions (besides policy and alpha)."""
     bank = ("bank",) if question_source == "bank" else ()
-    if policy in ("cip", "ip"):
+    if policy == "cip":
+        return ("question_source", *bank, "n_questions", "n_answers", "objective", "selection")
+    if policy == "ip":
         return ("question_source", *bank, "n_questions", "n_answers")
     if policy == "random":
         n = ("n_questions",) if question_source == "generated" else ()
@@ -120,16 +125,49 @@ def _fields(policy: str, question_source: Value) -> tuple[str, ...]:
     return ()
 
 
-def _recorded(params: Mapping[str, Any], field: str) -> Value:
-    value = params.get(field)
-    if value is None:
+def _values(question: QuestionPolicy) -> dict[str, Value]:
+    """The policy's settings under the names mismatches report."""
+    return {
+        "question_source": question.question_source.value,
+        "bank": question.bank_label,
+        "n_questions": question.n_candidate_questions,
+        "n_answers": question.n_answers,
+        "objective": question.objective.value,
+        "selection": None
+        if question.selection_calibration_id is None
+        else str(question.selection_calibration_id),
+        "answer_source": question.answer_source.value,
+    }
+
+
+# Where each setting is recorded in a calibration's params (older spellings too).
+_STORED_AS: dict[str, tuple[str, ...]] = {
+    "question_source": ("question_source",),
+    "bank": ("question_bank_name", "bank"),
+    "n_questions": ("n_candidate_questions", "n_questions"),
+    "n_answers": ("n_answers",),
+    "objective": ("objective",),
+    "selection": ("selection_calibration_id",),
+    "answer_source": ("answer_source",),
+}
+
+
+def _recorded(params: Mapping[str, Any]) -> dict[str, Value] | None:
+    """A calibration's settings; a setting its params do not record is None (and so never
+    matches), except the objective and selection, which older runs did not record and
+    which then were set_size and none. None when the params are no valid policy."""
+    readable = dict(params)
+    if readable.get("question_source") != "bank":  # a bank name there says nothing
+        for key in ("question_bank_name", "bank"):
+            readable.pop(key, None)
+    try:
+        values = _values(QuestionPolicy.from_json(readable))
+    except InvalidInputError:
         return None
-    if field in ("n_questions", "n_answers"):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            return None
-    return str(value)
+    for field, keys in _STORED_AS.items():
+        if field not in ("objective", "selection") and not any(k in params for k in keys):
+            values[field] = None
+    return values
 
 
 def specialty_key(name: str) -> str:
@@ -140,27 +178,30 @@ def specialty_key(name: str) -> str:
 def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[Mismatch, ...]:
     """Every setting of the session's policy in which the calibration differs (empty: it serves)."""
     params = calibration.params
+    question = session.question
     out: list[Mismatch] = []
-    if calibration.policy != session.policy:
-        out.append(Mismatch("policy", session.policy, calibration.policy))
-    if not math.isclose(calibration.alpha, session.alpha, rel_tol=0, abs_tol=ALPHA_TOLERANCE):
-        out.append(Mismatch("alpha", session.alpha, calibration.alpha))
-    answer_source = _recorded(params, "answer_source")
+    if calibration.policy != question.policy.value:
+        out.append(Mismatch("policy", question.policy.value, calibration.policy))
+    if not math.isclose(calibration.alpha, question.alpha, rel_tol=0, abs_tol=ALPHA_TOLERANCE):
+        out.append(Mismatch("alpha", question.alpha, calibration.alpha))
+    if params.get("purpose", "display") != "display":
+        out.append(Mismatch("purpose", "display", str(params.get("purpose"))))
+    answer_source = params.get("answer_source")
     if answer_source != "llm":
         out.append(Mismatch("answer_source", "llm", answer_source))
-    wanted: dict[str, Value] = {
-        "question_source": session.question_source,
-        "bank": session.bank,
-        "n_questions": session.n_questions,
-        "n_answers": session.n_answers,
-    }
-    for field in _fields(session.policy, session.question_source):
-        have = _recorded(params, field)
-        if field == "bank" and _recorded(params, "question_source") != "bank":
+    wanted = _values(question)
+    fields = _fields(question.policy.value, wanted["question_source"])
+    have = _recorded(params)
+    if have is None:
+        return (*out, Mismatch("question_policy", "valid", None)) if fields else tuple(out)
+    for field in fields:
+        if field == "bank" and have["question_source"] != "bank":
             continue  # the source already differs; a bank name would add nothing
-        if have != wanted[field]:
-            out.append(Mismatch(field, wanted[field], have))
-    only = _recorded(params, "specialty")
+        if field == "selection" and session.any_selection:
+            continue  # the session takes whichever selection calibration serves
+        if have[field] != wanted[field]:
+            out.append(Mismatch(_PUBLIC.get(field, field), wanted[field], have[field]))
+    only = params.get("specialty")
     if (
         session.specialty
         and isinstance(only, str)
@@ -170,11 +211,19 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
     return tuple(out)
 
 
+# Mismatches name the session API's fields.
+_PUBLIC = {
+    "bank": "question_bank_name",
+    "n_questions": "n_candidate_questions",
+    "selection": "selection_calibration_id",
+}
+
+
 def serving_key(policy: str, params: Mapping[str, Any]) -> tuple[tuple[str, Value], ...]:
     """What two calibrations (same model, prompt version and alpha) must share to compete."""
-    source = _recorded(params, "question_source")
-    fields = ("answer_source", *_fields(policy, source))
-    return (("policy", policy), *((f, _recorded(params, f)) for f in fields))
+    have = _recorded(params) or {}
+    fields = ("answer_source", *_fields(policy, have.get("question_source")))
+    return (("policy", policy), *((f, have.get(f)) for f in fields))
 
 
 def choose(session: SessionPolicy, candidates: Sequence[ActiveCalibration]) -> Match:

@@ -1,10 +1,11 @@
 """Interview labelled cases against the simulated patient and compute per-step thresholds.
 
 Pure orchestration over a ``PosteriorProvider`` and a ``SimulatedPatient``: no database.
-Each case is interviewed with ``run_interview(thresholds=None, selection_thresholds=None)``
-and a config whose early stops are off (``RunSpec.interview_config``); its score at step k
-is ``1 - p(true label | h_k)`` for k = 0..T, the last row repeated when the case ran out of
-candidate questions. Cases run concurrently (bounded), each with its own seeded rng, so a
+Each case is interviewed with ``run_interview(thresholds=None)``, the selection thresholds
+of the policy's selection calibration (None: the nominal rule) and a config whose early
+stops are off (``RunSpec.interview_config``); its score at step k is
+``1 - p(true label | h_k)`` for k = 0..T (T + 1 for a selection run), the last row repeated
+when the case ran out of candidate questions. Cases run concurrently (bounded), each with its own seeded rng, so a
 case's result does not depend on which other cases ran or in what order: a resumed run
 computes exactly what an uninterrupted one would have.
 """
@@ -25,7 +26,7 @@ from app.calibrations.spec import RunSpec
 from app.calibrations.thresholds import calibration_result
 from app.conformal import CalibrationMetadata, PerStepCalibration
 from app.datasets import MediQCase
-from app.engine import InterviewConfig, Trajectory, run_interview
+from app.engine import InterviewConfig, StepwiseThresholds, Trajectory, run_interview
 from app.engine.types import History, PosteriorProvider, ProviderInfo
 from app.errors import UpstreamBadOutputError
 from app.llm.prompts import CANNOT_ANSWER
@@ -100,6 +101,7 @@ async def interview_case(
     seed: int,
     history: History = (),
     on_fallback: Callable[[], None] | None = None,
+    selection: StepwiseThresholds | None = None,
 ) -> Trajectory:
     """Run the interview of one case to its budget (or until its candidates run out)."""
 
@@ -117,7 +119,7 @@ async def interview_case(
         thresholds=None,
         answer_fn=answer,
         rng=case_rng(seed, case.case_id),
-        selection_thresholds=None,
+        selection_thresholds=selection,
         history=history,
     )
 
@@ -137,8 +139,12 @@ async def run_cases(
     provider: PosteriorProvider,
     patient: SimulatedPatient,
     on_result: Callable[[CaseResult], Awaitable[None]],
+    selection: StepwiseThresholds | None = None,
 ) -> int:
     """Interview ``(position, case)`` pairs, ``spec.concurrency`` at a time.
+
+    ``selection``: the thresholds of ``spec.question.selection_calibration_id`` (loaded by
+    the caller), inside C-IP's objective.
 
     ``on_result`` is awaited as each case finishes (persist it there). The first failure
     cancels the cases still running and propagates; finished cases stay delivered.
@@ -162,12 +168,13 @@ async def run_cases(
                 config=config,
                 seed=spec.seed,
                 on_fallback=fell_back,
+                selection=selection,
             )
             result = CaseResult(
                 case_id=case.case_id,
                 position=position,
                 group=spec.group_of(case),
-                scores=padded_scores(trajectory, case.true_label, spec.max_questions),
+                scores=padded_scores(trajectory, case.true_label, spec.calibrated_steps),
                 steps_run=len(trajectory.turns),
                 stop_reason=trajectory.stop_reason.value,
                 posterior_evaluations=sum(t.posterior_evaluations for t in trajectory.turns),
@@ -182,12 +189,17 @@ async def run_cases(
 
 
 def compute_calibration(
-    results: Sequence[CaseResult], *, spec: RunSpec, info: ProviderInfo
+    results: Sequence[CaseResult],
+    *,
+    spec: RunSpec,
+    info: ProviderInfo,
+    selection: dict[str, Any] | None = None,
 ) -> tuple[PerStepCalibration, dict[str, Any]]:
     """Per-step thresholds from every case's scores, and the ``Calibration.result`` JSON.
 
     The result keeps the format serving reads (``calibration_result``: alpha, step_alpha,
-    thresholds, n_per_step, scores; ``selection`` null = the nominal selection rule) and adds
+    thresholds, n_per_step, scores; ``selection``: the selection calibration's result with
+    its ``calibration_id``, or null = the nominal selection rule) and adds
     ``conformal`` (the full ``PerStepCalibration``, with Mondrian groups when grouped),
     ``insufficient_steps`` and ``groups`` (per step: n and threshold per group). Serving
     uses the pooled thresholds only.
@@ -195,7 +207,7 @@ def compute_calibration(
     if not results:
         raise ValueError("no finished cases to calibrate on")
     ordered = sorted(results, key=lambda r: r.position)
-    horizon = spec.max_questions + 1
+    horizon = spec.calibrated_steps + 1
     scores_per_step = [[r.scores[k] for r in ordered] for k in range(horizon)]
     groups_per_step = None
     if spec.group_by is not None:
@@ -212,11 +224,8 @@ def compute_calibration(
             dataset_hash=spec.dataset_hash,
             extra={
                 **{f"provider_{k}": v for k, v in info.extra.items()},
-                "question_source": spec.question_source.value,
-                "bank": spec.bank or "",
-                "n_questions": str(spec.n_questions),
-                "n_answers": str(spec.n_answers),
-                "answer_source": spec.answer_source.value,
+                **{k: "" if v is None else str(v) for k, v in spec.question.to_json().items()},
+                "purpose": spec.purpose.value,
                 "seed": str(spec.seed),
             },
         ),
@@ -229,7 +238,7 @@ def compute_calibration(
         step_alpha=float(calibration.step_alpha),
         n_per_step=[s.n for s in calibration.steps],
     )
-    result["selection"] = None
+    result["selection"] = selection
     result["anytime"] = spec.anytime
     result["insufficient_steps"] = list(calibration.insufficient_steps)
     result["conformal"] = calibration.to_dict()

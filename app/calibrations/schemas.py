@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.calibrations.spec import AnswerSource, PatientKind
-from app.engine import QuestionSource
+from app.calibrations.spec import PatientKind, Purpose
+from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, apply_defaults
 from app.validation import reject_nul
 
 __all__ = [
@@ -23,29 +23,48 @@ __all__ = [
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class CalibrationCreate(BaseModel):
-    """Start a calibration run; a worker (``pursuit worker``) executes it."""
+def _calibration_defaults_in_schema(schema: dict[str, Any]) -> None:
+    for name, value in CALIBRATION_DEFAULTS.items():
+        if name in schema.get("properties", {}):
+            schema["properties"][name]["default"] = value
+    schema["examples"] = [
+        {
+            "name": "cip-a0.1-T3",
+            "dataset": "imedqa_dev",
+            "policy": "cip",
+            "alpha": 0.1,
+            "max_questions": 3,
+            "cases": 100,
+            "seed": 0,
+            "question_source": "bank",
+            "question_bank_name": "internal_medicine",
+            "n_candidate_questions": 4,
+            "n_answers": 2,
+            "activate": True,
+        },
+        {
+            "name": "selection-T3",
+            "dataset": "imedqa_dev",
+            "purpose": "selection",
+            "alpha": 0.1,
+            "max_questions": 3,
+            "cases": 100,
+            "question_bank_name": "internal_medicine",
+        },
+    ]
+
+
+class CalibrationCreate(QuestionPolicy):
+    """Start a calibration run; a worker (``pursuit worker``) executes it.
+
+    The question policy's fields are ``app.engine.policy.QuestionPolicy``'s, defaulting to
+    ``CALIBRATION_DEFAULTS`` (a named bank, 4 candidates x 2 answers). ``n_questions`` and
+    ``bank`` are still read as older names of ``n_candidate_questions`` and
+    ``question_bank_name``.
+    """
 
     model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "cip-a0.1-T3",
-                    "dataset": "imedqa_dev",
-                    "policy": "cip",
-                    "alpha": 0.1,
-                    "max_questions": 3,
-                    "cases": 100,
-                    "seed": 0,
-                    "question_source": "bank",
-                    "bank": "internal_medicine",
-                    "n_questions": 4,
-                    "n_answers": 2,
-                    "activate": True,
-                }
-            ]
-        },
+        extra="forbid", frozen=True, json_schema_extra=_calibration_defaults_in_schema
     )
 
     name: str | None = Field(default=None, max_length=128, description="A label for people.")
@@ -54,8 +73,13 @@ class CalibrationCreate(BaseModel):
         description="A dataset name: <data dir>/datasets/NAME.jsonl, else the shipped "
         "app/data/mediq/NAME.jsonl (e.g. imedqa_dev). Paths are not accepted.",
     )
-    policy: Literal["cip", "ip", "random", "fixed", "none"] = "cip"
-    alpha: float = Field(default=0.1, gt=0, lt=0.5, description="Miscoverage level.")
+    purpose: Purpose = Field(
+        default=Purpose.DISPLAY,
+        description="display: thresholds of the shown sets, for interviews asked by this "
+        "policy. selection: thresholds inside C-IP's objective, from interviews that ask the "
+        "bank's questions in random order (steps 0..T+1; the choice rule is ignored). Name a "
+        "selection run in a C-IP display run's selection_calibration_id.",
+    )
     max_questions: int = Field(default=3, ge=0, le=30, description="Steps 0..T calibrated.")
     cases: int = Field(default=100, ge=1, le=10_000, description="Calibration cases.")
     seed: int = Field(default=0, ge=0, description="Seed of the splits and of the policy.")
@@ -64,11 +88,6 @@ class CalibrationCreate(BaseModel):
     )
     anytime: bool = Field(default=False, description="Spend alpha/(T+1) per step.")
     activate: bool = Field(default=False, description="Serve it once it succeeds.")
-    question_source: QuestionSource = QuestionSource.BANK
-    bank: str | None = Field(default="internal_medicine", max_length=64)
-    n_questions: int = Field(default=4, ge=1, le=16, description="Candidate questions a turn.")
-    n_answers: int = Field(default=2, ge=1, le=16, description="Candidate answers a question.")
-    answer_source: AnswerSource = AnswerSource.LLM
     patient: PatientKind = Field(
         default=PatientKind.LLM,
         description=(
@@ -82,10 +101,28 @@ class CalibrationCreate(BaseModel):
     stratify: bool = Field(default=True, description="Stratify the splits by specialty.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Cases interviewed at once.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _calibration_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        policy = {k: v for k, v in data.items() if k in _POLICY_NAMES}
+        rest = {k: v for k, v in data.items() if k not in _POLICY_NAMES}
+        return {**apply_defaults(CALIBRATION_DEFAULTS, policy), **rest}
+
     @field_validator("*")
     @classmethod
     def _storable(cls, value: Any) -> Any:
         return reject_nul(value)
+
+    def run_fields(self) -> dict[str, Any]:
+        """Flat fields for ``RunSpec.create`` (the policy's and the run's)."""
+        fields = self.model_dump(exclude={"name", "dataset", "activate", "stratify"})
+        fields["stratify"] = "specialty" if self.stratify else None
+        return fields
+
+
+_POLICY_NAMES = frozenset({*QuestionPolicy.model_fields, "bank", "n_questions"})
 
 
 class ProgressOut(BaseModel):

@@ -27,7 +27,8 @@ from app.calibrations.schemas import (
     ProgressOut,
     ResultOut,
 )
-from app.calibrations.spec import AnswerSource, RunSpec
+from app.calibrations.selection import check_selection
+from app.calibrations.spec import AnswerSource, Purpose, RunSpec
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
 from app.engine.types import PosteriorProvider, ProviderInfo
@@ -66,7 +67,7 @@ def prepare_spec(path: Path, **fields: Any) -> tuple[RunSpec, dict[str, Any]]:
     Returns the spec and extra params: the dataset's skipped lines, reported, not hidden.
     """
     dataset = load_mediq(path, strict=False)
-    spec = RunSpec(dataset=str(path.resolve()), dataset_hash=dataset.sha256, **fields)
+    spec = RunSpec.create(dataset=str(path.resolve()), dataset_hash=dataset.sha256, **fields)
     spec.calibration_cases(dataset)
     extra: dict[str, Any] = {
         "dataset_cases": len(dataset),
@@ -91,10 +92,15 @@ async def create_run(
     tenant: str | None = None,
 ) -> Calibration:
     """Insert a queued run with its lease row (claimable by any worker on this model)."""
-    if activate and spec.answer_source is not AnswerSource.LLM:
+    if activate and spec.question.answer_source is not AnswerSource.LLM:
         raise InvalidInputError(
-            "a calibration with answer source 'estimation' cannot serve sessions (serving "
-            "simulates answers with the LLM); run it without activate"
+            f"a calibration with answer source {spec.question.answer_source.value!r} cannot "
+            "serve sessions (serving simulates answers with the LLM); run it without activate"
+        )
+    if activate and spec.purpose is Purpose.SELECTION:
+        raise InvalidInputError(
+            "a selection calibration is not served on its own: name it in a C-IP display "
+            "calibration (selection_calibration_id / --selection-calibration)"
         )
     params = {
         **spec.to_params(),
@@ -106,6 +112,7 @@ async def create_run(
     }
     async with sessionmaker.begin() as db:
         repo = CalibrationRepository(db)
+        await check_selection(repo, spec, info)
         row = await repo.add(
             Calibration(
                 name=name,
@@ -150,11 +157,7 @@ class CalibrationService:
                 retry_after_s=30,
             )
         path = resolve_dataset(body.dataset, self.data_dir)
-        fields = body.model_dump(exclude={"name", "dataset", "activate", "stratify"})
-        fields["stratify"] = "specialty" if body.stratify else None
-        fields["fractions"] = SplitFractions()
-        if body.question_source.value == "generated":
-            fields["bank"] = None
+        fields = {**body.run_fields(), "fractions": SplitFractions()}
         # Reading and hashing a dataset file is blocking work: off the event loop.
         spec, extra = await asyncio.to_thread(prepare_spec, path, **fields)
         extra["dataset_name"] = body.dataset
@@ -194,8 +197,13 @@ class CalibrationService:
                 raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
             if row.params.get("answer_source", "llm") != AnswerSource.LLM.value:
                 raise ConflictError(
-                    "this calibration used estimation-split answers; serving simulates answers "
-                    "with the LLM, so it would not apply"
+                    "this calibration did not simulate answers with the LLM as serving does, "
+                    "so it would not apply"
+                )
+            if row.params.get("purpose", "display") != Purpose.DISPLAY.value:
+                raise ConflictError(
+                    "a selection calibration is not served on its own: name it in a C-IP "
+                    "display calibration's selection_calibration_id"
                 )
             await repo.activate(row)
             await AuditRepository(db).record(

@@ -10,14 +10,13 @@ simulated answers per candidate. For calibration every early stop is off
 (``stop_on_singleton``, ``stop_on_no_gain``, ``spread_epsilon``), so every case reaches step
 T unless its candidates run out (``exhausted``; its last row is reused for later steps).
 
-Selection thresholds: none. C-IP's objective uses the nominal set rule in calibration,
-exactly as serving does when ``Calibration.result["selection"]`` is null (a pilot stage
-producing calibrated selection thresholds is not implemented).
+Selection thresholds: a C-IP policy naming a selection calibration
+(``selection_calibration_id``) counts its objective's sets with that run's thresholds, in
+calibration exactly as in serving; without one, both use the nominal set rule.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -31,22 +30,21 @@ from app.datasets import (
     filter_specialty,
     split_cases,
 )
-from app.engine import InterviewConfig, Policy, QuestionSource, load_query_bank
+from app.engine import AnswerSource, InterviewConfig, Policy, QuestionSource
+from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, named_bank
 from app.errors import InvalidInputError
 
-__all__ = ["CALIBRATION_POLICIES", "AnswerSource", "PatientKind", "RunSpec", "named_bank"]
+__all__ = [
+    "CALIBRATION_POLICIES",
+    "AnswerSource",
+    "PatientKind",
+    "Purpose",
+    "RunSpec",
+    "named_bank",
+]
 
 # Policies a calibration can be run for (the bench's "all-facts" is no interview policy).
 CALIBRATION_POLICIES = (Policy.CIP, Policy.IP, Policy.RANDOM, Policy.FIXED, Policy.NONE)
-
-named_bank = functools.lru_cache(maxsize=8)(load_query_bank)
-
-
-class AnswerSource(StrEnum):
-    """Where candidate answers in the C-IP/IP objective come from."""
-
-    LLM = "llm"  # the serving path: the LLM simulates answers (PosteriorProvider.simulate_answers)
-    ESTIMATION = "estimation"  # the paper's MediQ setting: m estimation-split patients answer
 
 
 class PatientKind(StrEnum):
@@ -56,24 +54,34 @@ class PatientKind(StrEnum):
     RETRIEVAL = "retrieval"  # the most similar fact by MiniLM embeddings (app.retrieval)
 
 
+class Purpose(StrEnum):
+    """What a calibration run's thresholds are for."""
+
+    DISPLAY = "display"  # tau_k of the shown sets, for interviews asked by its policy
+    SELECTION = "selection"  # tau_k inside C-IP's objective, from random-question histories
+
+
 @dataclass(frozen=True, slots=True)
 class RunSpec:
-    """One calibration run's definition; JSON round trip via ``to_params``/``from_params``."""
+    """One calibration run's definition; JSON round trip via ``to_params``/``from_params``.
+
+    ``question`` is the question policy (``app.engine.policy``); the rest says which cases
+    and how. A ``selection`` run ignores the policy's choice rule: its histories are
+    ``max_questions + 1`` bank questions asked in a seeded random order (policy ``random``
+    over the whole bank), so its thresholds cover steps 0..T+1 and depend on no policy.
+    Its cases come from the *end* of the calibration split, a display run's from the
+    front; a display run naming a selection run checks by fingerprint that none overlap.
+    """
 
     dataset: str
     dataset_hash: str
-    policy: Policy
-    alpha: float
+    question: QuestionPolicy
     max_questions: int
     cases: int
+    purpose: Purpose = Purpose.DISPLAY
     seed: int = 0
     group_by: Literal["specialty"] | None = None
     anytime: bool = False
-    question_source: QuestionSource = QuestionSource.BANK
-    bank: str | None = "internal_medicine"
-    n_questions: int = 4
-    n_answers: int = 2
-    answer_source: AnswerSource = AnswerSource.LLM
     patient: PatientKind = PatientKind.LLM
     specialty: str | None = None
     stratify: Literal["specialty"] | None = "specialty"
@@ -81,41 +89,73 @@ class RunSpec:
     concurrency: int = 4
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "policy", Policy(self.policy))
-        object.__setattr__(self, "question_source", QuestionSource(self.question_source))
-        object.__setattr__(self, "answer_source", AnswerSource(self.answer_source))
+        object.__setattr__(self, "purpose", Purpose(self.purpose))
         object.__setattr__(self, "patient", PatientKind(self.patient))
         if self.policy not in CALIBRATION_POLICIES:
             raise InvalidInputError(f"cannot calibrate policy {self.policy.value!r}")
+        if self.question.question_bank is not None:
+            raise InvalidInputError("a calibration run takes a named bank, not a list")
         if self.cases < 1:
             raise InvalidInputError(f"cases must be >= 1, got {self.cases}")
+        if self.max_questions < 0:
+            raise InvalidInputError(f"max_questions must be >= 0, got {self.max_questions}")
         if self.group_by not in (None, "specialty"):
             raise InvalidInputError(f"group_by must be 'specialty' or none, got {self.group_by!r}")
         if self.concurrency < 1:
             raise InvalidInputError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.question_source is QuestionSource.BANK and not self.bank:
-            raise InvalidInputError("question source 'bank' needs a bank name")
-        self.interview_config()  # validates alpha, budget, n_questions, n_answers, bank
+        if self.purpose is Purpose.SELECTION:
+            if self.question.question_source is not QuestionSource.BANK:
+                raise InvalidInputError("a selection calibration draws its questions from a bank")
+            if self.group_by or self.anytime:
+                raise InvalidInputError("a selection calibration takes no --group-by/--anytime")
+
+    @classmethod
+    def create(cls, **fields: Any) -> RunSpec:
+        """From flat fields (the API body, CLI options, stored params): the policy's own
+        fields (``CALIBRATION_DEFAULTS`` where missing) and the run's."""
+        names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
+        policy = {k: v for k, v in fields.items() if k in names}
+        run = {k: v for k, v in fields.items() if k not in names}
+        if run.get("purpose") == Purpose.SELECTION.value or run.get("purpose") is Purpose.SELECTION:
+            policy = {**policy, "policy": Policy.RANDOM.value}
+        question = QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy)
+        return cls(question=question, **run)
+
+    @property
+    def policy(self) -> Policy:
+        return self.question.policy
+
+    @property
+    def alpha(self) -> float:
+        return self.question.alpha
 
     def interview_config(self) -> InterviewConfig:
-        """The policy as serving would run it, with every early stop off."""
-        bank: tuple[str, ...] = ()
-        if self.question_source is QuestionSource.BANK:
-            assert self.bank is not None
-            bank = named_bank(self.bank)
-        return InterviewConfig(
-            policy=self.policy,
-            alpha=self.alpha,
+        """The policy as serving would run it, with every early stop off.
+
+        A selection run asks T + 1 questions in a seeded random order over the whole bank.
+        """
+        if self.purpose is Purpose.SELECTION:
+            return InterviewConfig(
+                policy=Policy.RANDOM,
+                alpha=self.alpha,
+                max_questions=self.max_questions + 1,
+                question_source=QuestionSource.BANK,
+                bank=self.question.bank_questions(),
+                stop_on_singleton=False,
+                stop_on_no_gain=False,
+                explain_baselines=False,
+            )
+        return self.question.interview_config(
             max_questions=self.max_questions,
-            question_source=self.question_source,
-            n_questions=self.n_questions,
-            n_answers=self.n_answers,
-            bank=bank,
-            max_candidates=self.n_questions if bank else None,
             stop_on_singleton=False,
             stop_on_no_gain=False,
             spread_epsilon=None,
         )
+
+    @property
+    def calibrated_steps(self) -> int:
+        """The last calibrated step: T, or T + 1 for a selection run."""
+        return self.max_questions + (1 if self.purpose is Purpose.SELECTION else 0)
 
     def splits(self, dataset: MediQDataset) -> Splits:
         """The seeded splits of the dataset (after the specialty filter)."""
@@ -127,12 +167,15 @@ class RunSpec:
         )
 
     def calibration_cases(self, dataset: MediQDataset) -> tuple[MediQCase, ...]:
-        """The first ``cases`` cases of the calibration split; too few is an error."""
+        """Display: the first ``cases`` of the calibration split; selection: the last
+        ``cases``, in reverse key order. Too few is an error."""
         pool = self.splits(dataset).calibration
         if len(pool) < self.cases:
             raise InvalidInputError(
                 f"the calibration split has {len(pool)} cases, {self.cases} were asked for"
             )
+        if self.purpose is Purpose.SELECTION:
+            return tuple(reversed(pool))[: self.cases]
         return pool[: self.cases]
 
     def group_of(self, case: MediQCase) -> str | None:
@@ -140,52 +183,31 @@ class RunSpec:
         return case.specialty if self.group_by == "specialty" else None
 
     def to_params(self) -> dict[str, Any]:
-        """JSON for ``Calibration.params``."""
+        """JSON for ``Calibration.params``: the policy's fields and the run's."""
         return {
             "dataset": self.dataset,
             "dataset_hash": self.dataset_hash,
-            "policy": self.policy.value,
-            "alpha": self.alpha,
+            **self.question.to_json(),
+            "purpose": self.purpose.value,
             "max_questions": self.max_questions,
             "cases": self.cases,
             "seed": self.seed,
             "group_by": self.group_by,
             "anytime": self.anytime,
-            "question_source": self.question_source.value,
-            "bank": self.bank,
-            "n_questions": self.n_questions,
-            "n_answers": self.n_answers,
-            "answer_source": self.answer_source.value,
             "patient": self.patient.value,
             "specialty": self.specialty,
             "stratify": self.stratify,
             "fractions": self.fractions.as_dict(),
             "concurrency": self.concurrency,
-            "selection": "nominal",
         }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunSpec:
-        """Inverse of ``to_params`` (unknown keys ignored)."""
-        fractions = params.get("fractions") or DEFAULT_FRACTIONS.as_dict()
-        return cls(
-            dataset=str(params["dataset"]),
-            dataset_hash=str(params["dataset_hash"]),
-            policy=Policy(params["policy"]),
-            alpha=float(params["alpha"]),
-            max_questions=int(params["max_questions"]),
-            cases=int(params["cases"]),
-            seed=int(params.get("seed", 0)),
-            group_by=params.get("group_by"),
-            anytime=bool(params.get("anytime", False)),
-            question_source=QuestionSource(params.get("question_source", "bank")),
-            bank=params.get("bank"),
-            n_questions=int(params.get("n_questions", 4)),
-            n_answers=int(params.get("n_answers", 2)),
-            answer_source=AnswerSource(params.get("answer_source", "llm")),
-            patient=PatientKind(params.get("patient", "llm")),
-            specialty=params.get("specialty"),
-            stratify=params.get("stratify", "specialty"),
-            fractions=SplitFractions(**{k: float(v) for k, v in fractions.items()}),
-            concurrency=int(params.get("concurrency", 4)),
+        """Inverse of ``to_params`` (unknown keys ignored; older spellings read)."""
+        known = {*QuestionPolicy.model_fields, "bank", "n_questions", *cls.__dataclass_fields__}
+        fields = {k: v for k, v in params.items() if k in known and k != "question"}
+        fractions = fields.pop("fractions", None) or DEFAULT_FRACTIONS.as_dict()
+        fields.setdefault("stratify", "specialty")
+        return cls.create(
+            **fields, fractions=SplitFractions(**{k: float(v) for k, v in fractions.items()})
         )

@@ -50,7 +50,8 @@ from app.calibrations.runner import (
 from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
-from app.engine import Policy, QuestionSource, Trajectory
+from app.engine import Policy, Trajectory
+from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
 
@@ -81,17 +82,16 @@ class BenchSpec:
 
     dataset: Path
     policies: tuple[str, ...]
-    alpha: float = 0.1
     max_questions: int = 3
     cases: int = 30
     calibration_cases: int = 60
     seed: int = 0
     anytime: bool = False
-    question_source: QuestionSource = QuestionSource.BANK
-    bank: str | None = "internal_medicine"
-    n_questions: int = 4
-    n_answers: int = 2
-    answer_source: AnswerSource = AnswerSource.LLM
+    # The question policy every interview policy of the run shares (its ``policy`` is
+    # replaced by each of ``policies``).
+    question: QuestionPolicy = field(
+        default_factory=lambda: QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS)
+    )
     patient: PatientKind = PatientKind.LLM
     specialty: str | None = None
     stratify: bool = True
@@ -115,24 +115,39 @@ class BenchSpec:
             raise InvalidInputError("give either --calibration ID(s) or --calibrate-on PATH")
         if self.cases < 1 or self.calibration_cases < 1:
             raise InvalidInputError("cases and calibration cases must be >= 1")
+        if self.question.selection_calibration_id is not None:
+            raise InvalidInputError(
+                "the MediQ bench does not load selection calibrations yet: its C-IP uses the "
+                "nominal selection rule"
+            )
+
+    @classmethod
+    def create(cls, **fields: Any) -> BenchSpec:
+        """From flat fields: the question policy's (``CALIBRATION_DEFAULTS`` where missing;
+        ``policy`` is per interview policy, see ``policies``) and the bench's own."""
+        names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
+        policy = {k: v for k, v in fields.items() if k in names}
+        own = {k: v for k, v in fields.items() if k not in names}
+        return cls(question=QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy), **own)
+
+    @property
+    def alpha(self) -> float:
+        return self.question.alpha
 
     def run_spec(self, policy: str, *, dataset: MediQDataset, cases: int) -> RunSpec:
         """The calibration/test interview definition of one policy on one file."""
         engine_policy = Policy.NONE if policy == ALL_FACTS else Policy(policy)
+        update: dict[str, Any] = {"policy": engine_policy}
+        if engine_policy is not Policy.CIP:
+            update["selection_calibration_id"] = None
         return RunSpec(
             dataset=str(dataset.path),
             dataset_hash=dataset.sha256,
-            policy=engine_policy,
-            alpha=self.alpha,
+            question=QuestionPolicy.build(**{**self.question.to_json(), **update}),
             max_questions=self.max_questions,
             cases=cases,
             seed=self.seed,
             anytime=self.anytime,
-            question_source=self.question_source,
-            bank=self.bank if self.question_source is QuestionSource.BANK else None,
-            n_questions=self.n_questions,
-            n_answers=self.n_answers,
-            answer_source=self.answer_source,
             patient=self.patient,
             specialty=self.specialty,
             stratify="specialty" if self.stratify else None,
@@ -151,18 +166,13 @@ class BenchSpec:
             "calibration_cases": self.calibration_cases,
             "seed": self.seed,
             "anytime": self.anytime,
-            "question_source": self.question_source.value,
-            "bank": self.bank if self.question_source is QuestionSource.BANK else None,
-            "n_questions": self.n_questions,
-            "n_answers": self.n_answers,
-            "answer_source": self.answer_source.value,
+            **{k: v for k, v in self.question.to_json().items() if k not in ("policy", "alpha")},
             "patient": self.patient.value,
             "specialty": self.specialty,
             "stratify": "specialty" if self.stratify else None,
             "fractions": self.fractions.as_dict(),
             "calibrate_on": None if self.calibrate_on is None else str(self.calibrate_on),
             "calibration_ids": [str(i) for i in self.calibration_ids],
-            "selection": "nominal",
         }
 
 
@@ -433,7 +443,7 @@ class _AnswerSources:
     wrappers: dict[str, EstimationAnswers] = field(default_factory=dict)
 
     def for_(self, dataset: MediQDataset, spec: RunSpec) -> PosteriorProvider:
-        if spec.answer_source is not AnswerSource.ESTIMATION:
+        if spec.question.answer_source is not AnswerSource.ESTIMATION:
             return self.provider
         key = dataset.sha256
         if key not in self.wrappers:
@@ -452,11 +462,12 @@ class _AnswerSources:
 
 def _check_same_policy(calibration_id: uuid.UUID, spec: RunSpec, bench: BenchSpec) -> None:
     """A stored calibration only holds for the question policy it was run with."""
-    ours = bench.run_spec("none", dataset=_NO_DATASET, cases=1)
-    fields = ("question_source", "bank", "n_questions", "n_answers", "answer_source", "patient")
-    differ = [f for f in fields if getattr(spec, f) != getattr(ours, f)]
+    ours = bench.run_spec(spec.policy.value, dataset=_NO_DATASET, cases=1)
+    theirs_json, ours_json = spec.question.to_json(), ours.question.to_json()
+    theirs_json["patient"], ours_json["patient"] = spec.patient.value, ours.patient.value
+    differ = [f for f in theirs_json if f != "policy" and theirs_json[f] != ours_json[f]]
     if differ:
-        shown = ", ".join(f"{f}={getattr(spec, f)!s}" for f in differ)
+        shown = ", ".join(f"{f}={theirs_json[f]!s}" for f in differ)
         raise InvalidInputError(
             f"calibration {calibration_id} was run with {shown}; pass the same to the bench"
         )

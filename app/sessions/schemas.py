@@ -6,11 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from app.engine.config import Policy, QuestionSource
+from app.engine.policy import QuestionPolicy
 from app.validation import reject_nul
 
 MAX_LABELS = 26
-MAX_BANK_QUESTIONS = 500
 
 GUARANTEE_CALIBRATED = (
     "The set contains the right answer with probability at least {target:.0%} "
@@ -65,8 +64,9 @@ class PatientIn(Strict):
     sex: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
 
 
-class SessionCreate(Strict):
-    """Open an interview."""
+class SessionCreate(QuestionPolicy, Strict):
+    """Open an interview: the patient, the inquiry, the candidates, and the question policy
+    (its fields are ``app.engine.policy.QuestionPolicy``'s, with its session defaults)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -96,20 +96,7 @@ class SessionCreate(Strict):
     candidates: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
         min_length=2, max_length=MAX_LABELS, description="Distinct candidate answers (2-26)."
     )
-    alpha: float = Field(default=0.1, gt=0, lt=0.5, description="Miscoverage level in (0, 0.5).")
-    policy: Policy = Policy.CIP
-    question_source: QuestionSource = QuestionSource.GENERATED
-    question_bank: list[Annotated[Text, StringConstraints(max_length=500)]] | None = Field(
-        default=None, max_length=MAX_BANK_QUESTIONS, description="Caller-supplied bank."
-    )
-    question_bank_name: str | None = Field(
-        default=None,
-        description="A shipped bank: internal_medicine, pediatrics or neurology.",
-        max_length=64,
-    )
     max_questions: int = Field(default=10, ge=0, le=30)
-    n_candidate_questions: int = Field(default=8, ge=1, le=16)
-    n_answers: int = Field(default=4, ge=1, le=8)
     stop_on_no_gain: bool = Field(
         default=True,
         description="Stop when no candidate is expected to shrink the set or sharpen the "

@@ -9,7 +9,6 @@ before the apply leaves the session exactly as it was.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import secrets
@@ -22,7 +21,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
-from app.calibrations.matching import CUSTOM_BANK, Match, SessionPolicy
+from app.calibrations.matching import Match, SessionPolicy
 from app.calibrations.repository import CalibrationRepository
 from app.calibrations.thresholds import (
     GROUP_FIELD,
@@ -32,16 +31,16 @@ from app.calibrations.thresholds import (
 )
 from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
 from app.engine import (
+    AnswerSource,
     Differential,
     InterviewConfig,
-    QuestionSource,
     SelectionRule,
     StepwiseThresholds,
     StopReason,
     TurnOutcome,
-    load_query_bank,
     plan_turn,
 )
+from app.engine.policy import QuestionPolicy
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import (
     ConflictError,
@@ -76,7 +75,6 @@ from app.sessions.schemas import (
 MAX_RUNNER_UPS = 5
 
 # Named banks are read from the shipped file once per process.
-_named_bank = functools.lru_cache(maxsize=8)(load_query_bank)
 
 
 # Stop rules that pick the stopping step from the data (the budget and running out do not).
@@ -137,14 +135,15 @@ class SessionService:
 
     async def create(self, body: SessionCreate) -> SessionOut:
         provider = self._require_provider()
-        config = _config_from(body)
+        question = _question_policy(body)
+        config = _config_from(question, body.model_dump())
         info = provider.info
         async with self.sessionmaker() as db:
             serving = await self._calibration_for(
                 db,
                 model=info.model,
                 prompt_version=info.prompt_version,
-                policy=_session_policy(config, body),
+                policy=_session_policy(body),
             )
         calibration = serving.calibration
         seed = secrets.randbits(62)
@@ -173,7 +172,7 @@ class SessionService:
                 patient_sex=body.patient.sex,
                 inquiry=body.inquiry,
                 candidates=list(body.candidates),
-                config=_config_json(config, body, serving),
+                config=_config_json(question, body, serving),
                 seed=seed,
                 model=info.model,
                 prompt_version=info.prompt_version,
@@ -454,19 +453,19 @@ def _unmatched(match: Match) -> _Serving:
     )
 
 
-def _session_policy(config: InterviewConfig, body: SessionCreate) -> SessionPolicy:
-    bank: str | None = None
-    if config.question_source is QuestionSource.BANK:
-        bank = body.question_bank_name if body.question_bank_name else CUSTOM_BANK
+def _session_policy(body: SessionCreate) -> SessionPolicy:
     return SessionPolicy(
-        policy=config.policy.value,
-        alpha=config.alpha,
-        question_source=config.question_source.value,
-        bank=bank,
-        n_questions=config.n_questions,
-        n_answers=config.n_answers,
-        max_questions=config.max_questions,
+        question=_question_policy(body),
+        max_questions=body.max_questions,
         specialty=body.specialty,
+        any_selection=body.selection_calibration_id is None,
+    )
+
+
+def _question_policy(body: SessionCreate) -> QuestionPolicy:
+    """The body's question policy (its own fields, validated by the shared type)."""
+    return QuestionPolicy.model_validate(
+        body.model_dump(include=set(QuestionPolicy.model_fields), exclude_unset=False)
     )
 
 
@@ -477,57 +476,41 @@ def _check_if_match(row: InterviewSession, if_match: int | None) -> None:
         )
 
 
-def _config_from(body: SessionCreate) -> InterviewConfig:
-    bank: tuple[str, ...] = ()
-    if body.question_source is QuestionSource.BANK:
-        if body.question_bank and body.question_bank_name:
-            raise InvalidInputError("give question_bank or question_bank_name, not both")
-        if body.question_bank:
-            bank = tuple(body.question_bank)
-        elif body.question_bank_name:
-            try:
-                bank = _named_bank(body.question_bank_name)
-            except NotFoundError as exc:
-                raise InvalidInputError(exc.detail) from None
-        else:
-            raise InvalidInputError(
-                "question_source 'bank' needs question_bank or question_bank_name"
-            )
-    elif body.question_bank or body.question_bank_name:
-        raise InvalidInputError("a question bank is only used with question_source 'bank'")
-    return InterviewConfig(
-        policy=body.policy,
-        alpha=body.alpha,
-        max_questions=body.max_questions,
-        question_source=body.question_source,
-        n_questions=body.n_candidate_questions,
-        n_answers=body.n_answers,
-        bank=bank,
-        max_candidates=body.n_candidate_questions if bank else None,
-        stop_on_no_gain=body.stop_on_no_gain,
-        spread_epsilon=body.spread_epsilon,
+def _config_from(question: QuestionPolicy, data: dict[str, Any]) -> InterviewConfig:
+    """The engine configuration of a session: its policy and its budget and stop rules."""
+    if question.answer_source is not AnswerSource.LLM:
+        raise InvalidInputError(
+            f"answer_source {question.answer_source.value!r} is for calibration runs and "
+            "benchmarks (it needs labelled draws or an estimation split); sessions simulate "
+            "answers with the LLM: use 'llm'"
+        )
+    return question.interview_config(
+        max_questions=data["max_questions"],
+        stop_on_no_gain=data["stop_on_no_gain"],
+        spread_epsilon=data["spread_epsilon"],
     )
 
 
-def _config_json(config: InterviewConfig, body: SessionCreate, serving: _Serving) -> dict[str, Any]:
+def _config_json(
+    question: QuestionPolicy, body: SessionCreate, serving: _Serving
+) -> dict[str, Any]:
+    """What a session stores of its settings: the policy as it was served (the selection
+    calibration resolved), the budget and stop rules, and which calibration applies."""
     unmatched = None
     if serving.calibration is None:
         unmatched = {
             "reason": serving.reason,
             "mismatches": [m.model_dump(mode="json") for m in serving.mismatches],
         }
+    selection = serving.calibration.selection_id if serving.calibration else None
+    served = question.model_copy(
+        update={"selection_calibration_id": uuid.UUID(selection) if selection else None}
+    )
     return {
-        "policy": config.policy.value,
-        "alpha": config.alpha,
-        "max_questions": config.max_questions,
-        "question_source": config.question_source.value,
-        "question_bank_name": body.question_bank_name,
-        "bank": list(config.bank) if body.question_bank else None,
-        "n_questions": config.n_questions,
-        "n_answers": config.n_answers,
-        "max_candidates": config.max_candidates,
-        "stop_on_no_gain": config.stop_on_no_gain,
-        "spread_epsilon": config.spread_epsilon,
+        **served.to_json(),
+        "max_questions": body.max_questions,
+        "stop_on_no_gain": body.stop_on_no_gain,
+        "spread_epsilon": body.spread_epsilon,
         # Not the policy: which calibration thresholds apply, and why none did.
         "specialty": body.specialty,
         "calibration_unmatched": unmatched,
@@ -535,23 +518,14 @@ def _config_json(config: InterviewConfig, body: SessionCreate, serving: _Serving
 
 
 def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
-    bank: tuple[str, ...] = ()
-    if data.get("bank"):
-        bank = tuple(data["bank"])
-    elif data.get("question_bank_name"):
-        bank = _named_bank(data["question_bank_name"])
-    return InterviewConfig(
-        policy=data["policy"],
-        alpha=data["alpha"],
-        max_questions=data["max_questions"],
-        question_source=data["question_source"],
-        n_questions=data["n_questions"],
-        n_answers=data["n_answers"],
-        bank=bank,
-        max_candidates=data["max_candidates"],
-        stop_on_no_gain=data["stop_on_no_gain"],
-        spread_epsilon=data["spread_epsilon"],
-    )
+    """Inverse of ``_config_json`` (sessions stored before the shared policy type kept a
+    caller-supplied bank under "bank")."""
+    stored = dict(data)
+    if isinstance(stored.get("bank"), list):
+        stored["question_bank"] = stored.pop("bank")
+    elif "bank" in stored:
+        del stored["bank"]
+    return _config_from(QuestionPolicy.from_json(stored), stored)
 
 
 def _differential_out(

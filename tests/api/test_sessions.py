@@ -384,7 +384,11 @@ async def _answer(client: httpx.AsyncClient, session: dict[str, Any], text: str)
     ("params", "session", "mismatch"),
     [
         ({"n_answers": 2}, {}, {"field": "n_answers", "session": 4, "calibration": 2}),
-        ({"n_questions": 3}, {}, {"field": "n_questions", "session": 8, "calibration": 3}),
+        (
+            {"n_questions": 3},
+            {},
+            {"field": "n_candidate_questions", "session": 8, "calibration": 3},
+        ),
         (
             {"question_source": "bank", "bank": "neurology"},
             {},
@@ -393,7 +397,7 @@ async def _answer(client: httpx.AsyncClient, session: dict[str, Any], text: str)
         (
             {"question_source": "bank", "bank": "neurology"},
             {"question_source": "bank", "question_bank_name": "pediatrics"},
-            {"field": "bank", "session": "pediatrics", "calibration": "neurology"},
+            {"field": "question_bank_name", "session": "pediatrics", "calibration": "neurology"},
         ),
         (
             {"answer_source": "estimation"},

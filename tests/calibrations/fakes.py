@@ -107,16 +107,16 @@ def grouped_result(
         )
         for i, g in enumerate(keys)
     ]
-    spec = RunSpec(
+    spec = RunSpec.create(
         dataset="x.jsonl",
         dataset_hash="0" * 64,
-        policy="cip",  # type: ignore[arg-type]
+        policy="cip",
         alpha=0.1,
         max_questions=2,
         cases=len(keys),
-        group_by=group_by,  # type: ignore[arg-type]
+        group_by=group_by,
         anytime=anytime,
-        question_source="generated",  # type: ignore[arg-type]
+        question_source="generated",
         bank=None,
         n_questions=3,
         n_answers=2,

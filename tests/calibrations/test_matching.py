@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from app.calibrations.matching import (
-    CUSTOM_BANK,
     ActiveCalibration,
     SessionPolicy,
     choose,
     mismatches,
     serving_key,
 )
+from app.engine.policy import QuestionPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BANK_PARAMS: dict[str, Any] = {
@@ -26,15 +25,41 @@ BANK_PARAMS: dict[str, Any] = {
     "n_answers": 2,
     "answer_source": "llm",
 }
-SESSION = SessionPolicy(
-    policy="cip",
-    alpha=0.1,
-    question_source="bank",
-    bank="neurology",
-    n_questions=4,
-    n_answers=2,
-    max_questions=3,
-)
+POLICY: dict[str, Any] = {
+    "policy": "cip",
+    "alpha": 0.1,
+    "question_source": "bank",
+    "question_bank_name": "neurology",
+    "n_candidate_questions": 4,
+    "n_answers": 2,
+}
+
+
+def session(max_questions: int = 3, specialty: str | None = None, **policy: Any) -> SessionPolicy:
+    """A session's policy: ``POLICY`` with ``policy`` changes."""
+    fields = {**POLICY, **policy}
+    if fields["question_source"] != "bank":
+        fields.pop("question_bank_name", None)
+    return SessionPolicy(
+        question=QuestionPolicy.build(**fields),
+        max_questions=max_questions,
+        specialty=specialty,
+        any_selection="selection_calibration_id" not in policy,
+    )
+
+
+SESSION = session()
+SELECTION = uuid.uuid4()
+
+
+def test_a_session_that_names_no_selection_takes_the_calibrations() -> None:
+    calibrated = active(selection_calibration_id=str(SELECTION))
+    assert mismatches(SESSION, calibrated) == ()
+    assert mismatches(session(selection_calibration_id=SELECTION), calibrated) == ()
+    # The selection is part of the policy: runs with different ones do not compete.
+    other = active(selection_calibration_id=str(uuid.uuid4()))
+    assert serving_key("cip", calibrated.params) != serving_key("cip", other.params)
+    assert serving_key("ip", calibrated.params) == serving_key("ip", other.params)
 
 
 def active(
@@ -64,15 +89,24 @@ def test_the_same_policy_matches() -> None:
 @pytest.mark.parametrize(
     ("session", "params", "field"),
     [
-        (replace(SESSION, policy="ip"), {}, "policy"),
-        (replace(SESSION, alpha=0.05), {}, "alpha"),
+        (session(policy="ip"), {}, "policy"),
+        (session(alpha=0.05), {}, "alpha"),
         (SESSION, {"answer_source": "estimation"}, "answer_source"),
         (SESSION, {"question_source": "generated", "bank": None}, "question_source"),
-        (replace(SESSION, bank="pediatrics"), {}, "bank"),
-        (replace(SESSION, bank=CUSTOM_BANK), {}, "bank"),
-        (replace(SESSION, n_questions=8), {}, "n_questions"),
-        (replace(SESSION, n_answers=4), {}, "n_answers"),
-        (replace(SESSION, specialty="Pediatrics"), {"specialty": "Neurology"}, "specialty"),
+        (session(question_bank_name="pediatrics"), {}, "question_bank_name"),
+        (session(question_bank_name=None, question_bank=("Q?",)), {}, "question_bank_name"),
+        (session(n_candidate_questions=8), {}, "n_candidate_questions"),
+        (session(n_answers=4), {}, "n_answers"),
+        (session(specialty="Pediatrics"), {"specialty": "Neurology"}, "specialty"),
+        (session(objective="entropy_bound"), {}, "objective"),
+        (session(), {"objective": "entropy_bound"}, "objective"),
+        (session(selection_calibration_id=SELECTION), {}, "selection_calibration_id"),
+        (
+            session(selection_calibration_id=SELECTION),
+            {"selection_calibration_id": str(uuid.uuid4())},
+            "selection_calibration_id",
+        ),
+        (session(), {"purpose": "selection"}, "purpose"),
     ],
 )
 def test_each_policy_setting_must_match_and_the_reason_names_it(
@@ -88,15 +122,15 @@ def test_each_policy_setting_must_match_and_the_reason_names_it(
 
 def test_an_estimation_calibration_never_serves_whatever_the_policy() -> None:
     for policy in ("cip", "ip", "random", "fixed", "none"):
-        session = replace(SESSION, policy=policy)
-        found = mismatches(session, active(policy=policy, answer_source="estimation"))
+        one = session(policy=policy)
+        found = mismatches(one, active(policy=policy, answer_source="estimation"))
         assert [m.field for m in found] == ["answer_source"]
 
 
 def test_a_setting_the_calibration_does_not_record_never_matches() -> None:
     bare = ActiveCalibration(uuid.uuid4(), "cip", 0.1, 3, {}, T0)
     found = {m.field: m for m in mismatches(SESSION, bare)}
-    assert set(found) == {"answer_source", "question_source", "n_questions", "n_answers"}
+    assert set(found) == {"answer_source", "question_source", "n_candidate_questions", "n_answers"}
     assert found["n_answers"].calibration is None
     assert found["n_answers"].describe() == "n_answers: session 2, not recorded by the calibration"
 
@@ -105,24 +139,26 @@ def test_only_the_settings_that_define_the_policy_count() -> None:
     # "none" asks nothing; "fixed" takes the bank in order; "random" over a bank ignores how
     # many candidates a turn would score; a same-named specialty differs only in spelling.
     other = {"n_questions": 16, "n_answers": 8}
-    assert mismatches(replace(SESSION, policy="none"), active(policy="none", bank="x")) == ()
-    assert mismatches(replace(SESSION, policy="fixed"), active(policy="fixed", **other)) == ()
-    assert mismatches(replace(SESSION, policy="random"), active(policy="random", **other)) == ()
-    generated = replace(SESSION, policy="random", question_source="generated", bank=None)
+    assert mismatches(session(policy="none"), active(policy="none", bank="x")) == ()
+    assert mismatches(session(policy="fixed"), active(policy="fixed", **other)) == ()
+    assert mismatches(session(policy="random"), active(policy="random", **other)) == ()
+    generated = session(policy="random", question_source="generated")
     random_generated = active(policy="random", question_source="generated", bank="neurology")
     assert [m.field for m in mismatches(generated, random_generated)] == []
-    assert [m.field for m in mismatches(replace(generated, n_questions=8), random_generated)] == [
-        "n_questions"
-    ]
-    assert (
-        mismatches(replace(SESSION, specialty=" neurology "), active(specialty="Neurology")) == ()
-    )
-    assert mismatches(replace(SESSION, specialty="Neurology"), active()) == ()
+    assert [
+        m.field
+        for m in mismatches(
+            session(policy="random", question_source="generated", n_candidate_questions=8),
+            random_generated,
+        )
+    ] == ["n_candidate_questions"]
+    assert mismatches(session(specialty=" neurology "), active(specialty="Neurology")) == ()
+    assert mismatches(session(specialty="Neurology"), active()) == ()
 
 
 def test_the_budget_and_stop_rules_do_not_decide_but_full_coverage_is_preferred() -> None:
     short, long_old = active(max_questions=2), active(max_questions=5, age_s=60)
-    assert mismatches(replace(SESSION, max_questions=10), short) == ()
+    assert mismatches(session(max_questions=10), short) == ()
     assert choose(SESSION, [short, long_old]).calibration_id == long_old.id
     newer = active(max_questions=4)
     assert choose(SESSION, [long_old, newer]).calibration_id == newer.id

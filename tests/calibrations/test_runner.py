@@ -47,7 +47,7 @@ def spec_for(dataset: MediQDataset, **overrides: object) -> RunSpec:
         "concurrency": 3,
     }
     fields.update(overrides)
-    return RunSpec(**fields)  # type: ignore[arg-type]
+    return RunSpec.create(**fields)
 
 
 async def _run(spec: RunSpec, dataset: MediQDataset) -> list[CaseResult]:

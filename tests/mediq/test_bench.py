@@ -75,7 +75,7 @@ def _spec(path: Path, **overrides: object) -> BenchSpec:
         "calibrate_on": path,
     }
     fields.update(overrides)
-    return BenchSpec(**fields)  # type: ignore[arg-type]
+    return BenchSpec.create(**fields)
 
 
 async def test_a_bench_writes_a_consistent_report_and_resumes(tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ async def test_a_bench_on_a_stored_calibration(clean_database: str, tmp_path: Pa
     engine = create_engine(clean_database)
     maker = create_sessionmaker(engine)
     try:
-        spec = RunSpec(
+        spec = RunSpec.create(
             dataset=str(path),
             dataset_hash=dataset.sha256,
             policy=Policy.CIP,
@@ -209,7 +209,7 @@ async def test_the_replayed_stop_matches_the_engine_with_serving_stops(
     tmp_path: Path, policy: Policy
 ) -> None:
     dataset = load_mediq(write_dataset(tmp_path / "tiny.jsonl", n=60))
-    spec = RunSpec(
+    spec = RunSpec.create(
         dataset=str(dataset.path),
         dataset_hash=dataset.sha256,
         policy=policy,
