@@ -31,9 +31,12 @@ from app.fhir.vocab import (
     GUARANTEE,
     HIDDEN_EXTENSION,
     INQUIRY,
+    OBJECTIVE_EXTENSION,
     OWNED_ID_PREFIX,
     PARAMETER_NAME,
     QUESTIONNAIRE_ID,
+    SELECTION_CALIBRATION_EXTENSION,
+    SELECTION_RULE_EXTENSION,
     SESSION_ID,
     SET_SIZE,
     SEX,
@@ -43,6 +46,7 @@ from app.fhir.vocab import (
 from app.sessions.schemas import (
     AnswerIn,
     DifferentialOut,
+    QuestionOut,
     SessionCreate,
     SessionDetail,
     SessionOut,
@@ -83,6 +87,30 @@ class Asked:
     id: str
     text: str
     answer: str | None = None
+    # How the question was chosen (QuestionOut's fields of the same names).
+    selection_rule: str | None = None
+    selection_calibration_id: str | None = None
+    objective: str | None = None
+
+    @classmethod
+    def of(cls, q: QuestionOut, answer: str | None = None) -> Asked:
+        return cls(
+            id=q.id,
+            text=q.text,
+            answer=answer,
+            selection_rule=q.selection_rule,
+            selection_calibration_id=q.selection_calibration_id,
+            objective=q.objective,
+        )
+
+    def extensions(self) -> list[Json]:
+        """Item extensions saying which rule chose the question (absent values left out)."""
+        values = (
+            (SELECTION_RULE_EXTENSION, "valueCode", self.selection_rule),
+            (SELECTION_CALIBRATION_EXTENSION, "valueString", self.selection_calibration_id),
+            (OBJECTIVE_EXTENSION, "valueCode", self.objective),
+        )
+        return [{"url": url, kind: v} for url, kind, v in values if v is not None]
 
 
 @dataclass(frozen=True)
@@ -107,9 +135,7 @@ class SessionState:
     @classmethod
     def from_detail(cls, detail: SessionDetail) -> SessionState:
         asked = tuple(
-            Asked(id=t.question.id, text=t.question.text, answer=t.answer)
-            for t in detail.transcript
-            if t.question is not None
+            Asked.of(t.question, t.answer) for t in detail.transcript if t.question is not None
         )
         return cls._of(detail, asked)
 
@@ -126,7 +152,7 @@ class SessionState:
         ]
         question = out.next_question
         if question is not None and all(a.id != question.id for a in asked):
-            asked.append(Asked(id=question.id, text=question.text))
+            asked.append(Asked.of(question))
         return self._of(out, tuple(asked))
 
     @classmethod
@@ -506,7 +532,10 @@ def write_state(
     session_item["initial"] = [{"valueString": state.session_id}]
     for asked in state.asked:
         if asked.id not in known:
-            definitions.append({"linkId": asked.id, "text": asked.text, "type": "string"})
+            item: Json = {"linkId": asked.id, "text": asked.text, "type": "string"}
+            if asked.extensions():
+                item = {"extension": asked.extensions(), **item}
+            definitions.append(item)
 
     d = state.differential
     values: dict[str, list[Json] | None] = {

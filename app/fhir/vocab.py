@@ -6,6 +6,12 @@ FHIR_VERSION = "5.0.0"  # R5, the default model set of fhir.resources 8
 FHIR_MEDIA_TYPE = "application/fhir+json"
 
 HIDDEN_EXTENSION = "http://hl7.org/fhir/StructureDefinition/questionnaire-hidden"
+# On each question item Pursuit asked: which sets scored the candidates, from which selection
+# calibration, and what the policy minimised (QuestionOut's fields of the same names).
+PURSUIT_EXTENSION_BASE = "https://pursuit.invalid/fhir/StructureDefinition/"
+SELECTION_RULE_EXTENSION = PURSUIT_EXTENSION_BASE + "selection-rule"
+SELECTION_CALIBRATION_EXTENSION = PURSUIT_EXTENSION_BASE + "selection-calibration-id"
+OBJECTIVE_EXTENSION = PURSUIT_EXTENSION_BASE + "objective"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
@@ -29,6 +35,8 @@ CONFIG_ITEMS: dict[str, str] = {
     "question-bank": "question_bank_name",
     "n-candidate-questions": "n_candidate_questions",
     "n-answers": "n_answers",
+    "objective": "objective",
+    "selection-calibration-id": "selection_calibration_id",
     "stop-on-no-gain": "stop_on_no_gain",
 }
 

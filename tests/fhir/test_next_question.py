@@ -109,11 +109,19 @@ async def test_the_first_call_opens_a_session_and_appends_its_first_question(
     for definition in questionnaire["item"][3:-1]:
         assert hidden(definition) and definition["readOnly"] is True
     question = last_question(qr)
+    base = "https://pursuit.invalid/fhir/StructureDefinition/"
     assert question == {
+        # Which rule chose it, as the session's reply says (nominal: no selection calibration).
+        "extension": [
+            {"url": base + "selection-rule", "valueCode": "nominal"},
+            {"url": base + "objective", "valueCode": "set_size"},
+        ],
         "linkId": session["next_question"]["id"],
         "text": QUESTIONS[0],
         "type": "string",
     }
+    assert session["next_question"]["selection_rule"] == "nominal"
+    assert session["next_question"]["selection_calibration_id"] is None
     assert item(qr, question["linkId"]) is None  # asked, not answered
 
     differential = session["differential"]
