@@ -8,6 +8,11 @@ case, question) for the life of the wrapper: share one wrapper across the polici
 run. Everything else is delegated to the wrapped provider, so posteriors and proposals are
 exactly the serving ones.
 
+``draws(case_id, step, m)`` serves the ``sampled`` answer source instead: m estimation
+cases drawn once per (interview, step), shared by every candidate of the step, each
+answering any question from its own facts (``app.engine.AnswerDraw``; no label, since an
+estimation case's options are not the interviewed case's).
+
 Serving simulates answers with the LLM instead, so a calibration made with estimation
 answers describes a different question policy and must not serve sessions.
 """
@@ -24,7 +29,14 @@ import numpy.typing as npt
 from app.calibrations.runner import SimulatedPatient, patient_answer
 from app.datasets import MediQCase
 from app.engine import normalize_question
-from app.engine.types import CaseContext, History, PosteriorProvider, ProviderInfo, WeightedAnswer
+from app.engine.types import (
+    AnswerDraw,
+    CaseContext,
+    History,
+    PosteriorProvider,
+    ProviderInfo,
+    WeightedAnswer,
+)
 from app.errors import InvalidInputError
 
 __all__ = ["EstimationAnswers"]
@@ -85,6 +97,20 @@ class EstimationAnswers:
         return await self._inner.propose_questions(
             case=case, history=history, inquiry=inquiry, labels=labels, n=n
         )
+
+    def draws(self, case_id: str, step: int, m: int) -> list[AnswerDraw]:
+        """The step's m estimation cases (seeded by interview and step), as answerers."""
+        salt = int(hashlib.sha256(case_id.encode()).hexdigest()[:15], 16)
+        rng = np.random.default_rng([self._seed, salt, step])
+        picked = rng.choice(len(self._pool), size=min(m, len(self._pool)), replace=False)
+
+        def answerer(case: MediQCase) -> AnswerDraw:
+            async def answer(question: str) -> str:
+                return await self._reply(case, question)
+
+            return AnswerDraw(None, answer)
+
+        return [answerer(self._pool[int(i)]) for i in picked]
 
     def draw(self, question: str, m: int) -> list[MediQCase]:
         """The m estimation cases that answer ``question`` (seeded by the question)."""

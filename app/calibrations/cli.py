@@ -297,6 +297,16 @@ def bench(
     specialty: str | None = typer.Option(None, "--specialty"),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify"),
     concurrency: int = typer.Option(4, "--concurrency"),
+    protocol: str = typer.Option(
+        "default",
+        "--protocol",
+        help="default | paper: the official code's MediQ runs (each case's own facts as its "
+        "candidate questions, 12 estimation cases drawn per step answering every candidate, "
+        "objective entropy_bound, budget min(#facts, 10), no early stop; overrides "
+        "--answer-source, --n-answers, --objective and --max-questions; C-IP's selection "
+        "thresholds from random fact-questions of as many cases from the calibration "
+        "split's end)",
+    ),
     out: Path = typer.Option(Path("var/bench-mediq"), "--out", help="Report directory."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard the finished cases in --out."),
     verbose: bool = typer.Option(False, "--verbose"),
@@ -319,6 +329,7 @@ def bench(
             stratify=stratify,
             calibrate_on=calibrate_on,
             calibration_ids=tuple(uuid.UUID(c) for c in calibration),
+            protocol=protocol,
         )
         report = asyncio.run(_bench(settings, spec, out=out, fresh=fresh))
     except (PursuitError, ValueError) as exc:

@@ -26,7 +26,7 @@ from app.calibrations.spec import RunSpec
 from app.calibrations.thresholds import calibration_result
 from app.conformal import CalibrationMetadata, PerStepCalibration
 from app.datasets import MediQCase
-from app.engine import InterviewConfig, StepwiseThresholds, Trajectory, run_interview
+from app.engine import DrawFn, InterviewConfig, StepwiseThresholds, Trajectory, run_interview
 from app.engine.types import History, PosteriorProvider, ProviderInfo
 from app.errors import UpstreamBadOutputError
 from app.llm.prompts import CANNOT_ANSWER
@@ -102,6 +102,7 @@ async def interview_case(
     history: History = (),
     on_fallback: Callable[[], None] | None = None,
     selection: StepwiseThresholds | None = None,
+    draws: DrawFn | None = None,
 ) -> Trajectory:
     """Run the interview of one case to its budget (or until its candidates run out)."""
 
@@ -121,6 +122,7 @@ async def interview_case(
         rng=case_rng(seed, case.case_id),
         selection_thresholds=selection,
         history=history,
+        draws=draws,
     )
 
 

@@ -175,8 +175,13 @@ class RunSpec:
                 f"the calibration split has {len(pool)} cases, {self.cases} were asked for"
             )
         if self.purpose is Purpose.SELECTION:
-            return tuple(reversed(pool))[: self.cases]
+            return self.selection_cases(dataset, self.cases)
         return pool[: self.cases]
+
+    def selection_cases(self, dataset: MediQDataset, n: int) -> tuple[MediQCase, ...]:
+        """The last ``n`` cases of the calibration split, in reverse key order: where
+        selection thresholds are calibrated (display runs take the split's front)."""
+        return tuple(reversed(self.splits(dataset).calibration))[:n]
 
     def group_of(self, case: MediQCase) -> str | None:
         """The Mondrian group of a case (None when not grouping)."""

@@ -24,6 +24,8 @@ with the same settings skips it, so a crashed bench resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -50,7 +52,7 @@ from app.calibrations.runner import (
 from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
-from app.engine import Policy, Trajectory
+from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
 from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
@@ -68,6 +70,12 @@ __all__ = [
 ]
 
 ALL_FACTS = "all-facts"
+# --protocol paper (the official code's MediQ runs, src/mediq/mediq_conformal.py): each case's
+# own facts are its candidate questions, 12 estimation cases drawn per step answer every
+# candidate (the paper's n_ent_samples), its entropy bound, budget min(#facts, 10), no stop.
+PAPER_POLICY = {"answer_source": "sampled", "n_answers": 12, "objective": "entropy_bound"}
+PAPER_BUDGET = 10
+FACT_QUESTION = "Can you tell me about this: {fact}"
 BENCH_POLICIES = ("cip", "ip", "random", "fixed", "none", ALL_FACTS)
 ALL_FACTS_QUESTION = "Please tell me everything about your condition."
 
@@ -99,6 +107,7 @@ class BenchSpec:
     concurrency: int = 4
     calibrate_on: Path | None = None
     calibration_ids: tuple[uuid.UUID, ...] = ()
+    protocol: str = "default"  # "paper": PAPER below, the official code's MediQ runs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patient", PatientKind(self.patient))
@@ -115,6 +124,10 @@ class BenchSpec:
             raise InvalidInputError("give either --calibration ID(s) or --calibrate-on PATH")
         if self.cases < 1 or self.calibration_cases < 1:
             raise InvalidInputError("cases and calibration cases must be >= 1")
+        if self.protocol not in ("default", "paper"):
+            raise InvalidInputError(f"protocol must be default or paper, got {self.protocol!r}")
+        if self.protocol == "paper" and self.calibrate_on is None:
+            raise InvalidInputError("--protocol paper calibrates in-process: give --calibrate-on")
         if self.question.selection_calibration_id is not None:
             raise InvalidInputError(
                 "the MediQ bench does not load selection calibrations yet: its C-IP uses the "
@@ -128,11 +141,18 @@ class BenchSpec:
         names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
         policy = {k: v for k, v in fields.items() if k in names}
         own = {k: v for k, v in fields.items() if k not in names}
+        if own.get("protocol") == "paper":
+            policy = {**policy, **PAPER_POLICY}
+            own["max_questions"] = PAPER_BUDGET
         return cls(question=QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy), **own)
 
     @property
     def alpha(self) -> float:
         return self.question.alpha
+
+    @property
+    def paper(self) -> bool:
+        return self.protocol == "paper"
 
     def run_spec(self, policy: str, *, dataset: MediQDataset, cases: int) -> RunSpec:
         """The calibration/test interview definition of one policy on one file."""
@@ -172,6 +192,8 @@ class BenchSpec:
             "stratify": "specialty" if self.stratify else None,
             "fractions": self.fractions.as_dict(),
             "calibrate_on": None if self.calibrate_on is None else str(self.calibrate_on),
+            "protocol": self.protocol,
+            "candidate_questions": "the case's own facts" if self.paper else "the policy's",
             "calibration_ids": [str(i) for i in self.calibration_ids],
         }
 
@@ -258,6 +280,7 @@ class _Phase:
     dataset: MediQDataset
     cases: tuple[MediQCase, ...]
     provider: PosteriorProvider
+    sampler: EstimationAnswers | None = None  # the estimation split, for sampled answers
 
 
 def _no_gain_flags(trajectory: Trajectory) -> tuple[bool, ...]:
@@ -267,9 +290,10 @@ def _no_gain_flags(trajectory: Trajectory) -> tuple[bool, ...]:
 
 
 def record_from_test(
-    test: HeldOutCase, calibration: PerStepCalibration, *, max_questions: int
+    test: HeldOutCase, calibration: PerStepCalibration, *, max_questions: int, stops: bool = True
 ) -> CaseRecord:
-    """Outcomes at every step under tau_k, and the serving stop rule replayed."""
+    """Outcomes at every step under tau_k, and the serving stop rule replayed (``stops``;
+    off, the interview stops at its budget, as in the paper)."""
     posteriors = np.asarray(test.posteriors, dtype=np.float64)
     sets = calibration.prediction_sets(1.0 - posteriors)
     sizes = sets.sum(axis=1)
@@ -280,7 +304,7 @@ def record_from_test(
         reason = "policy_none"
     elif test.policy == ALL_FACTS:
         reason = "all_facts"
-    else:
+    elif stops:
         for k in range(last + 1):
             if sizes[k] == 1:
                 stop, reason = k, "singleton"
@@ -313,18 +337,93 @@ async def _interview(
     phase: _Phase,
     patient: SimulatedPatient,
     on_fallback: Callable[[], None] | None = None,
+    *,
+    paper: bool = False,
+    selection: StepwiseThresholds | None = None,
+    budget: int | None = None,
 ) -> Trajectory:
+    """One interview to its budget; ``paper``: the case's facts as its candidates, the
+    step's draws from the estimation split, budget min(#facts, ``budget`` or T)."""
     history: tuple[QA, ...] = ()
     if policy == ALL_FACTS:
         history = (QA(ALL_FACTS_QUESTION, " ".join(case.facts) or "Nothing else."),)
+    config = spec.interview_config()
+    draws = None
+    if paper:
+        questions = tuple(FACT_QUESTION.format(fact=f) for f in case.facts)
+        config = dataclasses.replace(
+            config,
+            question_source=QuestionSource.BANK,
+            bank=questions or (ALL_FACTS_QUESTION,),
+            max_candidates=None,
+            max_questions=min(
+                len(questions), budget if budget is not None else config.max_questions
+            ),
+            explain_baselines=False,
+        )
+        assert phase.sampler is not None
+        sampler, m = phase.sampler, config.n_answers
+        draws = functools.partial(sampler.draws, case.case_id, m=m)
     return await interview_case(
         provider=phase.provider,
         patient=patient,
         case=case,
-        config=spec.interview_config(),
+        config=config,
         seed=spec.seed,
         history=history,
         on_fallback=on_fallback,
+        selection=selection,
+        draws=draws,
+    )
+
+
+async def _paper_selection(
+    spec: RunSpec,
+    answers: _AnswerSources,
+    dataset: MediQDataset,
+    n: int,
+    *,
+    patient: SimulatedPatient,
+    log: CaseLog,
+    avoid: Sequence[MediQCase],
+) -> StepwiseThresholds:
+    """The paper's selection thresholds (src/mediq/mediq_conformal_thresholds.py): the last
+    ``n`` cases of the calibration split each ask their own fact-questions in a seeded
+    random order; tau_k from their true-label scores at k = 0..T+1. No case is shared with
+    ``avoid`` (calibration and test cases; checked by fingerprint)."""
+    cases = spec.selection_cases(dataset, n)
+    shared = {c.fingerprint for c in cases} & {c.fingerprint for c in avoid}
+    if shared:
+        raise InvalidInputError(
+            f"{len(shared)} selection case(s) are also calibration or test cases: use fewer "
+            "--calibration-cases (the selection takes as many from the split's end)"
+        )
+    random_spec = dataclasses.replace(
+        spec, question=spec.question.model_copy(update={"policy": Policy.RANDOM})
+    )
+    phase = answers.phase(dataset, cases, random_spec)
+    horizon = spec.max_questions + 1
+    scores: dict[str, list[float]] = {}
+
+    async def one(case: MediQCase) -> None:
+        cached = log.get("sel", "random", case.case_id)
+        if cached is None:
+            trajectory = await _interview(
+                "random", case, random_spec, phase, patient, paper=True, budget=horizon
+            )
+            cached = {
+                "phase": "sel",
+                "policy": "random",
+                "case_id": case.case_id,
+                "scores": list(padded_scores(trajectory, case.true_label, horizon)),
+            }
+            await log.add(cached)
+        scores[case.case_id] = [float(x) for x in cached["scores"]]
+
+    await _bounded(cases, spec.concurrency, one)
+    rows = [scores[c.case_id] for c in cases]
+    return StepwiseThresholds.from_scores(
+        [[r[k] for r in rows] for k in range(horizon + 1)], spec.alpha
     )
 
 
@@ -351,6 +450,8 @@ async def _calibrate(
     log: CaseLog,
     info: ProviderInfo,
     progress: Progress,
+    paper: bool = False,
+    selection: StepwiseThresholds | None = None,
 ) -> PerStepCalibration:
     """Per-step thresholds of one policy from its calibration interviews (resumable)."""
     results: dict[str, CaseResult] = {}
@@ -362,7 +463,14 @@ async def _calibrate(
             started = time.perf_counter()
             fell_back: list[int] = []
             trajectory = await _interview(
-                policy, case, spec, phase, patient, lambda: fell_back.append(1)
+                policy,
+                case,
+                spec,
+                phase,
+                patient,
+                lambda: fell_back.append(1),
+                paper=paper,
+                selection=selection,
             )
             cached = {
                 "phase": "cal",
@@ -401,6 +509,8 @@ async def _test(
     patient: SimulatedPatient,
     log: CaseLog,
     progress: Progress,
+    paper: bool = False,
+    selection: StepwiseThresholds | None = None,
 ) -> list[HeldOutCase]:
     """Test interviews of one policy to the budget (resumable)."""
     out: dict[str, HeldOutCase] = {}
@@ -410,7 +520,14 @@ async def _test(
         if cached is None:
             fell_back: list[int] = []
             trajectory = await _interview(
-                policy, case, spec, phase, patient, lambda: fell_back.append(1)
+                policy,
+                case,
+                spec,
+                phase,
+                patient,
+                lambda: fell_back.append(1),
+                paper=paper,
+                selection=selection,
             )
             test = HeldOutCase(
                 policy=policy,
@@ -442,9 +559,16 @@ class _AnswerSources:
     patient: SimulatedPatient
     wrappers: dict[str, EstimationAnswers] = field(default_factory=dict)
 
-    def for_(self, dataset: MediQDataset, spec: RunSpec) -> PosteriorProvider:
-        if spec.question.answer_source is not AnswerSource.ESTIMATION:
-            return self.provider
+    def phase(self, dataset: MediQDataset, cases: tuple[MediQCase, ...], spec: RunSpec) -> _Phase:
+        """The cases with the provider (and sampler) their answer source needs."""
+        source = spec.question.answer_source
+        if source is AnswerSource.ESTIMATION:
+            return _Phase(dataset, cases, self._wrapper(dataset, spec))
+        if source is AnswerSource.SAMPLED:
+            return _Phase(dataset, cases, self.provider, self._wrapper(dataset, spec))
+        return _Phase(dataset, cases, self.provider)
+
+    def _wrapper(self, dataset: MediQDataset, spec: RunSpec) -> EstimationAnswers:
         key = dataset.sha256
         if key not in self.wrappers:
             self.wrappers[key] = EstimationAnswers(
@@ -610,18 +734,48 @@ async def run_bench(
     seconds: dict[str, float] = {}
     for policy in bench.policies:
         t0 = time.perf_counter()
+        selection: StepwiseThresholds | None = None
         if policy not in calibrations:
             spec = bench.run_spec(policy, dataset=cal_dataset, cases=len(cal_cases))
-            phase = _Phase(cal_dataset, cal_cases, answers.for_(cal_dataset, spec))
+            phase = answers.phase(cal_dataset, cal_cases, spec)
+            if bench.paper and policy == "cip":
+                selection = await _paper_selection(
+                    spec,
+                    answers,
+                    cal_dataset,
+                    len(cal_cases),
+                    patient=patient,
+                    log=log,
+                    avoid=(*cal_cases, *test_cases),
+                )
             calibrations[policy] = await _calibrate(
-                policy, phase, spec, patient=patient, log=log, info=info, progress=tick
+                policy,
+                phase,
+                spec,
+                patient=patient,
+                log=log,
+                info=info,
+                progress=tick,
+                paper=bench.paper,
+                selection=selection,
             )
             sources[policy] = f"in-process on {len(cal_cases)} calibration cases"
         spec = bench.run_spec(policy, dataset=dataset, cases=len(test_cases))
-        phase = _Phase(dataset, test_cases, answers.for_(dataset, spec))
-        tests = await _test(policy, phase, spec, patient=patient, log=log, progress=tick)
+        phase = answers.phase(dataset, test_cases, spec)
+        tests = await _test(
+            policy,
+            phase,
+            spec,
+            patient=patient,
+            log=log,
+            progress=tick,
+            paper=bench.paper,
+            selection=selection,
+        )
         records += [
-            record_from_test(t, calibrations[policy], max_questions=bench.max_questions)
+            record_from_test(
+                t, calibrations[policy], max_questions=bench.max_questions, stops=not bench.paper
+            )
             for t in tests
         ]
         seconds[policy] = round(time.perf_counter() - t0, 1)

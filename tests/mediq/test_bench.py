@@ -264,3 +264,31 @@ async def test_the_replayed_stop_matches_the_engine_with_serving_stops(
         )
         reasons.add(record.stop_reason)
     assert "singleton" in reasons and len(reasons) >= 2, reasons  # several rules exercised
+
+
+async def test_the_paper_protocol_asks_each_cases_own_facts_to_its_budget(
+    tmp_path: Path,
+) -> None:
+    path = write_dataset(tmp_path / "tiny.jsonl", n=60)
+    spec = _spec(path, protocol="paper", policies=("cip", "ip"), calibration_cases=9, cases=4)
+    assert spec.max_questions == 10 and spec.question.n_answers == 12
+    assert spec.question.answer_source.value == "sampled"
+    assert spec.question.objective.value == "entropy_bound"
+    provider, patient = scripted_provider(), StubPatient()
+    report = await run_bench(spec, provider=provider, patient=patient, out_dir=tmp_path / "o")
+    assert report["settings"]["protocol"] == "paper"
+    cases = [json.loads(line) for line in (tmp_path / "o" / "cases.jsonl").read_text().splitlines()]
+    by_id = {c.case_id: c for c in load_mediq(path).cases}
+    # Selection: random fact-questions of cases from the split's end, never the others'.
+    selection = {c["case_id"] for c in cases if c["phase"] == "sel"}
+    others = {c["case_id"] for c in cases if c["phase"] != "sel"}
+    assert len(selection) == 9 and not selection & others
+    for c in cases:
+        if c["phase"] == "test":
+            facts = len(by_id[c["case_id"]].facts)
+            assert len(c["posteriors"]) == min(facts, 10) + 1  # budget, no early stop
+    # Every question put to a patient (the interviewed one or a draw) is a case's own fact.
+    asked = [question for _, question in patient.calls]
+    assert asked and all(q.startswith("Can you tell me about this: ") for q in asked)
+    for name in ("cip", "ip"):
+        assert report["policies"][name]["final"]["stop_reasons"].keys() <= {"budget", "exhausted"}
