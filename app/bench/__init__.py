@@ -2,9 +2,14 @@
 
 from app.bench.report import (
     CaseRecord,
+    PairedDifference,
     StepOutcome,
+    budget_view,
     build_report,
     coverage_p_value,
+    paired_by_budget,
+    paired_difference,
+    render_by_budget,
     render_markdown,
     render_sweep_markdown,
     summarise_policy,
@@ -14,9 +19,14 @@ from app.bench.report import (
 
 __all__ = [
     "CaseRecord",
+    "PairedDifference",
     "StepOutcome",
+    "budget_view",
     "build_report",
     "coverage_p_value",
+    "paired_by_budget",
+    "paired_difference",
+    "render_by_budget",
     "render_markdown",
     "render_sweep_markdown",
     "summarise_policy",

@@ -15,6 +15,10 @@ Two views of the same records:
   is guaranteed only by anytime calibration; ``step`` is null.
 - ``final_singleton``: every case at its first singleton set, else its last step (the stop
   rule without policy-specific rules such as "no gain"), same fields.
+- ``by_budget`` (when ``build_report`` gets ``baselines``): accuracy and coverage at every
+  budget b = 0..T with each case at min(its stop, b), and every policy's paired difference
+  against each baseline over the same cases with a normal 95% interval on the per-case
+  differences (``paired_by_budget``, which needs nothing but per-case, per-budget outcomes).
 
 ``report.json``::
 
@@ -27,10 +31,12 @@ Two views of the same records:
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -40,9 +46,14 @@ from app.conformal.rank import AlphaLike, conformal_rank
 
 __all__ = [
     "CaseRecord",
+    "PairedDifference",
     "StepOutcome",
+    "budget_view",
     "build_report",
     "coverage_p_value",
+    "paired_by_budget",
+    "paired_difference",
+    "render_by_budget",
     "render_markdown",
     "render_sweep_markdown",
     "summarise_policy",
@@ -187,6 +198,117 @@ def _first_singleton(record: CaseRecord) -> int:
     return next((k for k, s in enumerate(record.steps) if s.set_size == 1), len(record.steps) - 1)
 
 
+@dataclass(frozen=True, slots=True)
+class PairedDifference:
+    """Mean of per-case differences a_i - b_i and its interval (None below two cases)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE
+) -> PairedDifference:
+    """Paired mean difference of a and b (same cases, same order) with a normal interval.
+
+    d_i = a_i - b_i; interval mean(d) +- z * sd(d) / sqrt(n), sd with n - 1 in the
+    denominator, z the two-sided normal quantile of ``confidence``. Pairing removes what the
+    cases share (an easy animal is easy for every policy), so the interval is much narrower
+    than that of two independent proportions. It is an asymptotic interval: with n in the
+    hundreds and d in {-1, 0, 1} it is accurate; when every d_i agrees it has width 0.
+    """
+    x = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("need two equally long, non-empty sequences")
+    mean = float(x.mean())
+    if x.size < 2:
+        return PairedDifference(mean, None, None, int(x.size))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    half = z * float(x.std(ddof=1)) / math.sqrt(x.size)
+    return PairedDifference(mean, mean - half, mean + half, int(x.size))
+
+
+def budget_view(records: Sequence[CaseRecord]) -> dict[str, dict[str, list[StepOutcome]]]:
+    """policy -> case id -> outcomes at budgets b = 0..T, each case at min(its stop, b).
+
+    T is the longest record's last step; a case whose interview ended earlier keeps its stop
+    outcome for every larger budget (a budget it never needed).
+    """
+    horizon = max(len(r.steps) for r in records)
+    view: dict[str, dict[str, list[StepOutcome]]] = {}
+    for r in records:
+        view.setdefault(r.policy, {})[r.case_id] = [
+            r.steps[min(r.stop_step, b)] for b in range(horizon)
+        ]
+    return view
+
+
+def paired_by_budget(
+    outcomes: Mapping[str, Mapping[str, Sequence[StepOutcome]]],
+    *,
+    baselines: Sequence[str],
+    confidence: float = CONFIDENCE,
+) -> dict[str, Any]:
+    """Accuracy and coverage per budget for every policy, paired differences vs baselines.
+
+    ``outcomes``: policy -> case id -> outcome at budgets 0, 1, ... (a shorter sequence
+    repeats its last outcome). Differences pair a policy with a baseline over the case ids
+    both have (``n``); a baseline missing from ``outcomes`` is skipped. Lists are aligned
+    with ``budgets``.
+    """
+    if not outcomes:
+        raise ValueError("no outcomes")
+    horizon = max(len(seq) for cases in outcomes.values() for seq in cases.values())
+    if horizon == 0:
+        raise ValueError("every case needs budget 0")
+
+    def at(seq: Sequence[StepOutcome], b: int) -> StepOutcome:
+        return seq[min(b, len(seq) - 1)]
+
+    def series(cases: Mapping[str, Sequence[StepOutcome]], ids: Sequence[str], key: str) -> Any:
+        return np.array(
+            [[getattr(at(cases[c], b), key) for c in ids] for b in range(horizon)], dtype=float
+        )
+
+    policies: dict[str, Any] = {}
+    for policy, cases in outcomes.items():
+        ids = sorted(cases)
+        entry: dict[str, Any] = {
+            "n": len(ids),
+            "accuracy": series(cases, ids, "correct").mean(axis=1).tolist(),
+            "coverage": series(cases, ids, "covered").mean(axis=1).tolist(),
+            "vs": {},
+        }
+        for base in baselines:
+            if base == policy or base not in outcomes:
+                continue
+            shared = sorted(set(cases) & set(outcomes[base]))
+            if not shared:
+                continue
+            vs: dict[str, Any] = {"n": len(shared)}
+            for key, name in (("correct", "accuracy"), ("covered", "coverage")):
+                mine, theirs = series(cases, shared, key), series(outcomes[base], shared, key)
+                diffs = [
+                    paired_difference(mine[b], theirs[b], confidence=confidence)
+                    for b in range(horizon)
+                ]
+                vs[name] = {
+                    "diff": [d.mean for d in diffs],
+                    "ci": [[d.low, d.high] for d in diffs],
+                }
+            entry["vs"][base] = vs
+        policies[policy] = entry
+    return {
+        "view": "each case at min(its stop, b): the serving stop rule under a budget of b",
+        "confidence": confidence,
+        "budgets": list(range(horizon)),
+        "baselines": [b for b in baselines if b in outcomes],
+        "policies": policies,
+    }
+
+
 def build_report(
     *,
     records: Sequence[CaseRecord],
@@ -197,8 +319,12 @@ def build_report(
     calibration_n: Mapping[str, Sequence[int]] | None = None,
     step_alpha: AlphaLike | None = None,
     extra: Mapping[str, Any] | None = None,
+    baselines: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The report.json dict; policies in first-seen order; ``extra`` keys are added on top."""
+    """The report.json dict; policies in first-seen order; ``extra`` keys are added on top.
+
+    With ``baselines`` (policy names) it gains ``by_budget`` (``paired_by_budget``).
+    """
     by_policy: dict[str, list[CaseRecord]] = {}
     for r in records:
         by_policy.setdefault(r.policy, []).append(r)
@@ -219,6 +345,10 @@ def build_report(
             for policy, recs in by_policy.items()
         },
     }
+    if baselines:
+        report["by_budget"] = paired_by_budget(
+            budget_view(records), baselines=baselines, confidence=confidence
+        )
     for key, value in (extra or {}).items():
         if key in report:
             raise ValueError(f"extra key {key!r} would overwrite a report field")
@@ -313,6 +443,27 @@ def _ci(entry: Mapping[str, Any]) -> str:
     return f"{_fmt(entry['coverage'])} [{_fmt(low)}, {_fmt(high)}]"
 
 
+def _diff_cell(vs: Mapping[str, Any], key: str, b: int) -> str:
+    diff, (low, high) = vs[key]["diff"][b], vs[key]["ci"][b]
+    if low is None:
+        return f"{diff:+.3f}"
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def render_by_budget(by_budget: Mapping[str, Any], *, key: str = "accuracy") -> list[str]:
+    """Markdown lines: ``key`` per budget for every policy, then each paired difference."""
+    policies = by_budget["policies"]
+    pairs = [(p, base) for p, entry in policies.items() for base in entry["vs"]]
+    conf = round(100 * by_budget["confidence"])
+    header = ["b", *policies, *(f"{p} - {base} [{conf}% CI]" for p, base in pairs)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for b in by_budget["budgets"]:
+        cells = [str(b), *(_fmt(entry[key][b]) for entry in policies.values())]
+        cells += [_diff_cell(policies[p]["vs"][base], key, b) for p, base in pairs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(
     report: Mapping[str, Any],
     *,
@@ -386,6 +537,21 @@ def render_markdown(
                 f"{_fmt(s['mean_set_size'], 2)} | {_fmt(s['budget_accuracy'])} | "
                 f"{_fmt(s['budget_mean_questions'], 2)} |"
             )
+    if "by_budget" in report:
+        by_budget = report["by_budget"]
+        n_cases = {e["n"] for e in by_budget["policies"].values()}
+        for key in ("accuracy", "coverage"):
+            lines += [
+                "",
+                f"## {key.capitalize()} by budget, paired ({', '.join(map(str, n_cases))} "
+                "test cases)",
+                "",
+                "Budget b: each case at min(its stop, b). Differences pair the same cases; "
+                f"{round(100 * by_budget['confidence'])}% normal intervals on the per-case "
+                "differences.",
+                "",
+                *render_by_budget(by_budget, key=key),
+            ]
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]
@@ -430,6 +596,17 @@ def render_sweep_markdown(
                 + tail
             )
     lines += ["", "Models: " + ", ".join(f"{r['model']}" for r in reports)]
+    if all("by_budget" in r for r in reports):
+        lines += [
+            "",
+            f"## Accuracy by budget, paired, by {sweep_key}",
+            "",
+            "Budget b: each case at min(its stop, b); differences pair the same cases, "
+            "normal intervals on the per-case differences.",
+        ]
+        for rep in reports:
+            lines += ["", f"### {sweep_key} = {rep[sweep_key]:g}", ""]
+            lines += render_by_budget(rep["by_budget"], key="accuracy")
     return "\n".join(lines) + "\n"
 
 

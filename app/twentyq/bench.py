@@ -1,16 +1,21 @@
 """The 20 Questions benchmark: calibrate per step on some games, test on others, report.
 
-For each temperature and policy:
+For each temperature (step 1 once, shared by the policies) and policy:
 
-1. ``cip`` only: a pilot split (``selection_games``) played with the nominal set rule
-   gives per-step selection thresholds; C-IP then uses calibrated sets inside its
-   objective, in calibration and in testing alike (the engine's ``selection_thresholds``).
+1. ``cip`` only: selection thresholds tau_0..tau_{T+1} from random-question histories
+   (``selection_games`` histories per length, labels uniform, distinct random bank
+   questions, the player's answers; ``simulate.selection_thresholds``). They depend on no
+   question policy, so every bench of the same game, temperature and seed shares them; C-IP
+   uses tau_{k+1} inside its objective at step k, in calibration and testing alike.
 2. Calibration split (``calibration_games``): games played to the budget with the policy;
    thresholds tau_k from the true-label LAC scores at each step k = 0..T (per step at
    alpha, or anytime at alpha / (T + 1)).
 3. Test split (``games``): games played to the budget; the serving stop rule (singleton
-   set under tau_k, budget, C-IP/IP no gain) picks each game's stop; one ``CaseRecord``
-   per game for the report.
+   set under tau_k, budget, C-IP/IP no gain; only the budget when ``early_stop`` is off)
+   picks each game's stop; one ``CaseRecord`` per game for the report.
+
+``PAPER_PROTOCOL`` is the C-IP paper's 20 Questions protocol: the whole bank every turn, 20
+questions, no early stop, 4 sampled labels per step, the entropy bound, alpha 0.1.
 
 Splits draw disjoint seeds; the same test games serve every policy and temperature.
 """
@@ -18,16 +23,17 @@ Splits draw disjoint seeds; the same test games serve every policy and temperatu
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
 from app.bench import CaseRecord, StepOutcome, build_report
 from app.conformal import CalibrationMetadata, PerStepCalibration
-from app.engine import StepwiseThresholds
+from app.engine import AnswerSource, Objective, StepwiseThresholds
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
 from app.tabular import DEFAULT_EPS, TabularProvider
@@ -35,13 +41,17 @@ from app.twentyq.data import TwentyQuestions, make_game
 from app.twentyq.simulate import (
     BenchPolicy,
     Games,
+    Scoring,
     Traces,
     make_games,
+    selection_thresholds,
     simulate_engine,
     simulate_tabular,
 )
 
 __all__ = [
+    "BASELINES",
+    "PAPER_PROTOCOL",
     "BenchConfig",
     "PolicyResult",
     "ProviderFactory",
@@ -60,6 +70,21 @@ __all__ = [
 ProviderFactory = Callable[[TwentyQuestions, float], PosteriorProvider]
 # (policy, games, selection thresholds) -> traces.
 Simulator = Callable[[BenchPolicy, Games, StepwiseThresholds | None], Awaitable[Traces]]
+
+# Policies every other policy is compared with, paired per budget, when benched.
+BASELINES: Final = ("ip", "random")
+# The C-IP paper's 20 Questions protocol (ryanchankh/Conformal-IP, src/20q): BenchConfig
+# fields it fixes.
+PAPER_PROTOCOL: Final[dict[str, Any]] = {
+    "alpha": 0.1,
+    "max_questions": 20,
+    "objective": Objective.ENTROPY_BOUND,
+    "answer_source": AnswerSource.SAMPLED,
+    "n_answers": 4,
+    "candidates": None,
+    "early_stop": False,
+}
+PROTOCOLS: Final = ("default", "paper")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +106,23 @@ class BenchConfig:
     backend: str = "auto"  # auto | fast | engine
     concurrency: int = 8
     candidates: int | None = None  # C-IP/IP score a seeded random subset of the bank per turn
+    objective: Objective = Objective.SET_SIZE
+    answer_source: AnswerSource = AnswerSource.LLM
+    n_answers: int = 4  # draws per step for answer_source "sampled"
+    early_stop: bool = True  # singleton / no-gain stops; off: every game runs to the budget
+    protocol: str = "default"  # recorded; "paper" must match PAPER_PROTOCOL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(BenchPolicy(p) for p in self.policies))
+        object.__setattr__(self, "objective", Objective(self.objective))
+        object.__setattr__(self, "answer_source", AnswerSource(self.answer_source))
+        self.scoring  # noqa: B018 -- validates the answer source and n_answers
+        if self.protocol not in PROTOCOLS:
+            raise InvalidInputError(f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}")
+        if self.protocol == "paper":
+            off = [k for k, v in PAPER_PROTOCOL.items() if getattr(self, k) != v]
+            if off:
+                raise InvalidInputError(f"protocol 'paper' fixes {', '.join(off)}")
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
         if not 0 < self.alpha < 1:
             raise InvalidInputError(f"alpha must lie in (0, 1), got {self.alpha}")
@@ -106,8 +145,33 @@ class BenchConfig:
 
     @property
     def n_selection(self) -> int:
-        """Pilot games for C-IP's selection thresholds."""
+        """Random histories per length for C-IP's selection thresholds."""
         return self.calibration_games if self.selection_games is None else self.selection_games
+
+    @property
+    def scoring(self) -> Scoring:
+        """How C-IP/IP score candidates."""
+        return Scoring(self.objective, self.answer_source, self.n_answers)
+
+    @property
+    def needs_selection(self) -> bool:
+        """Whether a benched policy uses selection thresholds."""
+        return any(p.calibrated_selection for p in self.policies)
+
+    def selection_settings(self) -> dict[str, Any] | None:
+        """How the selection thresholds were made (None when no policy uses them)."""
+        if not self.needs_selection:
+            return None
+        return {
+            "source": "random-question histories (length marginalisation; policy-free)",
+            "histories_per_length": self.n_selection,
+            "lengths": f"0..{self.max_questions + 1}",
+            "labels": "uniform",
+            "questions": "distinct, uniform over the bank",
+            "answers": f"the player: oracle answer flipped with probability {self.noise}",
+            "threshold": "exact conformal rank per length (StepwiseThresholds.from_scores)",
+            "used_as": "tau_{k+1} when scoring candidates at step k",
+        }
 
     def settings(self) -> dict[str, Any]:
         """JSON-safe summary for reports."""
@@ -125,12 +189,15 @@ class BenchConfig:
             "policies": [str(p) for p in self.policies],
             "temperatures": list(self.temperatures),
             "candidates": self.candidates if self.candidates is not None else "whole bank",
+            **self.scoring.settings(),
+            "early_stop": self.early_stop,
+            "protocol": self.protocol,
+            "selection": self.selection_settings(),
         }
 
     def games_played(self, policy: BenchPolicy) -> int:
-        """Games one policy plays at one temperature: pilot (cip), calibration, test."""
-        pilot = self.n_selection if policy.calibrated_selection else 0
-        return pilot + self.calibration_games + self.games
+        """Games one policy plays at one temperature: calibration and test."""
+        return self.calibration_games + self.games
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +220,8 @@ class RunResult:
     info: ProviderInfo
     policies: dict[str, PolicyResult] = field(default_factory=dict)
     seconds: float = 0.0
+    selection: StepwiseThresholds | None = None
+    selection_seconds: float = 0.0
 
     def report(self, config: BenchConfig) -> dict[str, Any]:
         """The report.json dict (single-run shape) with temperature and settings."""
@@ -168,8 +237,10 @@ class RunResult:
                 for name, result in self.policies.items()
             },
             step_alpha=step_alpha,
+            baselines=[b for b in BASELINES if b in self.policies],
             extra={
                 "temperature": self.temperature,
+                "selection": self._selection_report(config),
                 "step_alpha": float(step_alpha),
                 "anytime": config.anytime,
                 "settings": config.settings(),
@@ -180,6 +251,16 @@ class RunResult:
                 },
             },
         )
+
+    def _selection_report(self, config: BenchConfig) -> dict[str, Any] | None:
+        if self.selection is None:
+            return None
+        return {
+            **(config.selection_settings() or {}),
+            "n": [0 if s is None else len(s) for s in (self.selection.scores or ())],
+            "thresholds": [t if math.isfinite(t) else None for t in self.selection.thresholds],
+            "seconds": round(self.selection_seconds, 2),
+        }
 
 
 def tabular_factory(game: TwentyQuestions, temperature: float) -> PosteriorProvider:
@@ -192,12 +273,17 @@ def _scores_per_step(traces: Traces, horizon: int) -> list[np.ndarray[Any, np.dt
 
 
 def records_from_traces(
-    policy: BenchPolicy, traces: Traces, calibration: PerStepCalibration, *, max_questions: int
+    policy: BenchPolicy,
+    traces: Traces,
+    calibration: PerStepCalibration,
+    *,
+    max_questions: int,
+    early_stop: bool = True,
 ) -> list[CaseRecord]:
     """Per test game: outcomes at every step under tau_k and the serving stop step.
 
     Stop precedence as in the engine: singleton (set of one under tau_k), budget, exhausted
-    (bank ran out), no gain.
+    (bank ran out), no gain. Without ``early_stop`` only the budget (or the bank) stops.
     """
     horizon = traces.posteriors.shape[1]
     scores = 1.0 - np.transpose(traces.posteriors, (1, 0, 2))  # (T + 1, G, K)
@@ -211,7 +297,7 @@ def records_from_traces(
     for i in range(traces.truth.size):
         last = int(traces.n_steps[i]) - 1
         stop, reason = last, ("budget" if last >= max_questions else "exhausted")
-        for k in range(min(last + 1, horizon)):
+        for k in range(min(last + 1, horizon) if early_stop else 0):
             if sizes[i, k] == 1:
                 stop, reason = k, "singleton"
                 break
@@ -250,14 +336,25 @@ async def run_temperature(
     info = provider.info
     policies: dict[str, PolicyResult] = {}
     started = time.perf_counter()
+    shared: StepwiseThresholds | None = None
+    if config.needs_selection:
+        shared = await selection_thresholds(
+            provider,
+            labels=game.labels,
+            bank=game.questions,
+            oracle_yes=game.oracle_yes,
+            n=config.n_selection,
+            horizon=config.max_questions + 1,
+            seed=config.seed,
+            noise=config.noise,
+            alpha=config.alpha,
+            concurrency=config.concurrency,
+        )
+        log(f"T={temperature:g} selection: {time.perf_counter() - started:.1f}s")
+    selection_seconds = time.perf_counter() - started
     for policy in config.policies:
         t0 = time.perf_counter()
-        selection = None
-        if policy.calibrated_selection:
-            pilot = await sim(BenchPolicy.CIP_NOMINAL, split_games["selection"], None)
-            selection = StepwiseThresholds.from_scores(
-                _scores_per_step(pilot, config.max_questions), config.alpha
-            )
+        selection = shared if policy.calibrated_selection else None
         cal_traces = await sim(policy, split_games["calibration"], selection)
         calibration = PerStepCalibration.from_scores(
             _scores_per_step(cal_traces, config.max_questions),
@@ -272,13 +369,26 @@ async def run_temperature(
             ),
         )
         test = await sim(policy, split_games["test"], selection)
-        records = records_from_traces(policy, test, calibration, max_questions=config.max_questions)
+        records = records_from_traces(
+            policy,
+            test,
+            calibration,
+            max_questions=config.max_questions,
+            early_stop=config.early_stop,
+        )
         seconds = time.perf_counter() - t0
         policies[str(policy)] = PolicyResult(
             policy, selection, calibration, test, tuple(records), seconds
         )
         log(f"T={temperature:g} {policy}: {seconds:.1f}s")
-    return RunResult(temperature, info, policies, seconds=time.perf_counter() - started)
+    return RunResult(
+        temperature,
+        info,
+        policies,
+        seconds=time.perf_counter() - started,
+        selection=shared,
+        selection_seconds=selection_seconds,
+    )
 
 
 def make_simulator(
@@ -306,6 +416,7 @@ def make_simulator(
                 alpha=config.alpha,
                 max_questions=config.max_questions,
                 selection=selection,
+                scoring=config.scoring,
             )
         return await simulate_engine(
             provider,
@@ -317,6 +428,7 @@ def make_simulator(
             alpha=config.alpha,
             max_questions=config.max_questions,
             selection=selection,
+            scoring=config.scoring,
             concurrency=config.concurrency,
             max_candidates=config.candidates,
         )
@@ -325,9 +437,8 @@ def make_simulator(
 
 
 def make_split_games(config: BenchConfig, n_labels: int) -> dict[str, Games]:
-    """The selection, calibration and test games of a run (disjoint seeds)."""
+    """The calibration and test games of a run (disjoint seeds)."""
     sizes = {
-        "selection": config.n_selection if BenchPolicy.CIP in config.policies else 0,
         "calibration": config.calibration_games,
         "test": config.games,
     }

@@ -18,11 +18,17 @@ from typing import Any
 import typer
 
 from app.bench import write_report, write_sweep_report
-from app.errors import PursuitError, UpstreamBadOutputError, UpstreamUnavailableError
+from app.errors import (
+    InvalidInputError,
+    PursuitError,
+    UpstreamBadOutputError,
+    UpstreamUnavailableError,
+)
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
 from app.tabular import DEFAULT_EPS
 from app.twentyq.bench import (
+    PAPER_PROTOCOL,
     BenchConfig,
     ProviderFactory,
     RunResult,
@@ -80,10 +86,42 @@ def bench20q(
     policies: str = typer.Option(
         "cip,ip,random",
         "--policies",
-        help="Comma list of cip (calibrated sets in the objective), cip-nominal, ip, random.",
+        help="Comma list of cip (calibrated sets in the objective, selection thresholds from "
+        "random-question histories), cip-nominal (the model's nominal sets), ip, random.",
     ),
-    alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level."),
-    max_questions: int = typer.Option(20, "--max-questions", help="Question budget T."),
+    protocol: str = typer.Option(
+        "default",
+        "--protocol",
+        help="default | paper: the C-IP paper's 20Q protocol (whole bank every turn, budget "
+        "20, no early stop, --answer-source sampled with 4 labels per step, --objective "
+        "entropy_bound, alpha 0.1). Under paper, a flag that contradicts it is an error.",
+    ),
+    objective: str | None = typer.Option(
+        None,
+        "--objective",
+        help="C-IP objective: set_size (expected |C_{k+1}|, default) | entropy_bound (the "
+        "paper's bound; default under --protocol paper).",
+    ),
+    answer_source: str | None = typer.Option(
+        None,
+        "--answer-source",
+        help="Answers that score a candidate (C-IP and IP alike): llm (the model's own "
+        "yes/no distribution, default) | sampled (per step M labels drawn uniformly, shared "
+        "by every candidate, answered like the player; default under --protocol paper).",
+    ),
+    answers: int | None = typer.Option(
+        None, "--answers", help="M, labels drawn per step for --answer-source sampled (4)."
+    ),
+    early_stop: bool | None = typer.Option(
+        None,
+        "--early-stop/--no-early-stop",
+        help="Serving stops (singleton set, no gain) on top of the budget "
+        "(default on; off under --protocol paper).",
+    ),
+    alpha: float | None = typer.Option(None, "--alpha", help="Miscoverage level (0.1)."),
+    max_questions: int | None = typer.Option(
+        None, "--max-questions", help="Question budget T (20)."
+    ),
     games: int = typer.Option(2000, "--games", help="Test games per policy and temperature."),
     calibration_games: int = typer.Option(
         1000, "--calibration-games", help="Calibration games per policy and temperature."
@@ -91,7 +129,8 @@ def bench20q(
     selection_games: int | None = typer.Option(
         None,
         "--selection-games",
-        help="Pilot games for C-IP's selection thresholds (default: --calibration-games).",
+        help="Random-question histories per length for cip's selection thresholds "
+        "(default: --calibration-games).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of every split's games."),
     animals: int = typer.Option(20, "--animals", help="20 (the paper's) or 50."),
@@ -128,14 +167,26 @@ def bench20q(
     """Calibrate and test C-IP, IP and random on 20 Questions; write report.json/md and plots.
 
     With --provider llm, --temperature tempers the LLM's label distribution (p ** (1/T)).
+    Reports give accuracy and coverage at every budget 0..T, paired over the same test games,
+    with each policy's difference against ip and random and its 95% interval (by_budget).
     """
     if provider not in ("tabular", "llm"):
         raise typer.BadParameter(f"provider must be tabular or llm, got {provider!r}")
     try:
-        config = BenchConfig(
-            animals=animals,
+        chosen = _protocol_settings(
+            protocol,
             alpha=alpha,
             max_questions=max_questions,
+            objective=objective,
+            answer_source=answer_source,
+            n_answers=answers,
+            candidates=candidates,
+            early_stop=early_stop,
+        )
+        config = BenchConfig(
+            animals=animals,
+            protocol=protocol,
+            **chosen,
             games=games,
             calibration_games=calibration_games,
             selection_games=selection_games,
@@ -146,7 +197,6 @@ def bench20q(
             policies=_policies(policies),
             temperatures=_floats(temperature),
             backend=backend,
-            candidates=candidates,
             concurrency=concurrency,
         )
         if provider == "llm":
@@ -188,6 +238,37 @@ def bench20q(
     _write(out, config, results, wall, plots=plots, extra=extra)
     typer.echo(_summary(config, results, wall))
     typer.echo(f"report: {out / 'report.md'}")
+
+
+_DEFAULTS: dict[str, Any] = {
+    "alpha": 0.1,
+    "max_questions": 20,
+    "objective": "set_size",
+    "answer_source": "llm",
+    "n_answers": 4,
+    "candidates": None,
+    "early_stop": True,
+}
+
+
+def _protocol_settings(protocol: str, **given: Any) -> dict[str, Any]:
+    """BenchConfig fields from the flags given (None: not given) and the protocol's defaults.
+
+    ``paper`` fixes ``PAPER_PROTOCOL``; a flag given with another value is an error rather
+    than a silent override, so a report that says "paper" is the paper's protocol.
+    """
+    if protocol not in ("default", "paper"):
+        raise InvalidInputError(f"protocol must be default or paper, got {protocol!r}")
+    if protocol == "default":
+        return {k: _DEFAULTS[k] if v is None else v for k, v in given.items()}
+    conflicts = [
+        f"{k}={v} (paper: {PAPER_PROTOCOL[k]})"
+        for k, v in given.items()
+        if v is not None and v != PAPER_PROTOCOL[k]
+    ]
+    if conflicts:
+        raise InvalidInputError("--protocol paper fixes " + "; ".join(conflicts))
+    return dict(PAPER_PROTOCOL)
 
 
 def _counting_log(
@@ -235,7 +316,11 @@ def _write(
         **{k: v for k, v in extra.items() if k != "llm prompts"},
         "backend": config.backend,
         "wall time (s)": round(wall, 1),
-        "stop rule": "singleton set under tau_k, budget, no gain (cip/ip)",
+        "stop rule": (
+            "singleton set under tau_k, budget, no gain (cip/ip)"
+            if config.early_stop
+            else "budget only (no early stop)"
+        ),
     }
     if prompts:
         settings["llm prompts (scored / from cache)"] = "; ".join(
@@ -256,7 +341,8 @@ def _summary(config: BenchConfig, results: list[RunResult], wall: float) -> str:
     lines = [
         f"{config.games} test games, {config.calibration_games} calibration games, "
         f"alpha {config.alpha}, budget {config.max_questions}, noise {config.noise}, "
-        f"{config.animals} animals, {wall:.1f}s",
+        f"{config.animals} animals, objective {config.objective}, answers "
+        f"{config.answer_source}, protocol {config.protocol}, {wall:.1f}s",
         f"{'T':>6} {'policy':<12} {'success':>8} {'questions':>9} {'coverage':>9} {'set':>6} "
         f"{'s/game':>8} {'s/question':>10}",
     ]

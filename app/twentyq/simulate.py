@@ -17,12 +17,25 @@ the serving stop rules need: the posterior at every step and whether C-IP/IP saw
   bank order), the same answer weights and posteriors, the engine's own set/entropy
   functions and rounding for ranking, the same per-game random stream for ``random``.
   Tests check that both give the same questions and posteriors.
+
+Candidate scoring (``Scoring``): C-IP's objective (expected set size or the paper's entropy
+bound) and where the answers that score a candidate come from: ``llm``, the provider's own
+answer distribution (the tabular mixture: "Yes." with P(yes | h), "No." with the rest), or
+``sampled``, the paper's way: per game and step, m labels drawn uniformly (``answer_draws``,
+seeded by game and step, shared by every candidate), each answering like the game's player
+would for that label (oracle answer, flipped with the game's noise), weights 1/m.
+
+Selection thresholds for calibrated C-IP (``selection_thresholds``) come from random-question
+histories, the paper's length marginalisation: for each history length k, n labels drawn
+uniformly, k distinct bank questions drawn uniformly, answered by the player; one LAC
+threshold per k from the scores 1 - p(y | h). They depend on no question policy.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -30,26 +43,36 @@ import numpy as np
 import numpy.typing as npt
 
 from app.engine import (
+    AnswerDraw,
+    AnswerSource,
+    DrawFn,
     InterviewConfig,
+    Objective,
     Policy,
     QuestionSource,
     StepThresholds,
+    StepwiseThresholds,
+    finite_sample_alpha,
     improves,
     normalize_question,
-    objective_set_size,
     run_interview,
 )
-from app.engine.scoring import NOMINAL_MASS_TOL, PROB_FLOOR
-from app.engine.types import CaseContext, PosteriorProvider
+from app.engine.scoring import PROB_FLOOR, score_candidates
+from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import InvalidInputError
 from app.tabular import NO, YES, TabularProvider
 
 __all__ = [
+    "SELECTION_TAU_SLACK",
     "SPLITS",
     "BenchPolicy",
     "Games",
+    "Scoring",
     "Traces",
+    "answer_draws",
     "make_games",
+    "random_histories",
+    "selection_thresholds",
     "simulate_engine",
     "simulate_tabular",
 ]
@@ -62,17 +85,29 @@ SPLITS = {"selection": 0, "calibration": 1, "test": 2}
 CASE = CaseContext(summary="Think of an animal; I will guess it with yes/no questions.")
 INQUIRY = "Which animal is it?"
 
-# The engine's decision constants (app.engine.interview): expected sizes tie at 9 decimals,
-# expected entropies at 12, and an improvement below 1e-9 is no gain.
+# The engine's decision constants (app.engine.interview): expected sizes and bounds tie at 9
+# decimals, expected entropies at 12, and an improvement below 1e-9 is no gain.
 _SIZE_DECIMALS = 9
 _ENTROPY_DECIMALS = 12
 _GAIN_TOL = 1e-9
+# Seed-word tags of the answer draws and the random selection histories; make_games uses
+# [seed, split, i] with i a game index, far below these.
+_DRAWS_TAG = 1 << 30
+_HISTORIES_TAG = (1 << 30) + 1
+# Selection thresholds are widened by this. A candidate history can be the very history whose
+# score set the threshold (at step 0 every length-1 history is both), and whether its label is
+# in the set then turns on the last bit of two float routes to the same posterior (the
+# engine's matrix product, the replica's update); with the slack it is always in. Selection
+# thresholds only rank questions (no coverage claim rests on them), so 1e-12 costs nothing.
+SELECTION_TAU_SLACK = 1e-12
+# Random selection histories scored per label_posteriors call.
+_HISTORY_CHUNK = 256
 
 
 class BenchPolicy(StrEnum):
     """Question policies of the bench."""
 
-    CIP = "cip"  # C-IP with calibrated sets in its objective (thresholds from a pilot split)
+    CIP = "cip"  # C-IP with calibrated sets in its objective (random-history selection)
     CIP_NOMINAL = "cip-nominal"  # C-IP with the model's own nominal sets (engine default)
     IP = "ip"  # expected posterior entropy
     RANDOM = "random"  # uniform over unasked questions
@@ -86,8 +121,38 @@ class BenchPolicy(StrEnum):
 
     @property
     def calibrated_selection(self) -> bool:
-        """Whether its objective uses selection thresholds from a pilot calibration."""
+        """Whether its objective uses selection thresholds (random-question histories)."""
         return self is BenchPolicy.CIP
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    """How C-IP/IP score a candidate: C-IP's objective, the answer source, draws per step."""
+
+    objective: Objective = Objective.SET_SIZE
+    answer_source: AnswerSource = AnswerSource.LLM
+    n_answers: int = 4  # draws per step for ``sampled``; ``llm`` scores yes and no exactly
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "objective", Objective(self.objective))
+        object.__setattr__(self, "answer_source", AnswerSource(self.answer_source))
+        if self.answer_source not in (AnswerSource.LLM, AnswerSource.SAMPLED):
+            raise InvalidInputError("20 Questions answer source must be llm or sampled")
+        if self.n_answers < 1:
+            raise InvalidInputError(f"n_answers must be >= 1, got {self.n_answers}")
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the answers are the step's label draws."""
+        return self.answer_source is AnswerSource.SAMPLED
+
+    def settings(self) -> dict[str, object]:
+        """JSON-safe summary for reports."""
+        return {
+            "objective": self.objective.value,
+            "answer_source": self.answer_source.value,
+            "answers": self.n_answers if self.sampled else "yes and no, exact weights",
+        }
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -99,6 +164,8 @@ class Games:
     truth: IntArray  # (G,)
     flips: BoolArray  # (G, T): the player flips its answer at step j
     policy_seeds: tuple[np.random.SeedSequence, ...]
+    n_labels: int
+    noise: float
 
     def __len__(self) -> int:
         return int(self.truth.size)
@@ -126,7 +193,102 @@ def make_games(
         truth[i] = np.random.default_rng(animal).integers(n_labels)
         flips[i] = np.random.default_rng(player).random(max_questions) < noise
         policy_seeds.append(policy)
-    return Games(split, seed, truth, flips, tuple(policy_seeds))
+    return Games(split, seed, truth, flips, tuple(policy_seeds), n_labels, float(noise))
+
+
+def answer_draws(
+    games: Games, i: int, step: int, m: int, oracle_yes: BoolArray
+) -> tuple[IntArray, BoolArray]:
+    """The ``sampled`` draws of game i at ``step``: m labels uniform, and each draw's answer
+    to every bank question (the oracle's for its label, flipped with the game's noise).
+
+    Seeded by (seed, split, game, step) alone, so every policy and both simulators see the
+    same draws, and every candidate of the step is scored on them. Returns (m,) label
+    indices and an (m, A) matrix of "yes".
+    """
+    rng = np.random.default_rng(
+        np.random.SeedSequence([games.seed, SPLITS[games.split], _DRAWS_TAG, i, step])
+    )
+    labels = rng.integers(games.n_labels, size=m)
+    flips = rng.random((m, oracle_yes.shape[1])) < games.noise
+    return labels.astype(np.intp), np.asarray(oracle_yes[labels] ^ flips, dtype=np.bool_)
+
+
+def random_histories(
+    *, n: int, k: int, seed: int, oracle_yes: BoolArray, noise: float
+) -> tuple[IntArray, IntArray, BoolArray]:
+    """n selection histories of length k: label uniform, k distinct bank questions uniform
+    (in random order), answered by the player (oracle answer flipped with ``noise``).
+
+    Seeded by (seed, "selection", k): each length is an independent sample, as in the
+    paper's length marginalisation. Returns labels (n,), questions (n, k), "yes" (n, k).
+    """
+    n_labels, n_bank = oracle_yes.shape
+    if not 0 <= k <= n_bank:
+        raise InvalidInputError(f"history length must lie in 0..{n_bank}, got {k}")
+    rng = np.random.default_rng(
+        np.random.SeedSequence([seed, SPLITS["selection"], _HISTORIES_TAG, k])
+    )
+    labels = rng.integers(n_labels, size=n).astype(np.intp)
+    questions = np.argsort(rng.random((n, n_bank)), axis=1)[:, :k].astype(np.intp)
+    flips = rng.random((n, k)) < noise
+    yes = np.asarray(oracle_yes[labels[:, None], questions] ^ flips, dtype=np.bool_)
+    return labels, questions, yes
+
+
+async def selection_thresholds(
+    provider: PosteriorProvider,
+    *,
+    labels: Sequence[str],
+    bank: Sequence[str],
+    oracle_yes: BoolArray,
+    n: int,
+    horizon: int,
+    seed: int,
+    noise: float,
+    alpha: float,
+    concurrency: int = 1,
+) -> StepwiseThresholds:
+    """Selection thresholds tau_0..tau_horizon from ``random_histories`` (policy-free).
+
+    Scores ``s = 1 - p(y | h)`` through ``provider.label_posteriors`` (any provider, LLM
+    included), thresholds by the exact conformal rank (``StepwiseThresholds.from_scores``,
+    scores kept so the bound's alpha_N knows n), each widened by ``SELECTION_TAU_SLACK``.
+    """
+    if n < 1:
+        raise InvalidInputError(f"selection needs n >= 1 histories, got {n}")
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def scores(k: int) -> FloatArray:
+        truth, questions, yes = random_histories(
+            n=n, k=min(k, len(bank)), seed=seed, oracle_yes=oracle_yes, noise=noise
+        )
+        histories: list[History] = [
+            tuple(QA(bank[int(a)], YES if y else NO) for a, y in zip(q_row, y_row, strict=True))
+            for q_row, y_row in zip(questions, yes, strict=True)
+        ]
+
+        async def chunk(start: int) -> FloatArray:
+            async with gate:
+                return np.asarray(
+                    await provider.label_posteriors(
+                        case=CASE,
+                        histories=histories[start : start + _HISTORY_CHUNK],
+                        inquiry=INQUIRY,
+                        labels=labels,
+                    ),
+                    dtype=np.float64,
+                )
+
+        parts = await asyncio.gather(*(chunk(s) for s in range(0, n, _HISTORY_CHUNK)))
+        probs = np.concatenate(parts, axis=0)
+        probs = probs / probs.sum(axis=1, keepdims=True)  # as the engine renormalises
+        return np.asarray(1.0 - probs[np.arange(n), truth], dtype=np.float64)
+
+    by_step = await asyncio.gather(*(scores(k) for k in range(horizon + 1)))
+    raw = StepwiseThresholds.from_scores(by_step, alpha)
+    widened = tuple(t if math.isinf(t) else t + SELECTION_TAU_SLACK for t in raw.thresholds)
+    return StepwiseThresholds(alpha=raw.alpha, thresholds=widened, scores=raw.scores)
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -177,7 +339,8 @@ def simulate_tabular(
     alpha: float,
     max_questions: int,
     selection: StepThresholds | None,
-    chunk: int = 512,
+    scoring: Scoring = Scoring(),
+    chunk: int = 256,
 ) -> Traces:
     """Batched replica of ``simulate_engine`` for a TabularProvider (same decisions)."""
     model = provider.model
@@ -217,8 +380,26 @@ def simulate_tabular(
                     dtype=np.intp,
                 )
             else:
+                draws = None
+                if scoring.sampled:
+                    pairs = [
+                        answer_draws(games, int(i), k, scoring.n_answers, oracle_yes) for i in g
+                    ]
+                    draws = (
+                        np.stack([p[0] for p in pairs]),
+                        np.stack([p[1] for p in pairs]),
+                    )
                 choice, stop = _score_step(
-                    post, likelihood, model.p_yes, unasked, engine_policy, alpha, k, selection
+                    post,
+                    likelihood,
+                    model.p_yes,
+                    unasked,
+                    engine_policy,
+                    alpha,
+                    k,
+                    selection,
+                    scoring,
+                    draws,
                 )
                 no_gain[g, k] = stop
             yes = _player_yes(oracle_yes, games, g, k, choice)
@@ -244,18 +425,32 @@ def _entropy(probs: FloatArray) -> FloatArray:
     return np.asarray(-logs.sum(axis=-1), dtype=np.float64)
 
 
-def _set_sizes(probs: FloatArray, threshold: float | None, alpha: float) -> IntArray:
-    """``objective_set_size(probs, threshold, alpha)``, without the argsort when nominal.
+def _candidate_answers(
+    post: FloatArray,
+    likelihood: FloatArray,
+    p_yes: FloatArray,
+    draws: tuple[IntArray, BoolArray] | None,
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Every candidate's answers as the engine scores them: (G, A, M, K) posteriors after
+    each answer, (G, A, M) weights and (G, A, M) draw labels (-1: none).
 
-    The nominal set is a prefix of the labels sorted by decreasing probability, so its size
-    needs the sorted values only (same float cumsum as the engine, hence the same sizes).
+    ``llm``: M = 2, "Yes." with P(yes | h) under the current posterior, then "No."
+    (``TabularProvider.simulate_answers``). ``sampled``: the step's m draws, weights 1/m.
     """
-    if threshold is not None:
-        return objective_set_size(probs, threshold, alpha)
-    sorted_p = -np.sort(-probs, axis=-1)
-    cumulative = np.cumsum(sorted_p, axis=-1)
-    needed = cumulative[..., :-1] < (1.0 - alpha) - NOMINAL_MASS_TOL
-    return np.asarray(1 + needed.sum(axis=-1), dtype=np.intp)
+    after = post[:, None, None, :] * likelihood[None]
+    after /= after.sum(axis=-1, keepdims=True)  # (G, A, 2, K)
+    if draws is None:
+        w_yes = np.einsum("gk,ka->ga", post, p_yes)  # no BLAS: its threads thrash small products
+        w_no = 1.0 - w_yes
+        total = w_yes + w_no
+        weights = np.stack([w_yes / total, w_no / total], axis=-1)  # (G, A, 2)
+        return after, weights, np.full(weights.shape, -1, dtype=np.intp)
+    drawn, yes = draws  # (G, M), (G, M, A)
+    index = np.where(yes, 0, 1).transpose(0, 2, 1)  # (G, A, M): 0 = "Yes.", 1 = "No."
+    probs = np.take_along_axis(after, index[..., None], axis=2)  # (G, A, M, K)
+    weights = np.full(index.shape, 1.0 / drawn.shape[1])
+    labels = np.broadcast_to(drawn[:, None, :], index.shape).astype(np.intp)
+    return probs, weights, labels
 
 
 def _score_step(
@@ -267,53 +462,78 @@ def _score_step(
     alpha: float,
     step: int,
     selection: StepThresholds | None,
+    scoring: Scoring,
+    draws: tuple[IntArray, BoolArray] | None,
 ) -> tuple[IntArray, BoolArray]:
     """C-IP/IP choice for a batch at one step, and whether no candidate improves things.
 
     ``likelihood`` (A, 2, K) is ``P(answer | class) ** (1 / T)``: the tempered posterior
-    after an answer is the current one times it, renormalised.
+    after an answer is the current one times it, renormalised. Candidates are scored by the
+    engine's own ``score_candidates`` and ranked with its rounding; "ask nothing" is the
+    present posterior once per answer of the best candidate, by the same rule (tau_{k+1}).
     """
-    w_yes = np.einsum("gk,ka->ga", post, p_yes)  # no BLAS: its threads thrash small products
-    w_no = 1.0 - w_yes
-    total = w_yes + w_no
-    weights = np.stack([w_yes / total, w_no / total], axis=-1)  # (G, A, 2)
-    after = post[:, None, None, :] * likelihood[None]
-    after /= after.sum(axis=-1, keepdims=True)  # (G, A, 2, K)
+    n_g, n_a = unasked.shape
+    probs, weights, labels = _candidate_answers(post, likelihood, p_yes, draws)
+    n_m, n_k = probs.shape[2], probs.shape[3]
     next_tau = None if selection is None else selection.threshold_for_step(step + 1)
-    exp_entropy = np.sum(weights * _entropy(after), axis=-1)
+    alpha_n = finite_sample_alpha(alpha, selection, step + 1)
+    scored = score_candidates(
+        probs.reshape(n_g * n_a, n_m, n_k),
+        weights.reshape(n_g * n_a, n_m),
+        next_tau,
+        alpha,
+        answer_labels=labels.reshape(n_g * n_a, n_m),
+        alpha_n=alpha_n,
+    )
+    exp_entropy = scored.expected_entropy.reshape(n_g, n_a)
+    bound_objective = scoring.objective is Objective.ENTROPY_BOUND
+    first = scored.entropy_bound if bound_objective else scored.expected_set_size
+    objective = first.reshape(n_g, n_a)
     ent_key = np.round(exp_entropy, _ENTROPY_DECIMALS)
-
-    def expected_size(rows: IntArray) -> FloatArray:
-        sizes = _set_sizes(after[rows], next_tau, alpha)
-        return np.asarray(np.sum(weights[rows] * sizes, axis=-1), dtype=np.float64)
-
+    size_key = np.round(scored.expected_set_size.reshape(n_g, n_a), _SIZE_DECIMALS)
     if policy is Policy.CIP:
-        exp_size = expected_size(np.arange(post.shape[0]))
-        choice, _ = _lexi_argmin(np.round(exp_size, _SIZE_DECIMALS), ent_key, unasked)
-        # "Ask nothing" scored by the same rule as the candidates (tau_{k+1}).
-        current_size = _set_sizes(post, next_tau, alpha).astype(np.float64)
-        best_size = np.take_along_axis(exp_size, choice[:, None], axis=1)[:, 0]
-    else:
-        choice, tied = _lexi_argmin(ent_key, None, unasked)
-        tied_rows = np.flatnonzero(tied)
-        if tied_rows.size:  # entropy ties (rare): the engine breaks them by expected size
-            size_key = np.round(expected_size(tied_rows), _SIZE_DECIMALS)
-            eligible = unasked[tied_rows] & (
-                np.where(unasked[tied_rows], ent_key[tied_rows], np.inf)
-                == ent_key[tied_rows, choice[tied_rows]][:, None]
-            )
-            choice[tied_rows], _ = _lexi_argmin(size_key, None, eligible)
-        current_size = best_size = np.zeros(post.shape[0])
-    best_entropy = np.take_along_axis(exp_entropy, choice[:, None], axis=1)[:, 0]
+        choice, _ = _lexi_argmin(np.round(objective, _SIZE_DECIMALS), ent_key, unasked)
+    else:  # IP: expected entropy, ties by expected set size
+        choice, _ = _lexi_argmin(ent_key, size_key, unasked)
+    rows = np.arange(n_g)
+    stay = score_candidates(
+        np.broadcast_to(post[:, None, :], (n_g, n_m, n_k)),
+        weights[rows, choice],
+        next_tau,
+        alpha,
+        answer_labels=labels[rows, choice],
+        alpha_n=alpha_n,
+    )
+    stay_objective = stay.entropy_bound if bound_objective else stay.expected_set_size
     gain = improves(
-        best=best_size,
-        best_entropy=best_entropy,
-        current=current_size,
-        entropy_only=policy is not Policy.CIP,
+        best=objective[rows, choice],
+        best_entropy=exp_entropy[rows, choice],
+        current=stay_objective,
         current_entropy=_entropy(post),
+        entropy_only=policy is not Policy.CIP,
         tol=_GAIN_TOL,
     )
     return choice, ~gain
+
+
+def _player_draws(
+    games: Games, i: int, m: int, oracle_yes: BoolArray, labels: Sequence[str], bank: Sequence[str]
+) -> DrawFn:
+    """Game i's ``sampled`` draws for the engine: step -> m AnswerDraws (``answer_draws``)."""
+    attribute = {normalize_question(q): a for a, q in enumerate(bank)}
+
+    def draw(step: int) -> list[AnswerDraw]:
+        drawn, yes = answer_draws(games, i, step, m, oracle_yes)
+
+        def reply(row: BoolArray) -> Callable[[str], Awaitable[str]]:
+            async def answer(question: str) -> str:
+                return YES if row[attribute[normalize_question(question)]] else NO
+
+            return answer
+
+        return [AnswerDraw(label=labels[int(y)], answer=reply(yes[j])) for j, y in enumerate(drawn)]
+
+    return draw
 
 
 async def simulate_engine(
@@ -327,6 +547,7 @@ async def simulate_engine(
     alpha: float,
     max_questions: int,
     selection: StepThresholds | None,
+    scoring: Scoring = Scoring(),
     concurrency: int = 1,
     max_candidates: int | None = None,
 ) -> Traces:
@@ -342,7 +563,9 @@ async def simulate_engine(
         max_questions=max_questions,
         question_source=QuestionSource.BANK,
         bank=tuple(bank),
-        n_answers=2,
+        n_answers=scoring.n_answers if scoring.sampled else 2,
+        objective=scoring.objective,
+        answer_source=scoring.answer_source,
         max_candidates=max_candidates,
         stop_on_singleton=False,
         stop_on_no_gain=False,
@@ -367,6 +590,11 @@ async def simulate_engine(
             step += 1
             return YES if yes else NO
 
+        draws = (
+            _player_draws(games, i, scoring.n_answers, oracle_yes, labels, bank)
+            if scoring.sampled
+            else None
+        )
         async with gate:
             trajectory = await run_interview(
                 provider=provider,
@@ -378,6 +606,7 @@ async def simulate_engine(
                 answer_fn=answer,
                 rng=games.policy_rng(i),
                 selection_thresholds=selection,
+                draws=draws,
             )
         n_steps[i] = len(trajectory.turns)
         posteriors[i, : n_steps[i]] = trajectory.posteriors

@@ -11,8 +11,11 @@ import pytest
 from app.bench import (
     CaseRecord,
     StepOutcome,
+    budget_view,
     build_report,
     coverage_p_value,
+    paired_by_budget,
+    paired_difference,
     write_report,
     write_sweep_report,
 )
@@ -68,7 +71,7 @@ def records() -> list[CaseRecord]:
     ]
 
 
-def make_report(**extra: Any) -> dict[str, Any]:
+def make_report(baselines: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
     return build_report(
         records=records(),
         alpha=0.1,
@@ -77,6 +80,7 @@ def make_report(**extra: Any) -> dict[str, Any]:
         calibration_n={"cip": [50, 50, 50], "ip": [50, 50, 40]},
         step_alpha=0.1,
         extra=extra or None,
+        baselines=baselines,
     )
 
 
@@ -164,3 +168,68 @@ def test_write_sweep_report_nests_runs_and_plots_the_sweep(tmp_path: Path) -> No
     assert set(top) >= {"alpha", "model", "prompt_version", "cases", "policies", "sweep"}
     assert (tmp_path / "temperature=0.5" / "report.json").exists()
     assert "| 0.5 | ip | 3 |" in (tmp_path / "report.md").read_text()
+
+
+Z95 = 1.959963984540054
+
+
+def test_paired_difference_is_the_normal_interval_on_per_case_differences() -> None:
+    # d = [1, 0, 0, 1]: mean 1/2, sd sqrt(1/3) (n - 1 denominator), se sqrt(1/3) / 2.
+    d = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])
+    half = Z95 * (1 / 3) ** 0.5 / 2
+    assert d.n == 4 and d.mean == pytest.approx(0.5)
+    assert (d.low, d.high) == pytest.approx((0.5 - half, 0.5 + half))
+    # Pairing: a constant shift has no spread at all, so the interval has width 0 ...
+    same = paired_difference([1, 0, 1, 0], [0, -1, 0, -1])
+    assert (same.mean, same.low, same.high) == (1.0, 1.0, 1.0)
+    # ... and one case gives no interval.
+    assert paired_difference([1], [0]).low is None
+    with pytest.raises(ValueError):
+        paired_difference([], [])
+
+
+def test_by_budget_pairs_the_same_cases_at_every_budget() -> None:
+    report = make_report(baselines=("ip", "random"))
+    by_budget = report["by_budget"]
+    assert by_budget["budgets"] == [0, 1, 2] and by_budget["baselines"] == ["ip"]
+    cip, ip = by_budget["policies"]["cip"], by_budget["policies"]["ip"]
+    # Budget b: each case at min(stop, b); ip's c0 and c1 stopped at 1 and keep step 1.
+    assert cip["accuracy"] == pytest.approx([0, 1 / 3, 2 / 3])
+    assert ip["accuracy"] == pytest.approx([1 / 3, 1, 1])
+    assert cip["coverage"] == pytest.approx([1, 2 / 3, 2 / 3])
+    assert ip["vs"] == {} and cip["n"] == 3
+    vs = cip["vs"]["ip"]
+    assert vs["n"] == 3
+    # Budget 1: d = [0, -1, -1], sd sqrt(1/3), se 1/3.
+    assert vs["accuracy"]["diff"] == pytest.approx([-1 / 3, -2 / 3, -1 / 3])
+    low, high = vs["accuracy"]["ci"][1]
+    assert (low, high) == pytest.approx((-2 / 3 - Z95 / 3, -2 / 3 + Z95 / 3))
+    assert vs["coverage"]["diff"] == pytest.approx([0, -1 / 3, -1 / 3])
+    assert vs["coverage"]["ci"][0] == [0.0, 0.0]  # every case agrees: width 0
+    json.dumps(report, allow_nan=False)
+    assert "by_budget" not in make_report()  # only on request (the MediQ bench's shape)
+
+
+def test_paired_by_budget_takes_plain_outcomes_and_pairs_by_case_id() -> None:
+    hit, miss = outcome(True, True, 1), outcome(False, False, 3)
+    outcomes = {
+        "a": {"x": [miss, hit], "y": [miss, hit], "z": [hit]},
+        "b": {"y": [miss, miss], "x": [miss, miss], "w": [hit, hit]},
+    }
+    table = paired_by_budget(outcomes, baselines=["b"])
+    assert table["policies"]["a"]["accuracy"] == pytest.approx([1 / 3, 1])
+    vs = table["policies"]["a"]["vs"]["b"]
+    assert vs["n"] == 2 and vs["accuracy"]["diff"] == [0.0, 1.0]  # x and y only
+    view = budget_view(records())
+    assert [o.correct for o in view["ip"]["c0"]] == [False, True, True]
+
+
+def test_markdown_shows_the_paired_budget_tables(tmp_path: Path) -> None:
+    report = make_report(baselines=("ip",))
+    write_report(tmp_path, report, title="Unit", settings={}, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Accuracy by budget, paired" in md and "## Coverage by budget, paired" in md
+    assert "| b | cip | ip | cip - ip [95% CI] |" in md
+    assert (
+        f"| 1 | 0.333 | 1.000 | -0.667 [{-2 / 3 - Z95 / 3:+.3f}, {-2 / 3 + Z95 / 3:+.3f}] |" in md
+    )

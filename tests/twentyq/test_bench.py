@@ -1,11 +1,13 @@
 """The tabular 20 Questions bench end to end: coverage where promised, and policies that work.
 
 One seeded run (temperature 1, alpha 0.1, budget 10, 600 calibration + 600 test games per
-policy, 300 pilot games for C-IP's selection thresholds) is shared by the tests; it is deterministic, so a failure is a real regression.
+policy, 300 random-question histories per length for C-IP's selection thresholds) is shared
+by the tests; it is deterministic, so a failure is a real regression.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -18,7 +20,7 @@ from app.conformal import PerStepCalibration
 from app.tabular import TabularProvider
 from app.twentyq import BenchConfig, BenchPolicy, RunResult, make_game, run_bench_sync
 from app.twentyq.bench import make_split_games, records_from_traces
-from app.twentyq.simulate import simulate_tabular
+from app.twentyq.simulate import selection_thresholds, simulate_tabular
 
 ALPHA = 0.1
 BUDGET = 10
@@ -157,3 +159,45 @@ def test_anytime_calibration_covers_at_the_stop() -> None:
         assert final["coverage_ci"][1] >= 1 - ALPHA
         for step in summary["steps"]:
             assert step["coverage_p_value"] >= LEVEL
+
+
+def test_calibrated_cip_asks_questions_and_beats_random_paired(report: dict[str, Any]) -> None:
+    """With policy-free selection thresholds C-IP keeps asking (the pilot-based C-IP stopped
+    after 1.5 questions on average) and wins over random on the same games."""
+    final = report["policies"]["cip"]["final"]
+    assert final["mean_questions"] >= 3
+    assert final["stop_reasons"].get("no_gain", 0) < 0.2 * final["n"]
+    vs = report["by_budget"]["policies"]["cip"]["vs"]
+    for budget in (5, BUDGET):
+        low, _ = vs["random"]["accuracy"]["ci"][budget]
+        assert low > 0, budget  # paired 95% interval of cip - random above 0
+    assert report["by_budget"]["budgets"] == list(range(BUDGET + 1))
+    assert set(vs) == {"ip", "random"}
+
+
+def test_selection_thresholds_do_not_depend_on_the_policies_benched() -> None:
+    small: dict[str, Any] = {"alpha": ALPHA, "max_questions": 4, "games": 30}
+    small |= {"calibration_games": 30, "selection_games": 120, "seed": 5}
+    alone = run_bench_sync(BenchConfig(**small, policies=(BenchPolicy.CIP,)))[0]
+    mixed = run_bench_sync(
+        BenchConfig(**small, policies=(BenchPolicy.RANDOM, BenchPolicy.IP, BenchPolicy.CIP))
+    )[0]
+    assert alone.selection is not None and mixed.selection is not None
+    assert alone.selection.thresholds == mixed.selection.thresholds
+    assert mixed.policies["cip"].selection is mixed.selection
+    direct = asyncio.run(
+        selection_thresholds(
+            TabularProvider(GAME.model),
+            labels=GAME.labels,
+            bank=GAME.questions,
+            oracle_yes=GAME.oracle_yes,
+            n=120,
+            horizon=5,
+            seed=5,
+            noise=0.05,
+            alpha=ALPHA,
+        )
+    )
+    assert direct.thresholds == alone.selection.thresholds
+    report = mixed.report(BenchConfig(**small, policies=(BenchPolicy.CIP,)))
+    assert report["selection"]["n"] == [120] * 6 and len(report["selection"]["thresholds"]) == 6

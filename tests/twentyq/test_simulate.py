@@ -6,11 +6,28 @@ import numpy as np
 import pytest
 
 from app.conformal import PerStepCalibration
-from app.engine import InterviewConfig, QuestionSource, StepwiseThresholds, run_interview
+from app.conformal.rank import lac_threshold
+from app.engine import (
+    AnswerSource,
+    InterviewConfig,
+    Objective,
+    QuestionSource,
+    StepwiseThresholds,
+    run_interview,
+)
+from app.engine.types import QA
 from app.tabular import NO, YES, TabularProvider
 from app.twentyq import BenchPolicy, make_game, make_games, simulate_engine, simulate_tabular
 from app.twentyq.bench import records_from_traces
-from app.twentyq.simulate import CASE, INQUIRY
+from app.twentyq.simulate import (
+    CASE,
+    INQUIRY,
+    SELECTION_TAU_SLACK,
+    Scoring,
+    answer_draws,
+    random_histories,
+    selection_thresholds,
+)
 
 GAME = make_game(20)
 BUDGET = 6
@@ -27,33 +44,40 @@ def test_games_are_seeded_and_splits_do_not_share_games() -> None:
     assert not quiet.flips.any() and (quiet.truth == a.truth[:50]).all()
 
 
-def _selection(provider: TabularProvider) -> StepwiseThresholds:
-    pilot_games = make_games(
-        n=60, split="selection", seed=3, n_labels=20, max_questions=BUDGET, noise=0.2
-    )
-    pilot = simulate_tabular(
+async def _selection(provider: TabularProvider, n: int = 200) -> StepwiseThresholds:
+    return await selection_thresholds(
         provider,
-        GAME.oracle_yes,
-        pilot_games,
-        BenchPolicy.CIP_NOMINAL,
+        labels=GAME.labels,
+        bank=GAME.questions,
+        oracle_yes=GAME.oracle_yes,
+        n=n,
+        horizon=BUDGET + 1,
+        seed=3,
+        noise=0.2,
         alpha=0.1,
-        max_questions=BUDGET,
-        selection=None,
     )
-    return StepwiseThresholds.from_scores(
-        [pilot.true_label_scores(k) for k in range(BUDGET + 1)], 0.1
-    )
+
+
+BOUND_LLM = Scoring(Objective.ENTROPY_BOUND, AnswerSource.LLM)
+SIZE_SAMPLED = Scoring(Objective.SET_SIZE, AnswerSource.SAMPLED, 4)
+BOUND_SAMPLED = Scoring(Objective.ENTROPY_BOUND, AnswerSource.SAMPLED, 4)
+SCORED = (BenchPolicy.CIP, BenchPolicy.CIP_NOMINAL, BenchPolicy.IP)
 
 
 @pytest.mark.parametrize(
-    ("temperature", "policy"),
-    [(1.0, p) for p in BenchPolicy] + [(0.5, BenchPolicy.CIP), (0.5, BenchPolicy.IP)],
+    ("temperature", "policy", "scoring"),
+    [(1.0, p, Scoring()) for p in BenchPolicy]
+    + [(0.5, BenchPolicy.CIP, Scoring()), (0.5, BenchPolicy.IP, Scoring())]
+    + [(1.0, p, s) for s in (BOUND_LLM, SIZE_SAMPLED, BOUND_SAMPLED) for p in SCORED]
+    + [(1.0, BenchPolicy.RANDOM, BOUND_SAMPLED), (0.5, BenchPolicy.CIP, BOUND_SAMPLED)]
+    + [(2.0, BenchPolicy.CIP, Scoring(Objective.ENTROPY_BOUND, AnswerSource.SAMPLED, 3))],
+    ids=str,
 )
 async def test_the_batched_replica_makes_the_engines_decisions(
-    temperature: float, policy: BenchPolicy
+    temperature: float, policy: BenchPolicy, scoring: Scoring
 ) -> None:
     provider = TabularProvider(GAME.model, temperature=temperature)
-    selection = _selection(provider) if policy.calibrated_selection else None
+    selection = await _selection(provider) if policy.calibrated_selection else None
     games = make_games(n=4, split="test", seed=3, n_labels=20, max_questions=BUDGET, noise=0.2)
     fast = simulate_tabular(
         provider,
@@ -63,6 +87,7 @@ async def test_the_batched_replica_makes_the_engines_decisions(
         alpha=0.1,
         max_questions=BUDGET,
         selection=selection,
+        scoring=scoring,
     )
     engine = await simulate_engine(
         provider,
@@ -74,6 +99,7 @@ async def test_the_batched_replica_makes_the_engines_decisions(
         alpha=0.1,
         max_questions=BUDGET,
         selection=selection,
+        scoring=scoring,
     )
     np.testing.assert_array_equal(fast.asked, engine.asked)
     np.testing.assert_array_equal(fast.answered_yes, engine.answered_yes)
@@ -90,7 +116,7 @@ async def test_the_batched_replica_makes_the_engines_decisions(
 async def test_post_hoc_stops_match_the_engines_serving_stop_rules(policy: BenchPolicy) -> None:
     """Stops read off full-length traces = run_interview with the serving stop rules on."""
     provider = TabularProvider(GAME.model)
-    selection = _selection(provider) if policy.calibrated_selection else None
+    selection = await _selection(provider) if policy.calibrated_selection else None
     cal_games = make_games(
         n=120, split="calibration", seed=5, n_labels=20, max_questions=BUDGET, noise=0.05
     )
@@ -153,3 +179,71 @@ async def test_post_hoc_stops_match_the_engines_serving_stop_rules(policy: Bench
         final = record.steps[record.stop_step]
         assert trajectory.final.set_size == final.set_size
         assert (trajectory.final.top_label == GAME.labels[games.truth[i]]) == final.correct
+
+
+def test_sampled_draws_are_seeded_per_game_and_step_and_answer_like_the_player() -> None:
+    games = make_games(n=3, split="test", seed=4, n_labels=20, max_questions=5, noise=0.1)
+    labels, yes = answer_draws(games, 1, 2, 4, GAME.oracle_yes)
+    again, yes_again = answer_draws(games, 1, 2, 4, GAME.oracle_yes)
+    assert (labels == again).all() and (yes == yes_again).all() and yes.shape == (4, 85)
+    other, _ = answer_draws(games, 1, 3, 400, GAME.oracle_yes)
+    assert len(set(other.tolist())) == 20  # uniform over the labels (400 draws)
+    # The player's mechanism: the oracle's answer for the draw's label, flipped ~10%.
+    many, many_yes = answer_draws(games, 0, 0, 2000, GAME.oracle_yes)
+    flipped = (many_yes != GAME.oracle_yes[many]).mean()
+    assert 0.095 < flipped < 0.105  # 170,000 answers: sd 0.0007
+
+
+def test_random_histories_are_distinct_uniform_questions_answered_by_the_player() -> None:
+    labels, questions, yes = random_histories(
+        n=3000, k=5, seed=1, oracle_yes=GAME.oracle_yes, noise=0.0
+    )
+    assert all(len(set(row)) == 5 for row in questions.tolist())
+    np.testing.assert_array_equal(yes, GAME.oracle_yes[labels[:, None], questions])
+    counts = np.bincount(questions.ravel(), minlength=85)
+    assert counts.min() > 100 and counts.max() < 260  # 15,000 picks, 176 each expected
+    other, _, _ = random_histories(n=3000, k=6, seed=1, oracle_yes=GAME.oracle_yes, noise=0)
+    assert (other != labels).mean() > 0.8  # each length is its own sample
+
+
+async def test_selection_thresholds_are_the_conformal_rank_of_random_history_scores() -> None:
+    provider = TabularProvider(GAME.model)
+    horizon = 20
+
+    async def select(noise: float) -> StepwiseThresholds:
+        return await selection_thresholds(
+            provider,
+            labels=GAME.labels,
+            bank=GAME.questions,
+            oracle_yes=GAME.oracle_yes,
+            n=300,
+            horizon=horizon,
+            seed=3,
+            noise=noise,
+            alpha=0.1,
+        )
+
+    selection = await select(0.05)
+    assert selection.max_step == horizon and selection.scores is not None
+    for k in (0, 3, horizon):
+        truth, questions, yes = random_histories(
+            n=300, k=k, seed=3, oracle_yes=GAME.oracle_yes, noise=0.05
+        )
+        post = provider.posteriors(
+            [
+                tuple(QA(GAME.questions[a], YES if y else NO) for a, y in zip(q, ys, strict=True))
+                for q, ys in zip(questions.tolist(), yes.tolist(), strict=True)
+            ]
+        )
+        scores = 1.0 - post[np.arange(300), truth]
+        np.testing.assert_allclose(np.sort(scores), selection.scores[k], atol=1e-12)
+        tau = lac_threshold(scores, 0.1) + SELECTION_TAU_SLACK
+        assert selection.threshold_for_step(k) == pytest.approx(tau, abs=1e-12)
+    # Step 0 is the prior (every score 1 - 1/20); longer random histories inform.
+    assert selection.threshold_for_step(0) == pytest.approx(0.95 + SELECTION_TAU_SLACK)
+    assert selection.threshold_for_step(horizon) < selection.threshold_for_step(0) - 0.03
+    assert np.median(selection.scores[horizon]) < np.median(selection.scores[0]) - 0.5
+    # A player who lies 20% of the time pushes the true label down as answers pile up: the
+    # random-history threshold then grows with k (the sets C-IP counts get larger).
+    noisy = await select(0.2)
+    assert noisy.threshold_for_step(horizon) > noisy.threshold_for_step(0) + 0.04
