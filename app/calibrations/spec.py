@@ -116,7 +116,7 @@ class RunSpec:
         names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
         policy = {k: v for k, v in fields.items() if k in names}
         run = {k: v for k, v in fields.items() if k not in names}
-        if run.get("purpose") == Purpose.SELECTION.value or run.get("purpose") is Purpose.SELECTION:
+        if run.get("purpose") == Purpose.SELECTION:  # a StrEnum equals its value
             policy = {**policy, "policy": Policy.RANDOM.value}
         question = QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy)
         return cls(question=question, **run)

@@ -129,8 +129,6 @@ async def plan_turn(
             f"thresholds were calibrated at alpha={thresholds.alpha}, config has {config.alpha}"
         )
     sampled = config.answer_source is AnswerSource.SAMPLED
-    if sampled and not draws:
-        raise InvalidInputError("answer source 'sampled' needs the step's draws")
     step = len(history)
     exclude = [qa.question for qa in history] + list(asked)
 
@@ -144,8 +142,9 @@ async def plan_turn(
             to_score, chosen = _pick_for_scoring(pool, config, rng)
 
     if sampled:
-        assert draws is not None
-        answers = await _sampled_answers(to_score, draws, label_tuple)
+        if to_score and not draws:
+            raise InvalidInputError("answer source 'sampled' needs the step's draws")
+        answers = await _sampled_answers(to_score, draws or (), label_tuple)
     else:
         answer_sets = await asyncio.gather(
             *(
