@@ -361,9 +361,8 @@ async def _interview(
             ),
             explain_baselines=False,
         )
-        assert phase.sampler is not None
-        sampler, m = phase.sampler, config.n_answers
-        draws = functools.partial(sampler.draws, case.case_id, m=m)
+    if phase.sampler is not None:  # answer source sampled: the step's estimation cases
+        draws = functools.partial(phase.sampler.draws, case.case_id, m=config.n_answers)
     return await interview_case(
         provider=phase.provider,
         patient=patient,

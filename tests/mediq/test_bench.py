@@ -292,3 +292,19 @@ async def test_the_paper_protocol_asks_each_cases_own_facts_to_its_budget(
     assert asked and all(q.startswith("Can you tell me about this: ") for q in asked)
     for name in ("cip", "ip"):
         assert report["policies"][name]["final"]["stop_reasons"].keys() <= {"budget", "exhausted"}
+
+
+async def test_sampled_answers_work_with_the_policys_own_candidates(tmp_path: Path) -> None:
+    path = write_dataset(tmp_path / "tiny.jsonl", n=60)
+    spec = _spec(path, policies=("cip", "ip"), answer_source="sampled", n_answers=3, cases=4)
+    patient = StubPatient()
+    report = await run_bench(
+        spec, provider=scripted_provider(), patient=patient, out_dir=tmp_path / "o"
+    )
+    assert report["settings"]["answer_source"] == "sampled"
+    assert report["policies"]["cip"]["final"]["n"] == 4
+    # Estimation cases answered the candidates: the patient was asked from their facts.
+    dataset = load_mediq(path)
+    estimation = spec.run_spec("cip", dataset=dataset, cases=1).splits(dataset).estimation
+    asked_from = {facts for facts, _ in patient.calls}
+    assert any(tuple(c.facts) in asked_from for c in estimation)
