@@ -1,6 +1,7 @@
 """Benchmark reporting shared by the 20 Questions and MediQ benches."""
 
 from app.bench.report import (
+    BASELINES,
     CaseRecord,
     PairedDifference,
     StepOutcome,
@@ -18,6 +19,7 @@ from app.bench.report import (
 )
 
 __all__ = [
+    "BASELINES",
     "CaseRecord",
     "PairedDifference",
     "StepOutcome",

@@ -45,6 +45,7 @@ from app.conformal import clopper_pearson
 from app.conformal.rank import AlphaLike, conformal_rank
 
 __all__ = [
+    "BASELINES",
     "CaseRecord",
     "PairedDifference",
     "StepOutcome",
@@ -243,6 +244,10 @@ def budget_view(records: Sequence[CaseRecord]) -> dict[str, dict[str, list[StepO
             r.steps[min(r.stop_step, b)] for b in range(horizon)
         ]
     return view
+
+
+# The policies every other is compared with, when a run has them.
+BASELINES = ("ip", "random")
 
 
 def paired_by_budget(

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.bench import CaseRecord, StepOutcome, build_report
+from app.bench import BASELINES, CaseRecord, StepOutcome, build_report
 from app.calibrations.answers import EstimationAnswers
 from app.calibrations.patients import patient_for
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
@@ -785,6 +785,7 @@ async def run_bench(
     first_cal = next(iter(calibrations.values()))
     report = build_report(
         records=records,
+        baselines=[b for b in BASELINES if b in bench.policies],
         alpha=bench.alpha,
         model=info.model,
         prompt_version=info.prompt_version,

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from app.bench import CaseRecord, StepOutcome, build_report
+from app.bench import BASELINES, CaseRecord, StepOutcome, build_report
 from app.conformal import CalibrationMetadata, PerStepCalibration
 from app.engine import AnswerSource, Objective, StepwiseThresholds
 from app.engine.types import PosteriorProvider, ProviderInfo
@@ -50,7 +50,6 @@ from app.twentyq.simulate import (
 )
 
 __all__ = [
-    "BASELINES",
     "PAPER_PROTOCOL",
     "BenchConfig",
     "PolicyResult",
@@ -71,8 +70,6 @@ ProviderFactory = Callable[[TwentyQuestions, float], PosteriorProvider]
 # (policy, games, selection thresholds) -> traces.
 Simulator = Callable[[BenchPolicy, Games, StepwiseThresholds | None], Awaitable[Traces]]
 
-# Policies every other policy is compared with, paired per budget, when benched.
-BASELINES: Final = ("ip", "random")
 # The C-IP paper's 20 Questions protocol (ryanchankh/Conformal-IP, src/20q): BenchConfig
 # fields it fixes.
 PAPER_PROTOCOL: Final[dict[str, Any]] = {

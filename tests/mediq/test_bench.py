@@ -277,6 +277,12 @@ async def test_the_paper_protocol_asks_each_cases_own_facts_to_its_budget(
     provider, patient = scripted_provider(), StubPatient()
     report = await run_bench(spec, provider=provider, patient=patient, out_dir=tmp_path / "o")
     assert report["settings"]["protocol"] == "paper"
+    # Accuracy and coverage at every budget, C-IP paired with IP on the same cases.
+    by_budget = report["by_budget"]
+    longest = 1 + max(min(len(c.facts), 10) for c in load_mediq(path).cases)
+    assert by_budget["budgets"] == list(range(longest)) and by_budget["baselines"] == ["ip"]
+    vs_ip = by_budget["policies"]["cip"]["vs"]["ip"]
+    assert vs_ip["n"] == 4 and len(vs_ip["accuracy"]["ci"]) == longest
     cases = [json.loads(line) for line in (tmp_path / "o" / "cases.jsonl").read_text().splitlines()]
     by_id = {c.case_id: c for c in load_mediq(path).cases}
     # Selection: random fact-questions of cases from the split's end, never the others'.
