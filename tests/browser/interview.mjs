@@ -62,6 +62,7 @@ try {
   check((await errorShown()) === null, `start failed: ${await errorShown()}`);
   await shot("02-first-question");
 
+  const whyFirst = (await page.textContent("#why-body")).trim();
   const asked = [];
   const turnSeconds = [];
   for (const [n, answer] of interview.answers.entries()) {
@@ -103,6 +104,7 @@ try {
 
   const result = {
     asked,
+    whyFirst,
     turnSeconds,
     transcript: await page.$$eval("#transcript li", (lis) => lis.map((li) => li.textContent)),
     rows,

@@ -191,6 +191,10 @@ async def test_a_whole_interview_in_the_browser(
     page = json.loads(stdout.decode().strip().splitlines()[-1])
 
     assert page["problems"] == []
+    # Why this question, in words: the rule that counted the sets (no selection calibration
+    # in this synthetic one: the model's own sets, said so).
+    assert page["whyFirst"].startswith("Policy cip chose the smallest expected set")
+    assert "uncalibrated: no selection calibration applies" in page["whyFirst"]
     assert len(page["asked"]) == len(ANSWERS) == len(set(page["asked"]))
     assert page["transcript"] == [f"{q} — {a}" for q, a in zip(page["asked"], ANSWERS, strict=True)]
     # The differential table: every candidate once, the set highlighted, probabilities summing to 1.
