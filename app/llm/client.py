@@ -75,7 +75,15 @@ class VLLMClient:
             try:
                 async with self._sem:
                     resp = await self._http.post(path, content=payload, headers=headers)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.RemoteProtocolError,
+                # A kept-alive connection the server closed under us; completions are seeded,
+                # so sending again is the same request.
+                httpx.ReadError,
+                httpx.WriteError,
+            ) as exc:
                 reason = type(exc).__name__
                 continue
             except httpx.TimeoutException as exc:

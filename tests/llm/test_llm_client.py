@@ -91,14 +91,20 @@ def test_response_model_tolerates_extra_but_validates_used_fields() -> None:
 # --- retries and errors ------------------------------------------------------------------------
 
 
-async def test_retries_connection_errors_then_succeeds() -> None:
+@pytest.mark.parametrize(
+    "error",
+    # ReadError/WriteError: a kept-alive connection the server closed as we used it (seen
+    # under a 4-way concurrent bench); the requests are seeded, so a retry is the same call.
+    [httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError],
+)
+async def test_retries_connection_errors_then_succeeds(error: type[httpx.HTTPError]) -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
         if calls < 3:
-            raise httpx.ConnectError("refused", request=request)
+            raise error("dropped", request=request)  # type: ignore[call-arg]
         return httpx.Response(200, json=OK)
 
     client = make_client(httpx.MockTransport(handler), retries=2)
