@@ -8,7 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.calibrations.spec import PatientKind, Purpose
-from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, apply_defaults
+from app.engine.policy import (
+    CALIBRATION_DEFAULTS,
+    QuestionPolicy,
+    apply_defaults,
+    split_policy_fields,
+)
 from app.validation import reject_nul
 
 __all__ = [
@@ -106,8 +111,7 @@ class CalibrationCreate(QuestionPolicy):
     def _calibration_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        policy = {k: v for k, v in data.items() if k in _POLICY_NAMES}
-        rest = {k: v for k, v in data.items() if k not in _POLICY_NAMES}
+        policy, rest = split_policy_fields(data)
         return {**apply_defaults(CALIBRATION_DEFAULTS, policy), **rest}
 
     @field_validator("*")
@@ -120,9 +124,6 @@ class CalibrationCreate(QuestionPolicy):
         fields = self.model_dump(exclude={"name", "dataset", "activate", "stratify"})
         fields["stratify"] = "specialty" if self.stratify else None
         return fields
-
-
-_POLICY_NAMES = frozenset({*QuestionPolicy.model_fields, "bank", "n_questions"})
 
 
 class ProgressOut(BaseModel):

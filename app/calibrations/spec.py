@@ -31,7 +31,12 @@ from app.datasets import (
     split_cases,
 )
 from app.engine import AnswerSource, InterviewConfig, Policy, QuestionSource
-from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, named_bank
+from app.engine.policy import (
+    CALIBRATION_DEFAULTS,
+    QuestionPolicy,
+    named_bank,
+    split_policy_fields,
+)
 from app.errors import InvalidInputError
 
 __all__ = [
@@ -113,9 +118,7 @@ class RunSpec:
     def create(cls, **fields: Any) -> RunSpec:
         """From flat fields (the API body, CLI options, stored params): the policy's own
         fields (``CALIBRATION_DEFAULTS`` where missing) and the run's."""
-        names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
-        policy = {k: v for k, v in fields.items() if k in names}
-        run = {k: v for k, v in fields.items() if k not in names}
+        policy, run = split_policy_fields(fields)
         if run.get("purpose") == Purpose.SELECTION:  # a StrEnum equals its value
             policy = {**policy, "policy": Policy.RANDOM.value}
         question = QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy)
@@ -209,8 +212,9 @@ class RunSpec:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> RunSpec:
         """Inverse of ``to_params`` (unknown keys ignored; older spellings read)."""
-        known = {*QuestionPolicy.model_fields, "bank", "n_questions", *cls.__dataclass_fields__}
-        fields = {k: v for k, v in params.items() if k in known and k != "question"}
+        policy, rest = split_policy_fields(params)
+        run = {k: v for k, v in rest.items() if k in cls.__dataclass_fields__ and k != "question"}
+        fields = {**policy, **run}
         fractions = fields.pop("fractions", None) or DEFAULT_FRACTIONS.as_dict()
         fields.setdefault("stratify", "specialty")
         return cls.create(

@@ -36,6 +36,7 @@ __all__ = [
     "QuestionPolicy",
     "apply_defaults",
     "named_bank",
+    "split_policy_fields",
 ]
 
 MAX_BANK_QUESTIONS = 500
@@ -147,8 +148,7 @@ class QuestionPolicy(BaseModel):
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> QuestionPolicy:
         """The policy in stored JSON that may hold other keys (and the older spellings)."""
-        names = {*cls.model_fields, "bank", "n_questions"}
-        return cls.build(**{k: v for k, v in data.items() if k in names})
+        return cls.build(**split_policy_fields(data)[0])
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (stored with sessions and calibration runs)."""
@@ -201,6 +201,17 @@ class QuestionPolicy(BaseModel):
 
 
 CUSTOM_BANK = "(caller-supplied list)"
+
+
+# Older spellings of two fields, still read from stored parameters and request bodies.
+_OLD_NAMES = frozenset({"bank", "n_questions"})
+
+
+def split_policy_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the question policy's fields, under any spelling; everything else)."""
+    names = {*QuestionPolicy.model_fields, *_OLD_NAMES}
+    policy = {k: v for k, v in fields.items() if k in names}
+    return policy, {k: v for k, v in fields.items() if k not in names}
 
 
 def apply_defaults(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,7 @@ from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
 from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
-from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy
+from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, split_policy_fields
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
 
@@ -138,9 +138,7 @@ class BenchSpec:
     def create(cls, **fields: Any) -> BenchSpec:
         """From flat fields: the question policy's (``CALIBRATION_DEFAULTS`` where missing;
         ``policy`` is per interview policy, see ``policies``) and the bench's own."""
-        names = {*QuestionPolicy.model_fields, "bank", "n_questions"}
-        policy = {k: v for k, v in fields.items() if k in names}
-        own = {k: v for k, v in fields.items() if k not in names}
+        policy, own = split_policy_fields(fields)
         if own.get("protocol") == "paper":
             policy = {**policy, **PAPER_POLICY}
             own["max_questions"] = PAPER_BUDGET

@@ -74,9 +74,6 @@ from app.sessions.schemas import (
 
 MAX_RUNNER_UPS = 5
 
-# Named banks are read from the shipped file once per process.
-
-
 # Stop rules that pick the stopping step from the data (the budget and running out do not).
 _DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
 
