@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.engine.policy import QuestionPolicy
+from app.engine.policy import OLDER_SPELLINGS, QuestionPolicy
 from app.errors import InvalidInputError
 
 __all__ = [
@@ -110,15 +110,23 @@ class Match:
     reason: str | None = None
 
 
+# The settings, named as the session API names them (and mismatches report them).
+_BANK, _N_QUESTIONS, _SELECTION = (
+    "question_bank_name",
+    "n_candidate_questions",
+    "selection_calibration_id",
+)
+
+
 def _fields(policy: str, question_source: Value) -> tuple[str, ...]:
     """The settings that define ``policy``'s questions (besides policy and alpha)."""
-    bank = ("bank",) if question_source == "bank" else ()
+    bank = (_BANK,) if question_source == "bank" else ()
     if policy == "cip":
-        return ("question_source", *bank, "n_questions", "n_answers", "objective", "selection")
+        return ("question_source", *bank, _N_QUESTIONS, "n_answers", "objective", _SELECTION)
     if policy == "ip":
-        return ("question_source", *bank, "n_questions", "n_answers")
+        return ("question_source", *bank, _N_QUESTIONS, "n_answers")
     if policy == "random":
-        n = ("n_questions",) if question_source == "generated" else ()
+        n = (_N_QUESTIONS,) if question_source == "generated" else ()
         return ("question_source", *bank, *n)
     if policy == "fixed":
         return ("question_source", *bank)
@@ -126,46 +134,36 @@ def _fields(policy: str, question_source: Value) -> tuple[str, ...]:
 
 
 def _values(question: QuestionPolicy) -> dict[str, Value]:
-    """The policy's settings under the names mismatches report."""
+    """The policy's settings (a bank by ``bank_label``, ids as text)."""
     return {
         "question_source": question.question_source.value,
-        "bank": question.bank_label,
-        "n_questions": question.n_candidate_questions,
+        _BANK: question.bank_label,
+        _N_QUESTIONS: question.n_candidate_questions,
         "n_answers": question.n_answers,
         "objective": question.objective.value,
-        "selection": None
+        _SELECTION: None
         if question.selection_calibration_id is None
         else str(question.selection_calibration_id),
         "answer_source": question.answer_source.value,
     }
 
 
-# Where each setting is recorded in a calibration's params (older spellings too).
-_STORED_AS: dict[str, tuple[str, ...]] = {
-    "question_source": ("question_source",),
-    "bank": ("question_bank_name", "bank"),
-    "n_questions": ("n_candidate_questions", "n_questions"),
-    "n_answers": ("n_answers",),
-    "objective": ("objective",),
-    "selection": ("selection_calibration_id",),
-    "answer_source": ("answer_source",),
-}
-
-
 def _recorded(params: Mapping[str, Any]) -> dict[str, Value] | None:
-    """A calibration's settings; a setting its params do not record is None (and so never
-    matches), except the objective and selection, which older runs did not record and
-    which then were set_size and none. None when the params are no valid policy."""
+    """A calibration's settings; a setting its params do not record (under either
+    spelling) is None and so never matches, except the objective and selection, which older
+    runs did not record and which then were set_size and none. None when the params are no
+    valid policy."""
     readable = dict(params)
     if readable.get("question_source") != "bank":  # a bank name there says nothing
-        for key in ("question_bank_name", "bank"):
+        for key in (_BANK, OLDER_SPELLINGS[_BANK]):
             readable.pop(key, None)
     try:
         values = _values(QuestionPolicy.from_json(readable))
     except InvalidInputError:
         return None
-    for field, keys in _STORED_AS.items():
-        if field not in ("objective", "selection") and not any(k in params for k in keys):
+    for field in values:
+        older = OLDER_SPELLINGS.get(field)
+        if field not in ("objective", _SELECTION) and field not in params and older not in params:
             values[field] = None
     return values
 
@@ -195,12 +193,12 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
     if have is None:
         return (*out, Mismatch("question_policy", "valid", None)) if fields else tuple(out)
     for field in fields:
-        if field == "bank" and have["question_source"] != "bank":
+        if field == _BANK and have["question_source"] != "bank":
             continue  # the source already differs; a bank name would add nothing
-        if field == "selection" and session.any_selection:
+        if field == _SELECTION and session.any_selection:
             continue  # the session takes whichever selection calibration serves
         if have[field] != wanted[field]:
-            out.append(Mismatch(_PUBLIC.get(field, field), wanted[field], have[field]))
+            out.append(Mismatch(field, wanted[field], have[field]))
     only = params.get("specialty")
     if (
         session.specialty
@@ -209,14 +207,6 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
     ):
         out.append(Mismatch("specialty", session.specialty, only))
     return tuple(out)
-
-
-# Mismatches name the session API's fields.
-_PUBLIC = {
-    "bank": "question_bank_name",
-    "n_questions": "n_candidate_questions",
-    "selection": "selection_calibration_id",
-}
 
 
 def serving_key(policy: str, params: Mapping[str, Any]) -> tuple[tuple[str, Value], ...]:

@@ -7,7 +7,7 @@ with this type: its fields, their validation, their defaults and their JSON form
 part of it: they end an interview but never change the question asked at a step.
 
 Two contexts default differently, both declared here: a session (the REST API) defaults to
-``SESSION_DEFAULTS`` (the field defaults), a calibration run or benchmark to
+the field defaults, a calibration run or benchmark to
 ``CALIBRATION_DEFAULTS`` (a named bank, fewer candidates: cheaper on a CPU model). A session
 that should be served by a calibration must send the calibration's settings.
 
@@ -33,6 +33,7 @@ __all__ = [
     "CALIBRATION_DEFAULTS",
     "CUSTOM_BANK",
     "MAX_BANK_QUESTIONS",
+    "OLDER_SPELLINGS",
     "QuestionPolicy",
     "apply_defaults",
     "named_bank",
@@ -40,6 +41,12 @@ __all__ = [
 ]
 
 MAX_BANK_QUESTIONS = 500
+CUSTOM_BANK = "(caller-supplied list)"  # how matching names a caller-supplied bank
+# Field -> the name stored calibration parameters and request bodies used before this type.
+OLDER_SPELLINGS: Mapping[str, str] = {
+    "question_bank_name": "bank",
+    "n_candidate_questions": "n_questions",
+}
 
 named_bank = functools.lru_cache(maxsize=8)(load_query_bank)
 
@@ -74,7 +81,7 @@ class QuestionPolicy(BaseModel):
     question_bank_name: str | None = Field(
         default=None,
         max_length=64,
-        validation_alias=AliasChoices("question_bank_name", "bank"),
+        validation_alias=AliasChoices("question_bank_name", OLDER_SPELLINGS["question_bank_name"]),
         description="A shipped bank: internal_medicine, pediatrics or neurology.",
     )
     question_bank: tuple[BankQuestion, ...] | None = Field(
@@ -86,7 +93,9 @@ class QuestionPolicy(BaseModel):
         default=8,
         ge=1,
         le=16,
-        validation_alias=AliasChoices("n_candidate_questions", "n_questions"),
+        validation_alias=AliasChoices(
+            "n_candidate_questions", OLDER_SPELLINGS["n_candidate_questions"]
+        ),
         description="Candidate questions scored a turn (generated, or a seeded sample of the "
         "bank's unasked questions).",
     )
@@ -200,16 +209,9 @@ class QuestionPolicy(BaseModel):
         )
 
 
-CUSTOM_BANK = "(caller-supplied list)"
-
-
-# Older spellings of two fields, still read from stored parameters and request bodies.
-_OLD_NAMES = frozenset({"bank", "n_questions"})
-
-
 def split_policy_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the question policy's fields, under any spelling; everything else)."""
-    names = {*QuestionPolicy.model_fields, *_OLD_NAMES}
+    names = {*QuestionPolicy.model_fields, *OLDER_SPELLINGS.values()}
     policy = {k: v for k, v in fields.items() if k in names}
     return policy, {k: v for k, v in fields.items() if k not in names}
 
@@ -218,14 +220,15 @@ def apply_defaults(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> di
     """``fields`` over ``defaults``; a default bank is dropped when the fields choose
     another question source or give a bank of their own (under any spelling)."""
     merged = {**defaults, **fields}
-    if "question_bank_name" in defaults and "question_bank_name" not in fields:
+    for name, older in OLDER_SPELLINGS.items():
+        if name in defaults and older in fields:  # given under the older name
+            del merged[name]
+    if "question_bank_name" in merged and "question_bank_name" not in fields:
         source = merged.get("question_source")
-        if str(getattr(source, "value", source)) != QuestionSource.BANK.value or any(
-            k in fields for k in ("bank", "question_bank")
+        if str(getattr(source, "value", source)) != QuestionSource.BANK.value or (
+            "question_bank" in fields
         ):
             del merged["question_bank_name"]
-    if "n_candidate_questions" in defaults and "n_questions" in fields:
-        del merged["n_candidate_questions"]
     return merged
 
 
