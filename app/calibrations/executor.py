@@ -27,7 +27,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,9 +38,8 @@ from app.calibrations.patients import patient_for
 from app.calibrations.repository import FAILED, QUEUED, SUCCEEDED, CalibrationRepository
 from app.calibrations.runner import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.selection import check_selection, selection_payload
-from app.calibrations.spec import AnswerSource, Purpose, RunSpec
+from app.calibrations.spec import AnswerSource, RunSpec, serving_refusal
 from app.calibrations.thresholds import thresholds_from_result
-from app.datasets import MediQDataset, load_mediq
 from app.db.base import utcnow
 from app.db.models import CalibrationCase
 from app.engine.types import PosteriorProvider
@@ -201,7 +199,7 @@ async def execute_run(
                 f"{info.prompt_version!r}; the run was made for {row.model!r} / "
                 f"{row.prompt_version!r}"
             )
-        dataset = await asyncio.to_thread(_load_dataset, spec)  # file I/O off the loop
+        dataset = await asyncio.to_thread(spec.load_dataset)  # file I/O off the loop
         cases = spec.calibration_cases(dataset)
         todo = [(i, c) for i, c in enumerate(cases) if c.case_id not in done_ids]
         skipped = len(cases) - len(todo)
@@ -277,7 +275,7 @@ async def execute_run(
             await repo.heartbeat(calibration_id, token, _now())
             fresh = await repo.get(calibration_id)
             assert fresh is not None
-            activated = bool(row.params.get("activate")) and _servable(spec)
+            activated = bool(row.params.get("activate")) and not serving_refusal(spec.to_params())
             if activated:
                 await repo.activate(fresh)
             await _audit(db, calibration_id, "calibration.succeeded", "success")
@@ -338,12 +336,6 @@ async def _audit(db: AsyncSession, calibration_id: uuid.UUID, action: str, outco
     )
 
 
-def _servable(spec: RunSpec) -> bool:
-    """Serving simulates answers with the LLM and shows display sets: only such
-    calibrations may serve sessions."""
-    return spec.question.answer_source is AnswerSource.LLM and spec.purpose is Purpose.DISPLAY
-
-
 def _elapsed(started: float) -> float:
     return round(time.perf_counter() - started, 3)
 
@@ -366,18 +358,6 @@ async def _heartbeat(
         if not alive:
             lost.set()
             return
-
-
-def _load_dataset(spec: RunSpec) -> MediQDataset:
-    if not Path(spec.dataset).is_file():
-        raise InvalidInputError(f"dataset file {spec.dataset} is gone")
-    dataset = load_mediq(spec.dataset, strict=False)
-    if dataset.sha256 != spec.dataset_hash:
-        raise InvalidInputError(
-            f"dataset {spec.dataset} changed since the run was created "
-            f"(sha256 {dataset.sha256[:12]}, recorded {spec.dataset_hash[:12]})"
-        )
-    return dataset
 
 
 def _case_row(calibration_id: uuid.UUID, r: CaseResult) -> CalibrationCase:

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
-from pathlib import Path
 from typing import Any
 
+from app.calibrations.matching import ALPHA_TOLERANCE
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
 from app.calibrations.spec import Purpose, RunSpec
-from app.datasets import load_mediq
+from app.datasets import shared_cases
 from app.db.models import Calibration
 from app.engine.types import ProviderInfo
 from app.errors import InvalidInputError
 
-__all__ = ["check_selection", "selection_id_of", "selection_payload"]
+__all__ = ["check_selection", "selection_payload"]
 
 
 async def check_selection(
@@ -56,7 +55,7 @@ async def check_selection(
             f"selection calibration {selection_id} was made with {row.model!r} / "
             f"{row.prompt_version!r}; this run uses {info.model!r} / {info.prompt_version!r}"
         )
-    if not math.isclose(row.alpha, spec.alpha, rel_tol=0, abs_tol=1e-9):
+    if not math.isclose(row.alpha, spec.alpha, rel_tol=0, abs_tol=ALPHA_TOLERANCE):
         raise InvalidInputError(
             f"selection calibration {selection_id} is at alpha {row.alpha}, this run at "
             f"{spec.alpha}"
@@ -85,18 +84,8 @@ def selection_payload(row: Calibration) -> dict[str, Any]:
     return {**{k: row.result[k] for k in keys}, "calibration_id": str(row.id)}
 
 
-def selection_id_of(selection: dict[str, Any] | None) -> uuid.UUID | None:
-    """The selection run a stored ``result["selection"]`` came from."""
-    if not selection or not selection.get("calibration_id"):
-        return None
-    return uuid.UUID(str(selection["calibration_id"]))
-
-
 def _shared_cases(selection: RunSpec, display: RunSpec) -> int:
-    def fingerprints(spec: RunSpec) -> set[str]:
-        if not Path(spec.dataset).is_file():
-            raise InvalidInputError(f"dataset file {spec.dataset} is gone")
-        dataset = load_mediq(spec.dataset, strict=False)
-        return {c.fingerprint for c in spec.calibration_cases(dataset)}
-
-    return len(fingerprints(selection) & fingerprints(display))
+    return shared_cases(
+        selection.calibration_cases(selection.load_dataset()),
+        display.calibration_cases(display.load_dataset()),
+    )

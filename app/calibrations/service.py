@@ -28,7 +28,7 @@ from app.calibrations.schemas import (
     ResultOut,
 )
 from app.calibrations.selection import check_selection
-from app.calibrations.spec import AnswerSource, Purpose, RunSpec
+from app.calibrations.spec import RunSpec, serving_refusal
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
 from app.engine.types import PosteriorProvider, ProviderInfo
@@ -92,16 +92,9 @@ async def create_run(
     tenant: str | None = None,
 ) -> Calibration:
     """Insert a queued run with its lease row (claimable by any worker on this model)."""
-    if activate and spec.question.answer_source is not AnswerSource.LLM:
-        raise InvalidInputError(
-            f"a calibration with answer source {spec.question.answer_source.value!r} cannot "
-            "serve sessions (serving simulates answers with the LLM); run it without activate"
-        )
-    if activate and spec.purpose is Purpose.SELECTION:
-        raise InvalidInputError(
-            "a selection calibration is not served on its own: name it in a C-IP display "
-            "calibration (selection_calibration_id / --selection-calibration)"
-        )
+    refusal = serving_refusal(spec.to_params())
+    if activate and refusal:
+        raise InvalidInputError(f"{refusal}; run it without activate")
     params = {
         **spec.to_params(),
         **(extra_params or {}),
@@ -195,16 +188,9 @@ class CalibrationService:
                 raise NotFoundError(f"no calibration {calibration_id}")
             if row.status != SUCCEEDED:
                 raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
-            if row.params.get("answer_source", "llm") != AnswerSource.LLM.value:
-                raise ConflictError(
-                    "this calibration did not simulate answers with the LLM as serving does, "
-                    "so it would not apply"
-                )
-            if row.params.get("purpose", "display") != Purpose.DISPLAY.value:
-                raise ConflictError(
-                    "a selection calibration is not served on its own: name it in a C-IP "
-                    "display calibration's selection_calibration_id"
-                )
+            refusal = serving_refusal(row.params)
+            if refusal:
+                raise ConflictError(refusal)
             await repo.activate(row)
             await AuditRepository(db).record(
                 action="calibration.activate",

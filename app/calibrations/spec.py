@@ -17,8 +17,10 @@ calibration exactly as in serving; without one, both use the nominal set rule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from app.datasets import (
@@ -28,6 +30,7 @@ from app.datasets import (
     SplitFractions,
     Splits,
     filter_specialty,
+    load_mediq,
     split_cases,
 )
 from app.engine import AnswerSource, InterviewConfig, Policy, QuestionSource
@@ -46,6 +49,7 @@ __all__ = [
     "Purpose",
     "RunSpec",
     "named_bank",
+    "serving_refusal",
 ]
 
 # Policies a calibration can be run for (the bench's "all-facts" is no interview policy).
@@ -64,6 +68,25 @@ class Purpose(StrEnum):
 
     DISPLAY = "display"  # tau_k of the shown sets, for interviews asked by its policy
     SELECTION = "selection"  # tau_k inside C-IP's objective, from random-question histories
+
+
+def serving_refusal(params: Mapping[str, Any]) -> str | None:
+    """Why a run with these ``Calibration.params`` may not serve sessions (None: it may).
+
+    Serving simulates answers with the LLM and shows display sets.
+    """
+    source = params.get("answer_source", AnswerSource.LLM.value)
+    if source != AnswerSource.LLM.value:
+        return (
+            f"a calibration with answer source {source!r} cannot serve sessions (serving "
+            "simulates answers with the LLM)"
+        )
+    if params.get("purpose", Purpose.DISPLAY.value) != Purpose.DISPLAY.value:
+        return (
+            "a selection calibration is not served on its own: name it in a C-IP display "
+            "calibration (selection_calibration_id / --selection-calibration)"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +182,19 @@ class RunSpec:
     def calibrated_steps(self) -> int:
         """The last calibrated step: T, or T + 1 for a selection run."""
         return self.max_questions + (1 if self.purpose is Purpose.SELECTION else 0)
+
+    def load_dataset(self) -> MediQDataset:
+        """The run's dataset file, checked against the hash recorded at creation (blocking
+        file I/O: call it off the event loop)."""
+        if not Path(self.dataset).is_file():
+            raise InvalidInputError(f"dataset file {self.dataset} is gone")
+        dataset = load_mediq(self.dataset, strict=False)
+        if dataset.sha256 != self.dataset_hash:
+            raise InvalidInputError(
+                f"dataset {self.dataset} changed since the run was created "
+                f"(sha256 {dataset.sha256[:12]}, recorded {self.dataset_hash[:12]})"
+            )
+        return dataset
 
     def splits(self, dataset: MediQDataset) -> Splits:
         """The seeded splits of the dataset (after the specialty filter)."""

@@ -16,6 +16,7 @@ from app.datasets.splits import (
     SplitFractions,
     Splits,
     filter_specialty,
+    shared_cases,
     split_cases,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "filter_specialty",
     "load_mediq",
     "parse_record",
+    "shared_cases",
     "split_cases",
 ]

@@ -23,7 +23,14 @@ from typing import Literal
 from app.datasets.mediq import MediQCase
 from app.errors import InvalidInputError
 
-__all__ = ["DEFAULT_FRACTIONS", "SplitFractions", "Splits", "filter_specialty", "split_cases"]
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "SplitFractions",
+    "Splits",
+    "filter_specialty",
+    "shared_cases",
+    "split_cases",
+]
 
 Stratify = Literal["specialty"] | None
 
@@ -114,3 +121,9 @@ def filter_specialty(cases: Iterable[MediQCase], specialty: str | None) -> tuple
         return tuple(cases)
     want = specialty.strip().casefold()
     return tuple(c for c in cases if c.specialty.casefold() == want)
+
+
+def shared_cases(a: Iterable[MediQCase], b: Iterable[MediQCase]) -> int:
+    """How many cases of ``a`` are also in ``b``, by ``MediQCase.fingerprint`` (the same
+    case under another id, or in another file, counts)."""
+    return len({c.fingerprint for c in a} & {c.fingerprint for c in b})

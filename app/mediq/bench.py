@@ -51,7 +51,7 @@ from app.calibrations.runner import (
 )
 from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
-from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq
+from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq, shared_cases
 from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
 from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, split_policy_fields
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
@@ -389,10 +389,10 @@ async def _paper_selection(
     random order; tau_k from their true-label scores at k = 0..T+1. No case is shared with
     ``avoid`` (calibration and test cases; checked by fingerprint)."""
     cases = spec.selection_cases(dataset, n)
-    shared = {c.fingerprint for c in cases} & {c.fingerprint for c in avoid}
+    shared = shared_cases(cases, avoid)
     if shared:
         raise InvalidInputError(
-            f"{len(shared)} selection case(s) are also calibration or test cases: use fewer "
+            f"{shared} selection case(s) are also calibration or test cases: use fewer "
             "--calibration-cases (the selection takes as many from the split's end)"
         )
     random_spec = dataclasses.replace(
@@ -690,9 +690,9 @@ async def run_bench(
         cal_dataset = await asyncio.to_thread(load_mediq, bench.calibrate_on, strict=False)
         cal_base = bench.run_spec("none", dataset=cal_dataset, cases=bench.calibration_cases)
         cal_cases = cal_base.calibration_cases(cal_dataset)
-    overlap = {c.fingerprint for c in cal_cases} & {c.fingerprint for c in test_cases}
+    overlap = shared_cases(test_cases, cal_cases)
     if overlap:
-        raise InvalidInputError(f"{len(overlap)} test case(s) are also calibration cases")
+        raise InvalidInputError(f"{overlap} test case(s) are also calibration cases")
 
     # A case's interview does not depend on how many cases run: more or fewer cases (the
     # first N of the same splits) reuse the finished ones.
