@@ -100,9 +100,6 @@ class EstimationAnswers:
 
     def draws(self, case_id: str, step: int, m: int) -> list[AnswerDraw]:
         """The step's m estimation cases (seeded by interview and step), as answerers."""
-        salt = int(hashlib.sha256(case_id.encode()).hexdigest()[:15], 16)
-        rng = np.random.default_rng([self._seed, salt, step])
-        picked = rng.choice(len(self._pool), size=min(m, len(self._pool)), replace=False)
 
         def answerer(case: MediQCase) -> AnswerDraw:
             async def answer(question: str) -> str:
@@ -110,13 +107,16 @@ class EstimationAnswers:
 
             return AnswerDraw(None, answer)
 
-        return [answerer(self._pool[int(i)]) for i in picked]
+        return [answerer(c) for c in self._pick(m, case_id, step)]
 
     def draw(self, question: str, m: int) -> list[MediQCase]:
         """The m estimation cases that answer ``question`` (seeded by the question)."""
-        key = normalize_question(question)
+        return self._pick(m, normalize_question(question))
+
+    def _pick(self, m: int, key: str, *more: int) -> list[MediQCase]:
+        """m distinct pool cases, seeded by the run's seed, ``key`` and ``more``."""
         salt = int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)
-        rng = np.random.default_rng([self._seed, salt])
+        rng = np.random.default_rng([self._seed, salt, *more])
         picked = rng.choice(len(self._pool), size=min(m, len(self._pool)), replace=False)
         return [self._pool[int(i)] for i in picked]
 
