@@ -56,7 +56,7 @@ from app.engine.outcomes import (
     TurnOutcome,
     make_differential,
 )
-from app.engine.scoring import entropy, improves, objective_set_size, score_candidates
+from app.engine.scoring import improves, score_candidates
 from app.engine.thresholds import StepThresholds
 from app.engine.types import (
     QA,
@@ -354,6 +354,13 @@ def _objective(config: InterviewConfig, c: CandidateScore) -> float:
     return c.expected_set_size
 
 
+def _first_key_decimals(config: InterviewConfig) -> int:
+    """The rounding of the value the policy ranks by first (see ``rank_candidates``)."""
+    if config.policy is Policy.IP:
+        return _ENTROPY_DECIMALS
+    return _BOUND_DECIMALS if config.objective is Objective.ENTROPY_BOUND else _SIZE_DECIMALS
+
+
 def rank_candidates(config: InterviewConfig, scored: Sequence[CandidateScore]) -> IntArray:
     """Candidate indices best first: cip by (objective, expected entropy), ip by (expected
     entropy, expected set size).
@@ -361,20 +368,18 @@ def rank_candidates(config: InterviewConfig, scored: Sequence[CandidateScore]) -
     Remaining ties keep candidate order. Values equal after rounding (9 decimals for sizes
     and bounds, 12 for entropies) tie, so float summation order never decides.
     """
-    size = np.round([c.expected_set_size for c in scored], _SIZE_DECIMALS)
-    bound = np.round([c.entropy_bound for c in scored], _BOUND_DECIMALS)
-    ent = np.round([c.expected_entropy for c in scored], _ENTROPY_DECIMALS)
-    index = np.arange(len(scored))
-    # np.lexsort sorts by the last key first.
+    first = np.round([_objective(config, c) for c in scored], _first_key_decimals(config))
     if config.policy is Policy.IP:
-        return np.lexsort((index, size, ent))
-    first = bound if config.objective is Objective.ENTROPY_BOUND else size
-    return np.lexsort((index, ent, first))
+        second = np.round([c.expected_set_size for c in scored], _SIZE_DECIMALS)
+    else:
+        second = np.round([c.expected_entropy for c in scored], _ENTROPY_DECIMALS)
+    # np.lexsort sorts by the last key first.
+    return np.lexsort((np.arange(len(scored)), second, first))
 
 
 def _ties(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> int:
     """How many other candidates share the best one's first key (after rounding)."""
-    decimals = _ENTROPY_DECIMALS if config.policy is Policy.IP else _SIZE_DECIMALS
+    decimals = _first_key_decimals(config)
     best = round(_objective(config, ranked[0]), decimals)
     return sum(1 for c in ranked[1:] if round(_objective(config, c), decimals) == best)
 
@@ -453,8 +458,6 @@ def _score(
     objectives = score_candidates(
         probs, weights, threshold, config.alpha, answer_labels=drawn, alpha_n=alpha_n
     )
-    sizes = objective_set_size(probs, threshold, config.alpha)
-    entropies = entropy(probs)
     tops = probs.argmax(axis=-1)
     return [
         CandidateScore(
@@ -466,8 +469,8 @@ def _score(
                 AnswerOutcome(
                     text=a.text,
                     weight=a.weight,
-                    set_size=int(sizes[qi, mi]),
-                    entropy=float(entropies[qi, mi]),
+                    set_size=int(objectives.set_sizes[qi, mi]),
+                    entropy=float(objectives.entropies[qi, mi]),
                     top_label=labels[int(tops[qi, mi])],
                     label=None if a.label < 0 else labels[a.label],
                 )

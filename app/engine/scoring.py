@@ -171,11 +171,15 @@ def improves(
 
 
 class CandidateObjectives(NamedTuple):
-    """Per candidate (Q,): the expected set size, expected entropy and entropy bound."""
+    """Per candidate (Q,): the expected set size, expected entropy and entropy bound; and
+    per answer (Q, M) what they are built from: the set size as the objective counts it
+    (``objective_set_size``) and the posterior's entropy."""
 
     expected_set_size: FloatArray
     expected_entropy: FloatArray
     entropy_bound: FloatArray
+    set_sizes: npt.NDArray[np.intp]
+    entropies: FloatArray
 
 
 def score_candidates(
@@ -223,7 +227,14 @@ def score_candidates(
         alpha=alpha,
         alpha_n=alpha if alpha_n is None else alpha_n,
     )
-    return CandidateObjectives(np.sum(w * sizes, axis=1), np.sum(w * entropy(p), axis=1), bound)
+    entropies = entropy(p)
+    return CandidateObjectives(
+        np.sum(w * sizes, axis=1),
+        np.sum(w * entropies, axis=1),
+        bound,
+        np.asarray(sizes, dtype=np.intp),
+        entropies,
+    )
 
 
 def conformal_p_values(probs: npt.ArrayLike, calibration_scores: npt.ArrayLike) -> FloatArray:

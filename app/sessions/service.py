@@ -140,7 +140,7 @@ class SessionService:
                 db,
                 model=info.model,
                 prompt_version=info.prompt_version,
-                policy=_session_policy(body),
+                policy=_session_policy(question, body),
             )
         calibration = serving.calibration
         seed = secrets.randbits(62)
@@ -450,9 +450,9 @@ def _unmatched(match: Match) -> _Serving:
     )
 
 
-def _session_policy(body: SessionCreate) -> SessionPolicy:
+def _session_policy(question: QuestionPolicy, body: SessionCreate) -> SessionPolicy:
     return SessionPolicy(
-        question=_question_policy(body),
+        question=question,
         max_questions=body.max_questions,
         specialty=body.specialty,
         any_selection=body.selection_calibration_id is None,

@@ -104,7 +104,8 @@ WEIGHTS = [[0.25, 0.75], [1.0, 0.0]]
 @pytest.mark.parametrize("threshold", [0.75, 0.5, None])
 def test_score_candidates_matches_loops(threshold: float | None) -> None:
     alpha = 0.1
-    size, ent, _ = score_candidates(np.array(TABLE), np.array(WEIGHTS), threshold, alpha)
+    scored = score_candidates(np.array(TABLE), np.array(WEIGHTS), threshold, alpha)
+    size, ent = scored.expected_set_size, scored.expected_entropy
     for q in range(2):
         want_size = 0.0
         want_ent = 0.0
@@ -144,14 +145,14 @@ def test_entropy_bound_with_drawn_labels_matches_the_papers_formula(threshold: f
     ]
     labels = [0, 1, 2, 0]
     alpha, alpha_n = 0.1, 0.1 - 1 / 101
-    *_, bound = score_candidates(
+    bound = score_candidates(
         np.array([probs]),
         np.full((1, 4), 0.25),
         threshold,
         alpha,
         answer_labels=np.array([labels]),
         alpha_n=alpha_n,
-    )
+    ).entropy_bound
     sets = [{y for y, x in enumerate(p) if 1 - x <= threshold} for p in probs]
     assert bound[0] == pytest.approx(paper_bound(sets, labels, alpha, alpha_n, 4), abs=1e-12)
 
@@ -162,9 +163,9 @@ def test_entropy_bound_prices_empty_wrong_and_right_sets() -> None:
     flat, sure_a = [0.25] * 4, [0.97, 0.01, 0.01, 0.01]
 
     def bound(p: list[float], y: int) -> float:
-        *_, b = score_candidates(
+        b = score_candidates(
             np.array([[p]]), np.ones((1, 1)), 0.5, alpha, answer_labels=np.array([[y]])
-        )
+        ).entropy_bound
         return float(b[0])
 
     assert bound(flat, 0) == pytest.approx(h_b + alpha * math.log(4))  # empty: excluded
@@ -175,7 +176,7 @@ def test_entropy_bound_prices_empty_wrong_and_right_sets() -> None:
 def test_unlabelled_answers_are_included_by_posterior_mass() -> None:
     alpha = 0.1
     p = [0.6, 0.3, 0.05, 0.05]  # tau 0.5: the set is {0}, mass 0.6 inside
-    *_, bound = score_candidates(np.array([[p]]), np.ones((1, 1)), 0.5, alpha)
+    bound = score_candidates(np.array([[p]]), np.ones((1, 1)), 0.5, alpha).entropy_bound
     h_b = -alpha * math.log(alpha) - (1 - alpha) * math.log(1 - alpha)
     # included mean log|C| = log 1 = 0 whatever its weight; excluded: log(4 - 1) at weight 0.4
     assert bound[0] == pytest.approx(h_b + alpha * math.log(3))
