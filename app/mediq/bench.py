@@ -273,12 +273,15 @@ class CaseLog:
 
 @dataclass
 class _Phase:
-    """Cases of one file with the provider that interviews them."""
+    """Cases of one file with the provider that interviews them, and how: ``paper`` (the
+    case's own facts as candidates, see ``_interview``) and C-IP's selection thresholds."""
 
     dataset: MediQDataset
     cases: tuple[MediQCase, ...]
     provider: PosteriorProvider
     sampler: EstimationAnswers | None = None  # the estimation split, for sampled answers
+    paper: bool = False
+    selection: StepwiseThresholds | None = None
 
 
 def _no_gain_flags(trajectory: Trajectory) -> tuple[bool, ...]:
@@ -336,18 +339,16 @@ async def _interview(
     patient: SimulatedPatient,
     on_fallback: Callable[[], None] | None = None,
     *,
-    paper: bool = False,
-    selection: StepwiseThresholds | None = None,
     budget: int | None = None,
 ) -> Trajectory:
-    """One interview to its budget; ``paper``: the case's facts as its candidates, the
-    step's draws from the estimation split, budget min(#facts, ``budget`` or T)."""
+    """One interview to its budget; ``phase.paper``: the case's facts as its candidates,
+    budget min(#facts, ``budget`` or T). Sampled answers: the step's estimation cases."""
     history: tuple[QA, ...] = ()
     if policy == ALL_FACTS:
         history = (QA(ALL_FACTS_QUESTION, " ".join(case.facts) or "Nothing else."),)
     config = spec.interview_config()
     draws = None
-    if paper:
+    if phase.paper:
         questions = tuple(FACT_QUESTION.format(fact=f) for f in case.facts)
         config = dataclasses.replace(
             config,
@@ -369,7 +370,7 @@ async def _interview(
         seed=spec.seed,
         history=history,
         on_fallback=on_fallback,
-        selection=selection,
+        selection=phase.selection,
         draws=draws,
     )
 
@@ -398,7 +399,7 @@ async def _paper_selection(
     random_spec = dataclasses.replace(
         spec, question=spec.question.model_copy(update={"policy": Policy.RANDOM})
     )
-    phase = answers.phase(dataset, cases, random_spec)
+    phase = answers.phase(dataset, cases, random_spec, paper=True)
     horizon = spec.max_questions + 1
     scores: dict[str, list[float]] = {}
 
@@ -406,7 +407,7 @@ async def _paper_selection(
         cached = log.get("sel", "random", case.case_id)
         if cached is None:
             trajectory = await _interview(
-                "random", case, random_spec, phase, patient, paper=True, budget=horizon
+                "random", case, random_spec, phase, patient, budget=horizon
             )
             cached = {
                 "phase": "sel",
@@ -447,8 +448,6 @@ async def _calibrate(
     log: CaseLog,
     info: ProviderInfo,
     progress: Progress,
-    paper: bool = False,
-    selection: StepwiseThresholds | None = None,
 ) -> PerStepCalibration:
     """Per-step thresholds of one policy from its calibration interviews (resumable)."""
     results: dict[str, CaseResult] = {}
@@ -466,8 +465,6 @@ async def _calibrate(
                 phase,
                 patient,
                 lambda: fell_back.append(1),
-                paper=paper,
-                selection=selection,
             )
             cached = {
                 "phase": "cal",
@@ -506,8 +503,6 @@ async def _test(
     patient: SimulatedPatient,
     log: CaseLog,
     progress: Progress,
-    paper: bool = False,
-    selection: StepwiseThresholds | None = None,
 ) -> list[HeldOutCase]:
     """Test interviews of one policy to the budget (resumable)."""
     out: dict[str, HeldOutCase] = {}
@@ -523,8 +518,6 @@ async def _test(
                 phase,
                 patient,
                 lambda: fell_back.append(1),
-                paper=paper,
-                selection=selection,
             )
             test = HeldOutCase(
                 policy=policy,
@@ -556,14 +549,20 @@ class _AnswerSources:
     patient: SimulatedPatient
     wrappers: dict[str, EstimationAnswers] = field(default_factory=dict)
 
-    def phase(self, dataset: MediQDataset, cases: tuple[MediQCase, ...], spec: RunSpec) -> _Phase:
+    def phase(
+        self,
+        dataset: MediQDataset,
+        cases: tuple[MediQCase, ...],
+        spec: RunSpec,
+        *,
+        paper: bool = False,
+        selection: StepwiseThresholds | None = None,
+    ) -> _Phase:
         """The cases with the provider (and sampler) their answer source needs."""
         source = spec.question.answer_source
-        if source is AnswerSource.ESTIMATION:
-            return _Phase(dataset, cases, self._wrapper(dataset, spec))
-        if source is AnswerSource.SAMPLED:
-            return _Phase(dataset, cases, self.provider, self._wrapper(dataset, spec))
-        return _Phase(dataset, cases, self.provider)
+        provider = self._wrapper(dataset, spec) if source is AnswerSource.ESTIMATION else None
+        sampler = self._wrapper(dataset, spec) if source is AnswerSource.SAMPLED else None
+        return _Phase(dataset, cases, provider or self.provider, sampler, paper, selection)
 
     def _wrapper(self, dataset: MediQDataset, spec: RunSpec) -> EstimationAnswers:
         key = dataset.sha256
@@ -734,7 +733,6 @@ async def run_bench(
         selection: StepwiseThresholds | None = None
         if policy not in calibrations:
             spec = bench.run_spec(policy, dataset=cal_dataset, cases=len(cal_cases))
-            phase = answers.phase(cal_dataset, cal_cases, spec)
             if bench.paper and policy == "cip":
                 selection = await _paper_selection(
                     spec,
@@ -745,6 +743,9 @@ async def run_bench(
                     log=log,
                     avoid=(*cal_cases, *test_cases),
                 )
+            phase = answers.phase(
+                cal_dataset, cal_cases, spec, paper=bench.paper, selection=selection
+            )
             calibrations[policy] = await _calibrate(
                 policy,
                 phase,
@@ -753,22 +754,11 @@ async def run_bench(
                 log=log,
                 info=info,
                 progress=tick,
-                paper=bench.paper,
-                selection=selection,
             )
             sources[policy] = f"in-process on {len(cal_cases)} calibration cases"
         spec = bench.run_spec(policy, dataset=dataset, cases=len(test_cases))
-        phase = answers.phase(dataset, test_cases, spec)
-        tests = await _test(
-            policy,
-            phase,
-            spec,
-            patient=patient,
-            log=log,
-            progress=tick,
-            paper=bench.paper,
-            selection=selection,
-        )
+        phase = answers.phase(dataset, test_cases, spec, paper=bench.paper, selection=selection)
+        tests = await _test(policy, phase, spec, patient=patient, log=log, progress=tick)
         records += [
             record_from_test(
                 t, calibrations[policy], max_questions=bench.max_questions, stops=not bench.paper
