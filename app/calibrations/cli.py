@@ -344,7 +344,7 @@ def bench(
             **{k: v for k, v in spec.settings().items() if k not in ("policies", "test_cases")},
             "wall time (s)": report["wall_seconds"],
             "interviews per minute": report["interviews_per_minute"],
-            "stop rule": "singleton set under tau_k, budget, no gain (cip/ip)",
+            "stop rule": spec.stop_rule,
         },
     )
     typer.echo(_summary(report))

@@ -152,6 +152,30 @@ class BenchSpec:
     def paper(self) -> bool:
         return self.protocol == "paper"
 
+    @property
+    def _unused_fields(self) -> tuple[str, ...]:
+        """Question-policy fields the settings leave out: per policy, or (paper) not used."""
+        per_policy = ("policy", "alpha")
+        if not self.paper:
+            return per_policy
+        return (
+            *per_policy,
+            "question_source",
+            "question_bank_name",
+            "question_bank",
+            "n_candidate_questions",
+        )
+
+    @property
+    def stop_rule(self) -> str:
+        """The stop rule the "at the stop" tables replay, in words."""
+        if self.paper:
+            return (
+                "none but the budget (paper protocol): read the per-budget tables; the "
+                "at-the-stop tables replay serving's rule on the same interviews"
+            )
+        return "singleton set under tau_k, budget, no gain (cip/ip)"
+
     def run_spec(self, policy: str, *, dataset: MediQDataset, cases: int) -> RunSpec:
         """The calibration/test interview definition of one policy on one file."""
         engine_policy = Policy.NONE if policy == ALL_FACTS else Policy(policy)
@@ -184,7 +208,7 @@ class BenchSpec:
             "calibration_cases": self.calibration_cases,
             "seed": self.seed,
             "anytime": self.anytime,
-            **{k: v for k, v in self.question.to_json().items() if k not in ("policy", "alpha")},
+            **{k: v for k, v in self.question.to_json().items() if k not in self._unused_fields},
             "patient": self.patient.value,
             "specialty": self.specialty,
             "stratify": "specialty" if self.stratify else None,
