@@ -42,7 +42,7 @@ def serve(
         )
         if secret is not None:
             typer.echo(
-                "Created a local development API key (all scopes, tenant 'local'); it is also in "
+                "Created a local development API key (every tenant scope, tenant 'local'); it is also in "
                 f"{settings.data_dir / key_service.DEV_KEY_FILE}:\n  {secret}",
                 err=True,
             )
@@ -71,7 +71,9 @@ def migrate() -> None:
 def keys_create(
     tenant: str = typer.Option(..., help="The tenant whose sessions this key reaches."),
     scopes: str = typer.Option(
-        ..., help="Comma-separated: sessions:write, sessions:read, calibrations:admin, audit:read"
+        ...,
+        help="Comma-separated: sessions:write, sessions:read, calibrations:admin, audit:read "
+        "(a tenant's); platform:admin (an operator's: manages the platform's calibrations)",
     ),
     name: str | None = typer.Option(None, help="A label for people."),
 ) -> None:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
-from app.auth.keys import ALL_SCOPES, Scope
+from app.auth.keys import TENANT_SCOPES, Scope
 from app.auth.service import create_key
 from app.calibrations.thresholds import calibration_result
 from app.conformal import lac_threshold
@@ -112,7 +112,9 @@ async def open_client(
             yield client
 
 
-async def make_key(settings: Settings, *, tenant: str, scopes: Sequence[Scope] = ALL_SCOPES) -> str:
+async def make_key(
+    settings: Settings, *, tenant: str, scopes: Sequence[Scope] = TENANT_SCOPES
+) -> str:
     _, secret = await create_key(settings.effective_database_url, tenant=tenant, scopes=scopes)
     return secret
 

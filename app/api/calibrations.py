@@ -27,7 +27,10 @@ router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
 ERRORS = {
     **PROBLEM_RESPONSES,
     401: problem_doc("No or an unknown API key"),
-    403: problem_doc("The API key lacks the scope calibrations:admin"),
+    403: problem_doc(
+        "The API key lacks the scope calibrations:admin (or platform:admin), or the run is "
+        "the platform's and the key is a tenant's"
+    ),
     429: problem_doc("Rate limit reached; see Retry-After"),
 }
 
@@ -41,6 +44,7 @@ async def admin_service(
         data_dir=resources.settings.data_dir,
         tenant=principal.tenant,
         actor_key_id=principal.key_id,
+        owner=principal.calibration_owner,
     )
 
 

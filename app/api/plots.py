@@ -17,11 +17,14 @@ from app.errors import ForbiddenError
 
 router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
 
-PLOT_SCOPES = frozenset({Scope.SESSIONS_READ.value, Scope.CALIBRATIONS_ADMIN.value})
+PLOT_SCOPES = frozenset(
+    {Scope.SESSIONS_READ.value, Scope.CALIBRATIONS_ADMIN.value, Scope.PLATFORM_ADMIN.value}
+)
 
 
 async def plot_reader(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-    """Clinicians (sessions:read) see the calibration behind a set; admins see every run."""
+    """Clinicians (sessions:read) see the calibrations behind their sets, admins their
+    tenant's runs: both only their tenant's and the platform's."""
     if not PLOT_SCOPES & principal.scopes:
         raise ForbiddenError("this API key needs the scope 'sessions:read' or 'calibrations:admin'")
     return principal
@@ -44,8 +47,10 @@ PlotReader = Annotated[Principal, Depends(plot_reader)]
     },
 )
 async def calibration_plot(
-    calibration_id: uuid.UUID, resources: ResourcesDep, _: PlotReader
+    calibration_id: uuid.UUID, resources: ResourcesDep, principal: PlotReader
 ) -> Response:
-    png = await calibration_plot_png(resources.sessionmaker, calibration_id)
+    png = await calibration_plot_png(
+        resources.sessionmaker, calibration_id, owner=principal.calibration_owner
+    )
     # A run's result never changes once written, but keep it private: it is behind a key.
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})

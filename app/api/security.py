@@ -66,12 +66,15 @@ async def authenticate(
     return principal
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that authenticates and insists on ``scope``."""
+def require(scope: Scope, *alternatives: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates and insists on ``scope`` (or one of ``alternatives``)."""
+    accepted = (scope, *alternatives)
 
     async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if scope.value not in principal.scopes:
-            raise ForbiddenError(f"this API key lacks the scope {scope.value!r}")
+        if not any(s.value in principal.scopes for s in accepted):
+            raise ForbiddenError(
+                f"this API key lacks the scope {' or '.join(repr(s.value) for s in accepted)}"
+            )
         return principal
 
     return dependency
@@ -79,5 +82,8 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 
 SessionsWriter = Annotated[Principal, Depends(require(Scope.SESSIONS_WRITE))]
 SessionsReader = Annotated[Principal, Depends(require(Scope.SESSIONS_READ))]
-CalibrationsAdmin = Annotated[Principal, Depends(require(Scope.CALIBRATIONS_ADMIN))]
+# A tenant's admin manages its own runs; the operator (platform:admin) the platform's.
+CalibrationsAdmin = Annotated[
+    Principal, Depends(require(Scope.CALIBRATIONS_ADMIN, Scope.PLATFORM_ADMIN))
+]
 AuditReader = Annotated[Principal, Depends(require(Scope.AUDIT_READ))]

@@ -16,9 +16,13 @@ class Scope(StrEnum):
     SESSIONS_READ = "sessions:read"
     CALIBRATIONS_ADMIN = "calibrations:admin"
     AUDIT_READ = "audit:read"
+    # The operator's: manage the platform's calibrations, which serve every tenant without an
+    # active run of its own. No tenant key gets it (see TENANT_SCOPES).
+    PLATFORM_ADMIN = "platform:admin"
 
 
-ALL_SCOPES: tuple[Scope, ...] = tuple(Scope)
+# Every scope a tenant's key may hold (the local development key holds them all).
+TENANT_SCOPES: tuple[Scope, ...] = tuple(s for s in Scope if s is not Scope.PLATFORM_ADMIN)
 
 
 @dataclass(frozen=True, slots=True)

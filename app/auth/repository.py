@@ -38,6 +38,11 @@ class ApiKeyRepository:
     async def list(self) -> Sequence[ApiKey]:
         return (await self._session.scalars(sa.select(ApiKey).order_by(ApiKey.created_at))).all()
 
+    async def tenants(self) -> Sequence[str]:
+        """Every tenant that has (or had) a key."""
+        stmt = sa.select(ApiKey.tenant).distinct().order_by(ApiKey.tenant)
+        return (await self._session.scalars(stmt)).all()
+
     async def count_active(self) -> int:
         stmt = sa.select(sa.func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
         return int((await self._session.execute(stmt)).scalar_one())

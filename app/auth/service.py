@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.auth.keys import ALL_SCOPES, Scope, mint_key
+from app.auth.keys import TENANT_SCOPES, Scope, mint_key
 from app.auth.repository import ApiKeyRepository
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import ApiKey
@@ -50,7 +50,7 @@ async def revoke_key(database_url: str, key_id: uuid.UUID) -> bool:
 
 
 async def ensure_dev_key(database_url: str, data_dir: Path) -> str | None:
-    """First run of the embedded default: mint an all-scopes key for tenant 'local'.
+    """First run of the embedded default: mint a key with every tenant scope for tenant 'local'.
 
     Returns the new secret (also written to ``data_dir/dev-api-key``, mode 600), or None when
     keys already exist. There is never an open door: without a key every call is a 401.
@@ -63,7 +63,7 @@ async def ensure_dev_key(database_url: str, data_dir: Path) -> str | None:
                 return None
             key = mint_key()
             await repo.create(
-                key=key, tenant=DEV_TENANT, scopes=ALL_SCOPES, name="local development"
+                key=key, tenant=DEV_TENANT, scopes=TENANT_SCOPES, name="local development"
             )
     finally:
         await engine.dispose()

@@ -38,6 +38,7 @@ from app.calibrations.patients import patient_for
 from app.calibrations.repository import FAILED, QUEUED, SUCCEEDED, CalibrationRepository
 from app.calibrations.runner import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.selection import check_selection, selection_payload
+from app.calibrations.service import record_activation
 from app.calibrations.spec import AnswerSource, RunSpec, serving_refusal
 from app.calibrations.thresholds import thresholds_from_result
 from app.db.base import utcnow
@@ -238,7 +239,9 @@ async def execute_run(
         selection = None
         if spec.question.selection_calibration_id is not None:
             async with sessionmaker() as db:
-                chosen = await check_selection(CalibrationRepository(db), spec, info)
+                chosen = await check_selection(
+                    CalibrationRepository(db), spec, info, owner=row.tenant
+                )
             assert chosen is not None
             selection = selection_payload(chosen)
         fallbacks = await run_cases(
@@ -280,7 +283,13 @@ async def execute_run(
                 await repo.activate(fresh)
             await _audit(db, calibration_id, "calibration.succeeded", "success")
             if activated:
-                await _audit(db, calibration_id, "calibration.activate", "success")
+                requested = row.params.get("requested_by") or {}
+                await record_activation(
+                    db,
+                    fresh,
+                    actor_key_id=requested.get("key_id"),
+                    actor_tenant=_requester(row.params),
+                )
         log.info(
             "calibration.succeeded",
             calibration_id=str(calibration_id),

@@ -156,11 +156,15 @@ def render_plot(result: dict[str, Any], *, title: str) -> bytes:
 
 
 async def calibration_plot_png(
-    sessionmaker: async_sessionmaker[AsyncSession], calibration_id: uuid.UUID
+    sessionmaker: async_sessionmaker[AsyncSession],
+    calibration_id: uuid.UUID,
+    *,
+    owner: str | None,
 ) -> bytes:
-    """The run's plot; rendering is CPU work, so it runs off the event loop."""
+    """The plot of a run ``owner`` may read (its own or the platform's); rendering is CPU
+    work, so it runs off the event loop."""
     async with sessionmaker() as db:
-        row = await CalibrationRepository(db).get(calibration_id)
+        row = await CalibrationRepository(db).get_visible(calibration_id, owner=owner)
         if row is None:
             raise NotFoundError(f"no calibration {calibration_id}")
         if row.result is None:

@@ -32,6 +32,16 @@ from app.db.models import Calibration, CalibrationCase, CalibrationLease
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 
 
+def owned_by(owner: str | None) -> sa.ColumnElement[bool]:
+    """Runs of this owner: a tenant's, or (None) the platform's."""
+    return Calibration.tenant.is_(None) if owner is None else Calibration.tenant == owner
+
+
+def visible_to(owner: str | None) -> sa.ColumnElement[bool]:
+    """Runs a caller may read: its own and the platform's (which serve it where it has none)."""
+    return owned_by(None) if owner is None else sa.or_(owned_by(None), owned_by(owner))
+
+
 def _rowcount(result: Any) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
@@ -41,10 +51,24 @@ class CalibrationRepository:
         self._session = session
 
     async def get(self, calibration_id: uuid.UUID) -> Calibration | None:
+        """Any run, whoever owns it: for workers and the CLI, never for a tenant's request."""
         return await self._session.get(Calibration, calibration_id)
 
-    async def list(self, *, limit: int = 100) -> Sequence[Calibration]:
-        stmt = sa.select(Calibration).order_by(Calibration.created_at.desc()).limit(limit)
+    async def get_visible(
+        self, calibration_id: uuid.UUID, *, owner: str | None
+    ) -> Calibration | None:
+        """The run if ``owner`` may read it (``visible_to``), else None."""
+        stmt = sa.select(Calibration).where(Calibration.id == calibration_id, visible_to(owner))
+        return (await self._session.scalars(stmt)).one_or_none()
+
+    async def list(self, *, owner: str | None, limit: int = 100) -> Sequence[Calibration]:
+        """The runs ``owner`` may read, newest first."""
+        stmt = (
+            sa.select(Calibration)
+            .where(visible_to(owner))
+            .order_by(Calibration.created_at.desc())
+            .limit(limit)
+        )
         return (await self._session.scalars(stmt)).all()
 
     async def add(self, calibration: Calibration) -> Calibration:
@@ -52,8 +76,10 @@ class CalibrationRepository:
         await self._session.flush()
         return calibration
 
-    async def active_for(self, *, model: str, prompt_version: str) -> Sequence[ActiveCalibration]:
-        """The active, finished calibrations of this model and prompt version (no scores)."""
+    async def active_for(
+        self, *, model: str, prompt_version: str, owner: str | None
+    ) -> Sequence[ActiveCalibration]:
+        """``owner``'s active, finished calibrations of this model and prompt version."""
         stmt = sa.select(
             Calibration.id,
             Calibration.policy,
@@ -66,6 +92,7 @@ class CalibrationRepository:
             Calibration.status == SUCCEEDED,
             Calibration.model == model,
             Calibration.prompt_version == prompt_version,
+            owned_by(owner),
         )
         return [
             ActiveCalibration(
@@ -80,20 +107,30 @@ class CalibrationRepository:
         ]
 
     async def find_active(
-        self, *, model: str, prompt_version: str, session: SessionPolicy
+        self, *, model: str, prompt_version: str, session: SessionPolicy, tenant: str | None
     ) -> tuple[Calibration | None, Match]:
-        """The active calibration made with this session's model, prompts and question policy.
+        """The active calibration made with this session's model, prompts and question policy:
+        the tenant's own, else the platform's.
 
-        Returns it (None when none applies) and the match: which one, or why none does.
+        Returns it (None when none applies) and the match: which one, or why none does (the
+        tenant's closest run when it has active runs and the platform has no match).
         """
-        match = choose(session, await self.active_for(model=model, prompt_version=prompt_version))
+        key = {"model": model, "prompt_version": prompt_version}
+        own: Sequence[ActiveCalibration] = []
+        if tenant is not None:
+            own = await self.active_for(**key, owner=tenant)
+        match = choose(session, own)
+        if match.calibration_id is None:
+            platform = choose(session, await self.active_for(**key, owner=None))
+            if platform.calibration_id is not None or not own:
+                match = platform
         if match.calibration_id is None:
             return None, match
         return await self.get(match.calibration_id), match
 
     async def activate(self, calibration: Calibration) -> None:
-        """Make this the one active calibration for its model, prompt version, alpha and
-        question policy (``serving_key``); calibrations of other policies stay active."""
+        """Make this its owner's one active calibration for its model, prompt version, alpha
+        and question policy (``serving_key``); other policies' and other owners' stay active."""
         key = serving_key(calibration.policy, calibration.params or {})
         rivals = await self._session.execute(
             sa.select(Calibration.id, Calibration.params).where(
@@ -103,6 +140,7 @@ class CalibrationRepository:
                 Calibration.policy == calibration.policy,
                 sa.func.abs(Calibration.alpha - calibration.alpha) < ALPHA_TOLERANCE,
                 Calibration.id != calibration.id,
+                owned_by(calibration.tenant),
             )
         )
         same = [

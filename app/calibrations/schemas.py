@@ -159,6 +159,11 @@ class CalibrationOut(BaseModel):
     anytime: bool
     max_questions: int
     dataset_hash: str | None
+    owner: Literal["tenant", "platform"] = Field(
+        description="'tenant': the caller's tenant's run (it serves that tenant's sessions); "
+        "'platform': published by the operator for every tenant without an active run of its "
+        "own (read-only to tenants)"
+    )
     params: dict[str, Any]
     progress: ProgressOut
     result: ResultOut | None

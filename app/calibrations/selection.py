@@ -32,13 +32,16 @@ __all__ = ["check_selection", "selection_payload"]
 
 
 async def check_selection(
-    repo: CalibrationRepository, spec: RunSpec, info: ProviderInfo
+    repo: CalibrationRepository, spec: RunSpec, info: ProviderInfo, *, owner: str | None
 ) -> Calibration | None:
-    """The selection run ``spec`` names, checked (see the module docstring); None if none."""
+    """The selection run ``spec`` names, checked (see the module docstring); None if none.
+
+    ``owner`` owns the display run: it may name its own selection runs or the platform's.
+    """
     selection_id = spec.question.selection_calibration_id
     if selection_id is None:
         return None
-    row = await repo.get(selection_id)
+    row = await repo.get_visible(selection_id, owner=owner)
     if row is None:
         raise InvalidInputError(f"no selection calibration {selection_id}")
     if row.params.get("purpose") != Purpose.SELECTION.value:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
+from app.auth.repository import ApiKeyRepository
 from app.calibrations.repository import (
     FAILED,
     QUEUED,
@@ -32,9 +33,23 @@ from app.calibrations.spec import RunSpec, serving_refusal
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
 from app.engine.types import PosteriorProvider, ProviderInfo
-from app.errors import ConflictError, InvalidInputError, NotFoundError, UpstreamUnavailableError
+from app.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UpstreamUnavailableError,
+)
 
-__all__ = ["CalibrationService", "create_run", "dataset_dirs", "prepare_spec", "resolve_dataset"]
+__all__ = [
+    "CalibrationService",
+    "create_run",
+    "dataset_dirs",
+    "prepare_spec",
+    "public_params",
+    "record_activation",
+    "resolve_dataset",
+]
 
 _MAX_PROBLEMS_STORED = 50
 # A running run whose worker has not heartbeated for this long is taken for dead (the
@@ -90,8 +105,13 @@ async def create_run(
     extra_params: dict[str, Any] | None = None,
     actor_key_id: str | None = None,
     tenant: str | None = None,
+    owner: str | None = None,
 ) -> Calibration:
-    """Insert a queued run with its lease row (claimable by any worker on this model)."""
+    """Insert a queued run with its lease row (claimable by any worker on this model).
+
+    ``owner`` is the tenant whose sessions it may serve (None: the platform's); ``tenant``
+    and ``actor_key_id`` say who asked, for the audit trail.
+    """
     refusal = serving_refusal(spec.to_params())
     if activate and refusal:
         raise InvalidInputError(f"{refusal}; run it without activate")
@@ -105,9 +125,10 @@ async def create_run(
     }
     async with sessionmaker.begin() as db:
         repo = CalibrationRepository(db)
-        await check_selection(repo, spec, info)
+        await check_selection(repo, spec, info, owner=owner)
         row = await repo.add(
             Calibration(
+                tenant=owner,
                 name=name,
                 status=QUEUED,
                 model=info.model,
@@ -142,6 +163,8 @@ class CalibrationService:
     data_dir: Path
     tenant: str | None = None
     actor_key_id: str | None = None
+    # Whose runs this caller manages: its tenant's, or (None) the platform's.
+    owner: str | None = None
 
     async def create(self, body: CalibrationCreate) -> CalibrationOut:
         if self.provider is None:
@@ -163,42 +186,51 @@ class CalibrationService:
             extra_params=extra,
             actor_key_id=self.actor_key_id,
             tenant=self.tenant,
+            owner=self.owner,
         )
         return await self.get(row.id)
 
     async def get(self, calibration_id: uuid.UUID) -> CalibrationOut:
+        """A run the caller may read: its own, or the platform's."""
         async with self.sessionmaker() as db:
             repo = CalibrationRepository(db)
-            row = await repo.get(calibration_id)
+            row = await repo.get_visible(calibration_id, owner=self.owner)
             if row is None:
                 raise NotFoundError(f"no calibration {calibration_id}")
             return await _out(repo, row)
 
     async def list(self, *, limit: int) -> CalibrationList:
+        """The caller's runs and the platform's, newest first."""
         async with self.sessionmaker() as db:
             repo = CalibrationRepository(db)
-            rows = await repo.list(limit=limit)
+            rows = await repo.list(owner=self.owner, limit=limit)
             return CalibrationList(calibrations=[await _out(repo, r) for r in rows])
+
+    async def _owned(self, repo: CalibrationRepository, calibration_id: uuid.UUID) -> Calibration:
+        """The run, if the caller owns it: another tenant's is not found, and the platform's
+        is forbidden to a tenant (it may read it, not change it)."""
+        row = await repo.get_visible(calibration_id, owner=self.owner)
+        if row is None:
+            raise NotFoundError(f"no calibration {calibration_id}")
+        if row.tenant != self.owner:
+            raise ForbiddenError(
+                f"calibration {calibration_id} is the platform's; only an operator's key "
+                "(platform:admin) can change it"
+            )
+        return row
 
     async def activate(self, calibration_id: uuid.UUID) -> CalibrationOut:
         async with self.sessionmaker.begin() as db:
             repo = CalibrationRepository(db)
-            row = await repo.get(calibration_id)
-            if row is None:
-                raise NotFoundError(f"no calibration {calibration_id}")
+            row = await self._owned(repo, calibration_id)
             if row.status != SUCCEEDED:
                 raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
             refusal = serving_refusal(row.params)
             if refusal:
                 raise ConflictError(refusal)
             await repo.activate(row)
-            await AuditRepository(db).record(
-                action="calibration.activate",
-                resource_type="calibration",
-                resource_id=str(calibration_id),
-                outcome="success",
-                actor_key_id=self.actor_key_id,
-                tenant=self.tenant,
+            await record_activation(
+                db, row, actor_key_id=self.actor_key_id, actor_tenant=self.tenant
             )
         return await self.get(calibration_id)
 
@@ -210,9 +242,9 @@ class CalibrationService:
         """
         async with self.sessionmaker.begin() as db:
             repo = CalibrationRepository(db)
-            row = await repo.get(calibration_id)
+            row = await self._owned(repo, calibration_id)
             lease = await repo.lease(calibration_id)
-            if row is None or lease is None:
+            if lease is None:
                 raise NotFoundError(f"no calibration {calibration_id}")
             stale_before: datetime | None = None
             if row.status == RUNNING:
@@ -241,6 +273,39 @@ class CalibrationService:
         return await self.get(calibration_id)
 
 
+async def record_activation(
+    db: AsyncSession, row: Calibration, *, actor_key_id: str | None, actor_tenant: str | None
+) -> None:
+    """Audit an activation in the trail of every tenant whose sessions it may change: the
+    owner's, or for a platform run every tenant with a key (and the actor's)."""
+    affected: set[str | None] = {row.tenant, actor_tenant}
+    if row.tenant is None:
+        affected |= set(await ApiKeyRepository(db).tenants())
+    audit = AuditRepository(db)
+    for tenant in sorted(affected, key=lambda t: (t is not None, t or "")):
+        await audit.record(
+            action="calibration.activate",
+            resource_type="calibration",
+            resource_id=str(row.id),
+            outcome="success",
+            actor_key_id=actor_key_id,
+            tenant=tenant,
+        )
+
+
+# Params kept out of replies: who asked (another tenant's key id, for the platform's runs)
+# and where the worker read the dataset (a server path; ``dataset_name`` names it).
+_PRIVATE_PARAMS = frozenset({"requested_by"})
+
+
+def public_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A run's params as a reply shows them: no key ids, tenant names or server paths."""
+    shown = {k: v for k, v in params.items() if k not in _PRIVATE_PARAMS}
+    if isinstance(shown.get("dataset"), str):
+        shown["dataset"] = shown.get("dataset_name") or Path(shown["dataset"]).stem
+    return shown
+
+
 async def _out(repo: CalibrationRepository, row: Calibration) -> CalibrationOut:
     lease = await repo.lease(row.id)
     if row.result is not None:
@@ -261,7 +326,8 @@ async def _out(repo: CalibrationRepository, row: Calibration) -> CalibrationOut:
         anytime=row.anytime,
         max_questions=row.max_questions,
         dataset_hash=row.dataset_hash,
-        params=row.params,
+        owner="platform" if row.tenant is None else "tenant",
+        params=public_params(row.params),
         progress=ProgressOut(
             done=done,
             total=row.progress_total,

@@ -115,6 +115,9 @@ class Calibration(Base):
     __tablename__ = "calibrations"
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    # The tenant that owns the run; None: the platform's (made by an operator, with the CLI
+    # or a platform:admin key), which serves every tenant that has no active run of its own.
+    tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     name: Mapped[str | None] = mapped_column(sa.String(128))
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)

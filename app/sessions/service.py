@@ -347,7 +347,7 @@ class SessionService:
     ) -> _Serving:
         repo = CalibrationRepository(db)
         row, match = await repo.find_active(
-            model=model, prompt_version=prompt_version, session=policy
+            model=model, prompt_version=prompt_version, session=policy, tenant=self.tenant
         )
         calibration = await _resolve(repo, row, specialty=policy.specialty)
         if calibration is not None:
