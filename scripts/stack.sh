@@ -102,11 +102,23 @@ except Exception:
 EOF
 }
 
-wait_ready() {
+readiness() {  # "ok" or "degraded" (GET /readyz is 200), else its HTTP status (000: no answer)
+  "$PYTHON" - "$URL/readyz" <<'EOF'
+import json, sys, urllib.error, urllib.request
+try:
+    print(json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["status"])
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except Exception:
+    print("000")
+EOF
+}
+
+wait_ready() {  # the whole stack is up: /readyz says ok (degraded: Redis or vLLM is down)
   local deadline=$((SECONDS + STACK_READY_TIMEOUT)) code
   while ((SECONDS < deadline)); do
-    code=$(http_status /readyz)
-    [[ $code == 200 ]] && return 0
+    code=$(readiness)
+    [[ $code == ok ]] && return 0
     if ! pid_of api >/dev/null; then
       tail -n 30 "$STACK_DIR/api.log" >&2 || true
       die "the API exited during start-up (log $STACK_DIR/api.log)"
@@ -250,10 +262,10 @@ cmd_status() {
   for name in api worker; do
     if pid=$(pid_of "$name"); then say "$name: running (pid $pid)"; else say "$name: stopped"; fi
   done
-  code=$(http_status /readyz)
+  code=$(readiness)
   say "GET $URL/readyz: $code"
   [[ -f $STACK_DIR/api-key ]] && say "API key: $STACK_DIR/api-key"
-  [[ $code == 200 ]] || ok=3
+  [[ $code == ok ]] || ok=3
   return "$ok"
 }
 

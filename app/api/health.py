@@ -21,13 +21,22 @@ CHECK_TIMEOUT_S = 3.0
 
 
 class Check(BaseModel):
-    status: Literal["ok", "fail", "not_configured"]
+    # "fail": the database, without which nothing is served (503); "degraded": Redis or the
+    # LLM server, without which some routes are (reads and finalize still work).
+    status: Literal["ok", "fail", "degraded", "not_configured"]
     detail: str | None = None
 
 
 class Readiness(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     checks: dict[str, Check]
+
+
+# The parts a pod can serve without: rate limits and caches fall back in-process or off
+# (Redis); creating sessions and answering need the LLM (503 with Retry-After until it is
+# back), while reading sessions, FHIR, audit and finalize do not. Taking the pod out of
+# service for them would also stop what still works, so they degrade readiness, not fail it.
+OPTIONAL = frozenset({"redis", "llm"})
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -68,7 +77,8 @@ async def _guarded(name: str, check: asyncio.Task[Check]) -> tuple[str, Check]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: database, Redis and LLM server (when configured) answer",
+    summary="Readiness: 200 while the database answers ('degraded' when Redis or the LLM "
+    "server does not), 503 when it does not",
     response_model=Readiness,
     responses={503: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}},
 )
@@ -80,6 +90,9 @@ async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
             _guarded("llm", asyncio.ensure_future(_check_llm(resources))),
         )
     )
+    for name in OPTIONAL:
+        if checks[name].status == "fail":
+            checks[name] = checks[name].model_copy(update={"status": "degraded"})
     failed = [name for name, check in checks.items() if check.status == "fail"]
     if failed:
         return problem_response(
@@ -90,4 +103,5 @@ async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
             headers={"Retry-After": "5"},
             checks={name: check.model_dump() for name, check in checks.items()},
         )
-    return Readiness(status="ok", checks=checks)
+    degraded = any(check.status == "degraded" for check in checks.values())
+    return Readiness(status="degraded" if degraded else "ok", checks=checks)

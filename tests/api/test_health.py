@@ -25,7 +25,9 @@ async def test_readyz_reports_database_and_redis(client: httpx.AsyncClient) -> N
     assert checks["llm"]["status"] == "not_configured"
 
 
-async def test_readyz_names_what_failed(settings: Settings) -> None:
+async def test_readyz_is_degraded_not_unready_when_redis_and_the_llm_are_down(
+    settings: Settings,
+) -> None:
     broken = settings.model_copy(
         update={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
@@ -34,11 +36,23 @@ async def test_readyz_names_what_failed(settings: Settings) -> None:
     )
     async for client in open_client(create_app(broken)):
         response = await client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["redis"]["status"] == "degraded"
+    assert body["checks"]["llm"]["status"] == "degraded"
+
+
+async def test_readyz_is_503_when_the_database_is_down(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={"database_url": f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none"}
+    )
+    async for client in open_client(create_app(broken)):
+        response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert body["detail"] == "Failing: redis, llm"
-    assert body["checks"]["database"]["status"] == "ok"
-    assert body["checks"]["redis"]["status"] == "fail"
-    assert body["checks"]["llm"]["status"] == "fail"
+    assert body["detail"] == "Failing: database"
+    assert body["checks"]["database"]["status"] == "fail"
     assert response.headers["retry-after"] == "5"
