@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from app.audit.repository import AuditRepository
 from app.context import request_id_var
@@ -92,3 +97,60 @@ async def test_a_failed_unit_of_work_writes_nothing(settings: Settings) -> None:
             assert list(await AuditRepository(session).list(limit=10)) == []
     finally:
         await engine.dispose()
+
+
+@pytest.fixture
+def postgres_settings(settings: Settings) -> Settings:
+    if not settings.effective_database_url.startswith("postgresql"):
+        pytest.skip("the append-only trigger is PostgreSQL's (SQLite is the single-user default)")
+    return settings
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET outcome = 'success', tenant = 'someone-else'",
+        "DELETE FROM audit_events",
+        "TRUNCATE audit_events",
+    ],
+)
+async def test_the_service_connection_cannot_change_the_audit_trail(
+    postgres_settings: Settings, statement: str
+) -> None:
+    await _record(postgres_settings, 2)
+    engine = create_engine(postgres_settings.effective_database_url)  # the service's own URL
+    try:
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(sa.text(statement))
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("SELECT tenant FROM audit_events"))).all()
+    finally:
+        await engine.dispose()
+    assert [r.tenant for r in rows] == ["clinic-a", "clinic-a"]
+
+
+async def test_a_member_of_the_retention_role_can_purge(postgres_settings: Settings) -> None:
+    await _record(postgres_settings, 3)
+    url = make_url(postgres_settings.effective_database_url)
+    purger = f"pursuit_test_purger_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_settings.effective_database_url)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f"CREATE ROLE {purger} LOGIN"))
+            await conn.execute(sa.text(f"GRANT pursuit_audit_retention TO {purger}"))
+            await conn.execute(sa.text(f"GRANT SELECT, DELETE ON audit_events TO {purger}"))
+        retention = create_engine(url.set(username=purger).render_as_string(hide_password=False))
+        try:
+            async with retention.begin() as conn:
+                await conn.execute(sa.text("DELETE FROM audit_events"))
+        finally:
+            await retention.dispose()
+        async with admin.connect() as conn:
+            count = (await conn.execute(sa.text("SELECT count(*) FROM audit_events"))).scalar()
+        assert count == 0
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(sa.text(f"REVOKE ALL ON audit_events FROM {purger}"))
+            await conn.execute(sa.text(f"DROP ROLE IF EXISTS {purger}"))
+        await admin.dispose()
