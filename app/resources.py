@@ -14,6 +14,7 @@ from app.engine.types import PosteriorProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
+from app.llm.cache import PurgeableCache
 from app.llm.client import llm_http_client
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
@@ -32,6 +33,8 @@ class Resources:
     budget: TenantBudget
     session_details: DetailCache  # per process, for GETs of unchanged sessions
     provider: PosteriorProvider | None = None
+    # The serving gateway's posterior cache (None without an LLM): sessions purge theirs.
+    posterior_cache: PurgeableCache | None = None
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
@@ -68,19 +71,21 @@ class Resources:
             if redis is not None
             else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
         )
+        posterior_cache: PurgeableCache | None = None
         if provider is None and llm_http is not None and settings.llm_model:
-            cache = make_posterior_cache(
-                redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s
+            posterior_cache = MeteredCache(
+                make_posterior_cache(
+                    redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s
+                ),
+                metrics,
             )
             provider = LLMGateway(
-                http=llm_http,
-                model=settings.llm_model,
-                settings=settings,
-                cache=MeteredCache(cache, metrics),
+                http=llm_http, model=settings.llm_model, settings=settings, cache=posterior_cache
             )
         return cls(
             settings=settings,
             provider=MeteredProvider(provider, metrics) if provider is not None else None,
+            posterior_cache=posterior_cache,
             metrics=metrics,
             rate_limiter=rate_limiter,
             budget=TenantBudget(

@@ -55,7 +55,13 @@ class Settings(BaseSettings):
         ),
     )
     llm_cache_size: int = Field(default=65536, ge=0, description="In-process posterior LRU size.")
-    llm_cache_ttl_s: int = Field(default=7 * 24 * 3600, ge=1, description="Redis posterior TTL.")
+    llm_cache_ttl_s: int = Field(
+        default=24 * 3600,
+        ge=1,
+        description="How long a posterior cache entry lives in Redis after it is written. "
+        "Entries are scoped to one session (or to calibration runs and benchmarks) and a "
+        "session's are purged when it is deleted.",
+    )
     llm_home: Path | None = Field(
         default=None,
         description="Local vLLM venv + model cache (default: $XDG_CACHE_HOME/pursuit/llm).",

@@ -51,6 +51,7 @@ def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
         tenant=principal.tenant,
         actor_key_id=principal.key_id,
         details=resources.session_details,
+        posterior_cache=resources.posterior_cache,
     )
 
 

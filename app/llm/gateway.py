@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from app.context import cache_scope_var
 from app.engine.types import CaseContext, History, ProviderInfo, WeightedAnswer
 from app.errors import InvalidInputError, UpstreamBadOutputError
 from app.llm import prompts
@@ -385,10 +386,14 @@ class LLMGateway:
         setup = await self._ensure_setup()
         started = time.perf_counter()
         unique = list(dict.fromkeys(prompt_list))
-        keys = [
-            cache_key(model=self._model, prompt_version=prompts.PROMPT_VERSION, prompt=p)
-            for p in unique
-        ]
+        scope = cache_scope_var.get()
+
+        def key(prompt: str) -> str:
+            return cache_key(
+                model=self._model, prompt_version=prompts.PROMPT_VERSION, prompt=prompt, scope=scope
+            )
+
+        keys = [key(p) for p in unique]
         cached = await self._cache.get_many(keys)
         result: dict[str, Probs] = {}
         misses: list[str] = []
@@ -407,12 +412,7 @@ class LLMGateway:
         for chunk, task in zip(chunks, tasks, strict=True):
             fresh.update(zip(chunk, task.result(), strict=True))
         if fresh:
-            await self._cache.set_many(
-                {
-                    cache_key(model=self._model, prompt_version=prompts.PROMPT_VERSION, prompt=p): v
-                    for p, v in fresh.items()
-                }
-            )
+            await self._cache.set_many({key(p): v for p, v in fresh.items()})
         result.update(fresh)
         log.info(
             "llm.posteriors",

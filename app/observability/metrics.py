@@ -15,7 +15,7 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from app.engine.types import CaseContext, History, PosteriorProvider, ProviderInfo, WeightedAnswer
-from app.llm.cache import PosteriorCache, Probs
+from app.llm.cache import Probs, PurgeableCache
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -81,9 +81,9 @@ class Metrics:
 
 
 class MeteredCache:
-    """A ``PosteriorCache`` that counts hits and misses."""
+    """A posterior cache that counts hits and misses."""
 
-    def __init__(self, inner: PosteriorCache, metrics: Metrics) -> None:
+    def __init__(self, inner: PurgeableCache, metrics: Metrics) -> None:
         self._inner = inner
         self._metrics = metrics
 
@@ -96,6 +96,9 @@ class MeteredCache:
 
     async def set_many(self, items: Mapping[str, Probs]) -> None:
         await self._inner.set_many(items)
+
+    async def purge(self, scope: str) -> int:
+        return await self._inner.purge(scope)
 
 
 class MeteredProvider:

@@ -29,6 +29,7 @@ from app.calibrations.thresholds import (
     serving_thresholds,
     thresholds_from_result,
 )
+from app.context import cache_scope_var
 from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
 from app.engine import (
     AnswerSource,
@@ -50,6 +51,7 @@ from app.errors import (
     UpstreamUnavailableError,
 )
 from app.limits.budget import TenantBudget
+from app.llm.cache import PurgeableCache, session_scope
 from app.observability.metrics import Metrics
 from app.sessions.cache import DetailCache
 from app.sessions.repository import SessionRepository
@@ -127,6 +129,8 @@ class SessionService:
     actor_key_id: str | None = None
     # Session states for GETs; the default keeps none.
     details: DetailCache = field(default_factory=lambda: DetailCache(maxsize=0, ttl_s=60.0))
+    # The gateway's posterior cache: a session's entries are its own and go when it does.
+    posterior_cache: PurgeableCache | None = None
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -145,8 +149,10 @@ class SessionService:
         calibration = serving.calibration
         seed = secrets.randbits(62)
         case = CaseContext(summary=body.patient.summary, age=body.patient.age, sex=body.patient.sex)
+        session_id = uuid.uuid4()
         outcome = await self._plan(
             provider,
+            session_id=session_id,
             case=case,
             history=(),
             inquiry=body.inquiry,
@@ -155,7 +161,6 @@ class SessionService:
             calibration=calibration,
             seed=seed,
         )
-        session_id = uuid.uuid4()
         async with self.sessionmaker.begin() as db:
             question_id = uuid.uuid4() if outcome.next_question else None
             row = InterviewSession(
@@ -229,6 +234,7 @@ class SessionService:
         config = _config_from_json(row.config)
         outcome = await self._plan(
             self._require_provider(row),
+            session_id=row.id,
             case=CaseContext(summary=row.patient_summary, age=row.patient_age, sex=row.patient_sex),
             history=history,
             inquiry=row.inquiry,
@@ -316,6 +322,8 @@ class SessionService:
             await SessionRepository(db).delete(session_id)
             await self._audit(db, "session.delete", session_id, "success")
         self.details.drop(session_id)
+        if self.posterior_cache is not None:
+            await self.posterior_cache.purge(session_scope(session_id))
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -366,6 +374,7 @@ class SessionService:
         self,
         provider: PosteriorProvider,
         *,
+        session_id: uuid.UUID,
         case: CaseContext,
         history: History,
         inquiry: str,
@@ -377,18 +386,23 @@ class SessionService:
         # Past the calibrated steps 0..T there is no calibrated set: the nominal one, so said.
         if calibration is not None and not calibration.covers(len(history)):
             calibration = None
-        async with self._llm_slot():
-            outcome = await plan_turn(
-                provider=provider,
-                case=case,
-                history=history,
-                inquiry=inquiry,
-                labels=labels,
-                config=config,
-                thresholds=calibration.thresholds if calibration else None,
-                selection_thresholds=calibration.selection if calibration else None,
-                rng=np.random.default_rng([seed, len(history)]),
-            )
+        # The posterior cache entries of this turn are the session's own (purged on delete).
+        scope = cache_scope_var.set(session_scope(session_id))
+        try:
+            async with self._llm_slot():
+                outcome = await plan_turn(
+                    provider=provider,
+                    case=case,
+                    history=history,
+                    inquiry=inquiry,
+                    labels=labels,
+                    config=config,
+                    thresholds=calibration.thresholds if calibration else None,
+                    selection_thresholds=calibration.selection if calibration else None,
+                    rng=np.random.default_rng([seed, len(history)]),
+                )
+        finally:
+            cache_scope_var.reset(scope)
         if self.metrics is not None:
             self.metrics.turns.labels(config.policy.value).inc()
             calibrated = str(outcome.differential.calibrated).lower()

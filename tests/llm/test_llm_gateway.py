@@ -12,10 +12,17 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from app.context import cache_scope_var
 from app.engine.types import QA, CaseContext, PosteriorProvider, WeightedAnswer
 from app.errors import InvalidInputError, UpstreamBadOutputError
 from app.llm import prompts
-from app.llm.cache import LRUPosteriorCache, RedisPosteriorCache, cache_key, make_posterior_cache
+from app.llm.cache import (
+    LRUPosteriorCache,
+    RedisPosteriorCache,
+    cache_key,
+    make_posterior_cache,
+    scope_prefix,
+)
 from app.llm.gateway import (
     LLMGateway,
     clean_question,
@@ -340,11 +347,40 @@ async def test_lru_evicts_least_recently_used() -> None:
     assert await cache.get_many(["a", "b", "c"]) == [(1.0,), None, (3.0,)]
 
 
-def test_cache_key_separates_model_and_version() -> None:
-    a = cache_key(model="m1", prompt_version="v1", prompt="p")
-    assert a != cache_key(model="m2", prompt_version="v1", prompt="p")
-    assert a != cache_key(model="m1", prompt_version="v2", prompt="p")
-    assert a.startswith("pursuit:llm:post:m1:v1:")
+def test_cache_key_separates_scope_model_and_version() -> None:
+    a = cache_key(model="m1", prompt_version="v1", prompt="p", scope="shared")
+    assert a != cache_key(model="m2", prompt_version="v1", prompt="p", scope="shared")
+    assert a != cache_key(model="m1", prompt_version="v2", prompt="p", scope="shared")
+    assert a != cache_key(model="m1", prompt_version="v1", prompt="p", scope="session:x")
+    assert a.startswith("pursuit:llm:post:shared:m1:v1:")
+
+
+async def test_the_gateway_never_reads_another_scopes_entries(
+    make_gateway: Callable[..., tuple[LLMGateway, LRUPosteriorCache]], fake_vllm: FakeVLLM
+) -> None:
+    """The same prompts in two sessions: the second is scored by vLLM again, not served
+    from the first's entries; purging the first leaves the second's."""
+    gateway, cache = make_gateway()
+    case = CaseContext(summary="A patient with a fever.")
+    labels = ["flu", "cold", "covid", "allergy"]
+    for scope in ("session:a", "session:b"):
+        token = cache_scope_var.set(scope)
+        try:
+            before = len(fake_vllm.completions())
+            await gateway.label_posteriors(
+                case=case, histories=[()], inquiry="Diagnosis?", labels=labels
+            )
+            assert len(fake_vllm.completions()) > before  # a miss: vLLM was asked
+            again = len(fake_vllm.completions())
+            await gateway.label_posteriors(
+                case=case, histories=[()], inquiry="Diagnosis?", labels=labels
+            )
+            assert len(fake_vllm.completions()) == again  # a hit within the scope
+        finally:
+            cache_scope_var.reset(token)
+    held = len(cache)
+    assert await cache.purge("session:a") == held // 2
+    assert all(key.startswith(scope_prefix("session:b")) for key in cache._data)
 
 
 class _BrokenRedis:
@@ -373,11 +409,15 @@ async def test_redis_cache_roundtrip() -> None:
     redis = Redis.from_url(REDIS_URL)
     try:
         cache = make_posterior_cache(redis, ttl_s=60)
-        key = cache_key(model=f"test-{uuid.uuid4().hex}", prompt_version="v", prompt="p")
+        scope = f"session:{uuid.uuid4()}"
+        key = cache_key(model="m", prompt_version="v", prompt="p", scope=scope)
+        other = cache_key(model="m", prompt_version="v", prompt="p", scope=f"{scope}-other")
         assert await cache.get_many([key]) == [None]
-        await cache.set_many({key: (0.25, 0.75)})
+        await cache.set_many({key: (0.25, 0.75), other: (0.5, 0.5)})
         assert await cache.get_many([key]) == [(0.25, 0.75)]
         assert 0 < await redis.ttl(key) <= 60
-        await redis.delete(key)
+        assert await cache.purge(scope) == 1
+        assert await cache.get_many([key, other]) == [None, (0.5, 0.5)]
+        await redis.delete(other)
     finally:
         await redis.aclose()
