@@ -399,7 +399,7 @@ def _write_worlds(
             group,
             sweep_key="strength",
             title=f"{title}, {group[0]['miscalibration']['mode']} (T = {group[0]['temperature']:g})",
-            settings=settings,
+            settings={**settings, "miscalibration": group[0]["miscalibration"]["mode"]},
             plots=plots,
         )
     worlds = []
