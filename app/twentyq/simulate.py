@@ -1,8 +1,9 @@
 """Seeded 20 Questions games and two ways to play them: the engine, or a batched replica.
 
 A game is a true animal and a noisy player: the player answers each question with the
-oracle's answer for that animal, flipped with probability ``noise`` (one seeded draw per
-step). Game i of a split draws its animal, its player's flips and the policy's random
+oracle's answer for that animal, flipped with probability ``noise`` (one seeded draw u per
+step, flip when u < noise; a world that makes attribute a noisier, ``Games.with_extra_noise``,
+flips when u < noise + extra[a], so games and attributes it leaves alone do not change). Game i of a split draws its animal, its player's flips and the policy's random
 stream from ``SeedSequence([seed, split, i])``, so splits never share games and every
 policy plays the same test games (paired comparisons).
 
@@ -38,7 +39,6 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +81,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
+UIntArray = npt.NDArray[np.uint64]
 
 SPLITS = {"selection": 0, "calibration": 1, "test": 2}
 CASE = CaseContext(summary="Think of an animal; I will guess it with yes/no questions.")
@@ -367,7 +368,7 @@ class _State:
 
     logits: FloatArray  # (G, K): linear: the logits; else the raw log-likelihood sum
     informative: FloatArray  # (G,): answers so far (the ``length`` mode's N)
-    hashes: npt.NDArray[np.uint64]  # (G,): the history hash (``logit_noise``)
+    hashes: UIntArray  # (G,): the history hash (``logit_noise``)
 
 
 class _Beliefs:
@@ -406,7 +407,9 @@ class _Beliefs:
             np.zeros(size, dtype=np.uint64),
         )
 
-    def _posterior(self, loglik: FloatArray, informative: FloatArray, hashes: Any) -> FloatArray:
+    def _posterior(
+        self, loglik: FloatArray, informative: FloatArray, hashes: UIntArray
+    ) -> FloatArray:
         assert self.distortion is not None
         logits = self.distortion.finish(self.provider.model.log_prior, loglik, informative, hashes)
         post = self.provider.posterior_from_logits(logits + self.provider.label_bias)
