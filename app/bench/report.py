@@ -15,6 +15,10 @@ Two views of the same records:
   is guaranteed only by anytime calibration; ``step`` is null.
 - ``final_singleton``: every case at its first singleton set, else its last step (the stop
   rule without policy-specific rules such as "no gain"), same fields.
+- ``per_label`` (when every record carries its true ``label``): coverage of the cases of
+  each true label at every step and at the stop, with the one-sided binomial p-value of
+  "this label's coverage >= 1 - alpha" (``per_label_coverage``). The conformal guarantee is
+  marginal over labels; this shows which labels it under-covers.
 - ``by_budget`` (when ``build_report`` gets ``baselines``): accuracy and coverage at every
   budget b = 0..T with each case at min(its stop, b), and every policy's paired difference
   against each baseline over the same cases with a normal 95% interval on the per-case
@@ -49,13 +53,16 @@ __all__ = [
     "CaseRecord",
     "PairedDifference",
     "StepOutcome",
+    "binomial_p_value",
     "budget_view",
     "build_report",
     "coverage_p_value",
     "paired_by_budget",
     "paired_difference",
+    "per_label_coverage",
     "render_by_budget",
     "render_markdown",
+    "render_per_label",
     "render_sweep_markdown",
     "summarise_policy",
     "write_report",
@@ -85,6 +92,7 @@ class CaseRecord:
     steps: tuple[StepOutcome, ...]
     stop_step: int
     stop_reason: str = ""
+    label: str | None = None  # the true label, for per-label coverage (None: not reported)
 
     def __post_init__(self) -> None:
         if not self.steps:
@@ -193,6 +201,51 @@ def summarise_policy(
         )
     )
     return {"steps": steps, "final": final, "final_singleton": final_singleton}
+
+
+def binomial_p_value(covered: int, n: int, target: float) -> float:
+    """One-sided P(X <= covered) for X ~ Binomial(n, target): small = coverage below target."""
+    if n < 1 or not 0 <= covered <= n:
+        raise ValueError(f"need 0 <= covered <= n and n >= 1, got {covered}/{n}")
+    from scipy.special import bdtr  # scipy.special, not scipy.stats: fast to import
+
+    return float(min(1.0, bdtr(covered, n, target)))
+
+
+def _label_entry(outcomes: Sequence[StepOutcome], target: float) -> dict[str, Any]:
+    n = len(outcomes)
+    covered = sum(o.covered for o in outcomes)
+    return {
+        "n": n,
+        "covered": covered,
+        "coverage": covered / n,
+        "p_value": binomial_p_value(covered, n, target),
+    }
+
+
+def per_label_coverage(records: Sequence[CaseRecord], *, target: float) -> dict[str, Any]:
+    """label -> {"n", "steps": [{step, n, covered, coverage, p_value}], "final": {...}}.
+
+    Cases grouped by their true label (records without one are skipped), in sorted label
+    order. ``p_value``: one-sided binomial test of coverage >= ``target`` within the label
+    (a diagnostic: the calibration promises only marginal coverage, and with many labels
+    and steps some small p-values arise by chance).
+    """
+    groups: dict[str, list[CaseRecord]] = {}
+    for r in records:
+        if r.label is not None:
+            groups.setdefault(r.label, []).append(r)
+    out: dict[str, Any] = {}
+    for label in sorted(groups):
+        recs = groups[label]
+        horizon = max(len(r.steps) for r in recs)
+        steps = []
+        for k in range(horizon):
+            reached = [r.steps[k] for r in recs if len(r.steps) > k]
+            steps.append({"step": k, **_label_entry(reached, target)})
+        final = _label_entry([r.steps[r.stop_step] for r in recs], target)
+        out[label] = {"n": len(recs), "steps": steps, "final": final}
+    return out
 
 
 def _first_singleton(record: CaseRecord) -> int:
@@ -350,6 +403,11 @@ def build_report(
             for policy, recs in by_policy.items()
         },
     }
+    if records and all(r.label is not None for r in records):
+        for policy, recs in by_policy.items():
+            report["policies"][policy]["per_label"] = per_label_coverage(
+                recs, target=1.0 - float(alpha)
+            )
     if baselines:
         report["by_budget"] = paired_by_budget(
             budget_view(records), baselines=baselines, confidence=confidence
@@ -469,6 +527,40 @@ def render_by_budget(by_budget: Mapping[str, Any], *, key: str = "accuracy") -> 
     return lines
 
 
+# Per-label p-values below this are flagged in report.md (a diagnostic level, not a test of
+# the marginal guarantee).
+PER_LABEL_FLAG = 0.01
+
+
+def render_per_label(policy: str, per_label: Mapping[str, Any], *, alpha: float) -> list[str]:
+    """Markdown lines: each label's coverage at the last step, its worst step, at the stop."""
+    lines = [
+        f"## Per-label coverage: {policy} (target {1 - alpha:g})",
+        "",
+        "Cases grouped by true label. p: one-sided binomial test of the label's coverage >= "
+        f"1 - alpha; * marks p < {PER_LABEL_FLAG} (the guarantee is marginal, not per label).",
+        "",
+        "| label | n | coverage (last step) | p | worst step: k, coverage | p | "
+        "coverage at stop | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(entry: Mapping[str, Any]) -> str:
+        flag = "*" if entry["p_value"] < PER_LABEL_FLAG else ""
+        return f"{entry['p_value']:.3g}{flag}"
+
+    for label, entry in per_label.items():
+        last = entry["steps"][-1]
+        worst = min(entry["steps"], key=lambda s: (s["p_value"], s["step"]))
+        final = entry["final"]
+        lines.append(
+            f"| {label} | {entry['n']} | {_fmt(last['coverage'])} | {cell(last)} | "
+            f"{worst['step']}, {_fmt(worst['coverage'])} | {cell(worst)} | "
+            f"{_fmt(final['coverage'])} | {cell(final)} |"
+        )
+    return lines
+
+
 def render_markdown(
     report: Mapping[str, Any],
     *,
@@ -542,6 +634,9 @@ def render_markdown(
                 f"{_fmt(s['mean_set_size'], 2)} | {_fmt(s['budget_accuracy'])} | "
                 f"{_fmt(s['budget_mean_questions'], 2)} |"
             )
+    for policy, summary in report["policies"].items():
+        if "per_label" in summary:
+            lines += ["", *render_per_label(policy, summary["per_label"], alpha=alpha)]
     if "by_budget" in report:
         by_budget = report["by_budget"]
         n_cases = {e["n"] for e in by_budget["policies"].values()}

@@ -1,9 +1,17 @@
 """Tabular Bayesian posterior provider: a class x attribute table behind the engine's Protocol.
 
 Pure numpy. Any table works (animals x attributes, diagnoses x findings): build a
-``TabularModel`` and wrap it in a ``TabularProvider`` with an optional temperature/bias.
+``TabularModel`` and wrap it in a ``TabularProvider`` with an optional temperature/bias
+or a miscalibration (``build_distortion``).
 """
 
+from app.tabular.miscalibration import (
+    Distortion,
+    Miscalibration,
+    Mode,
+    build_distortion,
+    parse_miscalibration,
+)
 from app.tabular.model import (
     ANSWER_NO,
     ANSWER_UNKNOWN,
@@ -22,8 +30,13 @@ __all__ = [
     "DEFAULT_EPS",
     "NO",
     "YES",
+    "Distortion",
+    "Miscalibration",
+    "Mode",
     "TabularModel",
     "TabularProvider",
+    "build_distortion",
     "parse_answer",
+    "parse_miscalibration",
     "tempered_softmax",
 ]

@@ -3,7 +3,10 @@
 Posterior: ``p_T(y | h) ∝ exp((log prior(y) + bias(y) + log P(h | y)) / T)``. T = 1 is the
 Bayes posterior of the table (with ``bias`` 0); T < 1 sharpens it (over-confident), T > 1
 flattens it (under-confident). ``label_bias`` adds a fixed log-odds offset per label (a
-model that favours some labels whatever it hears).
+model that favours some labels whatever it hears). A ``distortion``
+(``app.tabular.miscalibration``) replaces the log joint by a miscalibrated one (modified
+likelihood table, label offsets, length-dependent confidence, history-hashed logit noise);
+T then tempers the distorted logits.
 
 Candidate answers to a question about attribute a are ``[("Yes.", w), ("No.", 1 - w)]`` with
 ``w = sum_y p_T(y | h) P(yes | y, a)``: the answer distribution is the mixture under the same
@@ -30,6 +33,7 @@ import numpy.typing as npt
 from app.engine.banks import dedupe_questions
 from app.engine.types import CaseContext, History, ProviderInfo, WeightedAnswer
 from app.errors import InvalidInputError
+from app.tabular.miscalibration import Distortion
 from app.tabular.model import TabularModel, tempered_softmax
 
 __all__ = ["NO", "YES", "TabularProvider"]
@@ -49,6 +53,7 @@ class TabularProvider:
         *,
         temperature: float = 1.0,
         label_bias: Sequence[float] | None = None,
+        distortion: Distortion | None = None,
     ) -> None:
         if not (math.isfinite(temperature) and temperature > 0):
             raise InvalidInputError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -61,6 +66,9 @@ class TabularProvider:
         self.model = model
         self.temperature = float(temperature)
         self.label_bias = bias
+        # None or no mode: the plain table (the log joint exactly as before).
+        plain = distortion is None or distortion.miscalibration is None
+        self.distortion = None if plain else distortion
 
     @property
     def info(self) -> ProviderInfo:
@@ -71,6 +79,9 @@ class TabularProvider:
             bias_hash = _hash_array(self.label_bias)
             model += f":bias={bias_hash}"
             extra["label_bias"] = ",".join(f"{b!r}" for b in self.label_bias.tolist())
+        if self.distortion is not None and self.distortion.miscalibration is not None:
+            model += f":{self.distortion.miscalibration.label}"
+            extra["miscalibration"] = self.distortion.miscalibration.label
         return ProviderInfo(model=model, prompt_version=self.model.fingerprint, extra=extra)
 
     @property
@@ -81,7 +92,10 @@ class TabularProvider:
     # Vectorised core, shared by the Protocol methods and batch simulators.
 
     def logits(self, yes_counts: npt.ArrayLike, no_counts: npt.ArrayLike) -> FloatArray:
-        """(..., K) untempered log joint plus bias, from (..., A) yes/no counts."""
+        """(..., K) untempered (distorted) log joint plus bias, from (..., A) yes/no counts."""
+        if self.distortion is not None:
+            distorted = self.distortion.logits(self.model.log_prior, yes_counts, no_counts)
+            return np.asarray(distorted + self.label_bias)
         return np.asarray(self.model.log_joint(yes_counts, no_counts) + self.label_bias)
 
     def posterior_from_logits(self, logits: npt.ArrayLike) -> FloatArray:

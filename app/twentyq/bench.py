@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,7 +36,7 @@ from app.conformal import CalibrationMetadata, PerStepCalibration
 from app.engine import AnswerSource, Objective, StepwiseThresholds
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
-from app.tabular import DEFAULT_EPS, TabularProvider
+from app.tabular import DEFAULT_EPS, Distortion, Miscalibration, TabularProvider, build_distortion
 from app.twentyq.data import TwentyQuestions, make_game
 from app.twentyq.simulate import (
     BenchPolicy,
@@ -108,6 +108,9 @@ class BenchConfig:
     n_answers: int = 4  # draws per step for answer_source "sampled"
     early_stop: bool = True  # singleton / no-gain stops; off: every game runs to the budget
     protocol: str = "default"  # recorded; "paper" must match PAPER_PROTOCOL
+    # Worlds of the tabular model miscalibrated on purpose: each is run at every temperature
+    # (empty: the plain table only).
+    miscalibrations: tuple[Miscalibration, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(BenchPolicy(p) for p in self.policies))
@@ -189,6 +192,7 @@ class BenchConfig:
             **self.scoring.settings(),
             "early_stop": self.early_stop,
             "protocol": self.protocol,
+            "miscalibrations": [m.label for m in self.miscalibrations] or None,
             "selection": self.selection_settings(),
         }
 
@@ -211,7 +215,7 @@ class PolicyResult:
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """All policies at one temperature."""
+    """All policies at one temperature (and one miscalibration, when the run has them)."""
 
     temperature: float
     info: ProviderInfo
@@ -219,11 +223,23 @@ class RunResult:
     seconds: float = 0.0
     selection: StepwiseThresholds | None = None
     selection_seconds: float = 0.0
+    distortion: Distortion | None = None
+
+    @property
+    def miscalibration(self) -> Miscalibration | None:
+        """The world's miscalibration (None: the plain table)."""
+        return None if self.distortion is None else self.distortion.miscalibration
 
     def report(self, config: BenchConfig) -> dict[str, Any]:
         """The report.json dict (single-run shape) with temperature and settings."""
         records = [r for result in self.policies.values() for r in result.records]
         step_alpha = next(iter(self.policies.values())).calibration.step_alpha
+        world: dict[str, Any] = {}
+        if self.miscalibration is not None and self.distortion is not None:
+            world = {
+                "miscalibration": self.distortion.settings(),
+                "strength": self.miscalibration.strength,
+            }
         return build_report(
             records=records,
             alpha=config.alpha,
@@ -237,6 +253,7 @@ class RunResult:
             baselines=[b for b in BASELINES if b in self.policies],
             extra={
                 "temperature": self.temperature,
+                **world,
                 "selection": self._selection_report(config),
                 "step_alpha": float(step_alpha),
                 "anytime": config.anytime,
@@ -276,8 +293,12 @@ def records_from_traces(
     *,
     max_questions: int,
     early_stop: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> list[CaseRecord]:
     """Per test game: outcomes at every step under tau_k and the serving stop step.
+
+    ``labels`` (the game's label names) gives each record its true label (per-label
+    coverage in the report).
 
     Stop precedence as in the engine: singleton (set of one under tau_k), budget, exhausted
     (bank ran out), no gain. Without ``early_stop`` only the budget (or the bank) stops.
@@ -313,6 +334,7 @@ def records_from_traces(
                 ),
                 stop_step=stop,
                 stop_reason=reason,
+                label=None if labels is None else labels[int(traces.truth[i])],
             )
         )
     return records
@@ -327,10 +349,24 @@ async def run_temperature(
     split_games: dict[str, Games],
     simulate: Simulator | None = None,
     log: Callable[[str], None] = lambda _: None,
+    distortion: Distortion | None = None,
 ) -> RunResult:
-    """Every policy of ``config`` at one temperature."""
+    """Every policy of ``config`` at one temperature (and the provider's ``distortion``).
+
+    With a distortion whose player is noisier on some attributes (``overconfident_attrs``),
+    the games and the selection histories are answered by that player.
+    """
+    extra_noise = None if distortion is None else distortion.player_extra_noise
+    if extra_noise is not None and not extra_noise.any():
+        extra_noise = None
+    split_games = {k: g.with_extra_noise(extra_noise) for k, g in split_games.items()}
     sim = simulate if simulate is not None else make_simulator(provider, game, config)
     info = provider.info
+    tag = f"T={temperature:g}" + (
+        ""
+        if distortion is None or distortion.miscalibration is None
+        else f" {distortion.miscalibration.label}"
+    )
     policies: dict[str, PolicyResult] = {}
     started = time.perf_counter()
     shared: StepwiseThresholds | None = None
@@ -346,8 +382,9 @@ async def run_temperature(
             noise=config.noise,
             alpha=config.alpha,
             concurrency=config.concurrency,
+            extra_noise=extra_noise,
         )
-        log(f"T={temperature:g} selection: {time.perf_counter() - started:.1f}s")
+        log(f"{tag} selection: {time.perf_counter() - started:.1f}s")
     selection_seconds = time.perf_counter() - started
     for policy in config.policies:
         t0 = time.perf_counter()
@@ -372,12 +409,13 @@ async def run_temperature(
             calibration,
             max_questions=config.max_questions,
             early_stop=config.early_stop,
+            labels=game.labels,
         )
         seconds = time.perf_counter() - t0
         policies[str(policy)] = PolicyResult(
             policy, selection, calibration, test, tuple(records), seconds
         )
-        log(f"T={temperature:g} {policy}: {seconds:.1f}s")
+        log(f"{tag} {policy}: {seconds:.1f}s")
     return RunResult(
         temperature,
         info,
@@ -385,6 +423,7 @@ async def run_temperature(
         seconds=time.perf_counter() - started,
         selection=shared,
         selection_seconds=selection_seconds,
+        distortion=distortion,
     )
 
 
@@ -459,22 +498,40 @@ async def run_bench(
     game: TwentyQuestions | None = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[RunResult]:
-    """One ``RunResult`` per temperature, in ``config.temperatures`` order."""
+    """One ``RunResult`` per temperature (x miscalibration), temperatures outermost.
+
+    Miscalibrations need the tabular provider (``tabular_factory``): the distortion is
+    compiled against the game's table and player with the run's seed.
+    """
     game = game if game is not None else make_game(config.animals, eps=config.eps)
+    if config.miscalibrations and provider_factory is not tabular_factory:
+        raise InvalidInputError("--miscalibration needs the tabular provider")
     split_games = make_split_games(config, len(game.labels))
+    worlds: tuple[Miscalibration | None, ...] = config.miscalibrations or (None,)
     results = []
     for temperature in config.temperatures:
-        provider = provider_factory(game, temperature)
-        results.append(
-            await run_temperature(
-                game=game,
-                provider=provider,
-                temperature=temperature,
-                config=config,
-                split_games=split_games,
-                log=log,
+        for miscalibration in worlds:
+            distortion = None
+            if miscalibration is None:
+                provider = provider_factory(game, temperature)
+            else:
+                distortion = build_distortion(
+                    game.model, miscalibration, player_yes=game.oracle_yes, seed=config.seed
+                )
+                provider = TabularProvider(
+                    game.model, temperature=temperature, distortion=distortion
+                )
+            results.append(
+                await run_temperature(
+                    game=game,
+                    provider=provider,
+                    temperature=temperature,
+                    config=config,
+                    split_games=split_games,
+                    log=log,
+                    distortion=distortion,
+                )
             )
-        )
     return results
 
 

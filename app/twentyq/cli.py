@@ -10,6 +10,7 @@ replaces that server with any ``(game, temperature) -> PosteriorProvider`` (test
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import typer
 
 from app.bench import write_report, write_sweep_report
+from app.bench.report import PER_LABEL_FLAG
 from app.errors import (
     InvalidInputError,
     PursuitError,
@@ -26,7 +28,7 @@ from app.errors import (
 )
 from app.logging import configure_logging
 from app.settings import Settings, get_settings
-from app.tabular import DEFAULT_EPS
+from app.tabular import DEFAULT_EPS, Miscalibration, Mode, parse_miscalibration
 from app.twentyq.bench import (
     PAPER_PROTOCOL,
     BenchConfig,
@@ -75,6 +77,19 @@ def _policies(value: str) -> tuple[BenchPolicy, ...]:
         raise typer.BadParameter(f"policies must be among {known}, got {value!r}") from None
 
 
+_MODES = ", ".join(mode.value for mode in Mode)
+
+
+def _miscalibrations(values: list[str]) -> list[str]:
+    """Check every ``--miscalibration NAME=STRENGTH`` at parse time (a usage error)."""
+    for value in values:
+        try:
+            parse_miscalibration(value)
+        except InvalidInputError as exc:
+            raise typer.BadParameter(exc.detail) from None
+    return values
+
+
 def bench20q(
     provider: str = typer.Option("tabular", "--provider", help="tabular | llm"),
     temperature: list[str] = typer.Option(
@@ -82,6 +97,15 @@ def bench20q(
         "--temperature",
         "-T",
         help="Posterior temperature; repeat or comma-separate for a sweep (0.25,0.5,1,2,4).",
+    ),
+    miscalibration: list[str] = typer.Option(
+        [],
+        "--miscalibration",
+        help="Tabular only: a world miscalibrated on purpose, NAME=STRENGTH (or NAME=S1,S2,...); "
+        "repeat for a sweep, each world at every -T. NAME: "
+        + _MODES
+        + " (app.tabular.miscalibration). Reports go to OUT/<name>/strength=<s>/.",
+        callback=_miscalibrations,
     ),
     policies: str = typer.Option(
         "cip,ip,random",
@@ -198,7 +222,10 @@ def bench20q(
             temperatures=_floats(temperature),
             backend=backend,
             concurrency=concurrency,
+            miscalibrations=tuple(m for v in miscalibration for m in parse_miscalibration(v)),
         )
+        if provider == "llm" and config.miscalibrations:
+            raise InvalidInputError("--miscalibration needs --provider tabular")
         if provider == "llm":
             check_llm_labels(config.animals)
     except (PursuitError, ValueError) as exc:
@@ -329,12 +356,142 @@ def _write(
     title = f"20 Questions, {config.animals} animals"
     # "run": how this run was made (provider, server, backend, wall time, LLM prompt counts).
     reports = [{**r.report(config), "run": run} for r in results]
-    if len(reports) == 1:
+    if config.miscalibrations:
+        _write_worlds(out, config, results, reports, title=title, settings=settings, plots=plots)
+    elif len(reports) == 1:
         write_report(out, reports[0], title=title, settings=settings, plots=plots)
     else:
         write_sweep_report(
             out, reports, sweep_key="temperature", title=title, settings=settings, plots=plots
         )
+
+
+def _world_dir(config: BenchConfig, temperature: float, miscalibration: Miscalibration) -> str:
+    prefix = f"T={temperature:g}/" if len(config.temperatures) > 1 else ""
+    return f"{prefix}{miscalibration.mode.value}"
+
+
+def _write_worlds(
+    out: Path,
+    config: BenchConfig,
+    results: list[RunResult],
+    reports: list[dict[str, Any]],
+    *,
+    title: str,
+    settings: dict[str, Any],
+    plots: bool,
+) -> None:
+    """One strength sweep per (temperature, mode) under OUT/[T=t/]<mode>/, and an index.
+
+    The index (OUT/report.json, report.md) lists every world with its directory and, per
+    policy, success and coverage at the budget with the paired differences against the
+    baselines (``by_budget`` at the last budget).
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for result, report in zip(results, reports, strict=True):
+        assert result.miscalibration is not None
+        groups.setdefault(_world_dir(config, result.temperature, result.miscalibration), []).append(
+            report
+        )
+    for directory, group in groups.items():
+        write_sweep_report(
+            out / directory,
+            group,
+            sweep_key="strength",
+            title=f"{title}, {group[0]['miscalibration']['mode']} (T = {group[0]['temperature']:g})",
+            settings={**settings, "miscalibration": group[0]["miscalibration"]["mode"]},
+            plots=plots,
+        )
+    worlds = []
+    for result, report in zip(results, reports, strict=True):
+        assert result.miscalibration is not None
+        directory = _world_dir(config, result.temperature, result.miscalibration)
+        worlds.append(
+            {
+                "temperature": result.temperature,
+                "miscalibration": report["miscalibration"],
+                "model": report["model"],
+                "report": f"{directory}/strength={result.miscalibration.strength:g}/report.json",
+                "at_budget": _at_budget(report),
+            }
+        )
+    index = {"settings": settings, "sweep_key": "miscalibration", "worlds": worlds}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(index, indent=2, allow_nan=False) + "\n")
+    (out / "report.md").write_text(_worlds_markdown(index, title=title), encoding="utf-8")
+
+
+def _at_budget(report: dict[str, Any]) -> dict[str, Any]:
+    """Per policy: accuracy and coverage at the last budget, differences vs the baselines."""
+    by_budget = report["by_budget"]
+    b = by_budget["budgets"][-1]
+    out: dict[str, Any] = {"budget": b}
+    for policy, entry in by_budget["policies"].items():
+        steps = report["policies"][policy]["steps"]
+        worst = min(s.get("coverage_p_value", 1.0) for s in steps)
+        labels = report["policies"][policy].get("per_label", {})
+        under = sorted(
+            label for label, e in labels.items() if e["steps"][-1]["p_value"] < PER_LABEL_FLAG
+        )
+        out[policy] = {
+            "accuracy": entry["accuracy"][b],
+            "accuracy_fixed_step": steps[min(b, len(steps) - 1)]["accuracy"],
+            "coverage": entry["coverage"][b],
+            "min_step_coverage_p_value": worst,
+            "under_covered_labels_last_step": under,
+            "vs": {
+                base: {
+                    "diff": vs["accuracy"]["diff"][b],
+                    "ci": vs["accuracy"]["ci"][b],
+                }
+                for base, vs in entry["vs"].items()
+            },
+        }
+    return out
+
+
+def _worlds_markdown(index: dict[str, Any], *, title: str) -> str:
+    lines = [f"# {title}: miscalibrated worlds", "", "## Settings", ""]
+    lines += [f"- {k}: {v}" for k, v in index["settings"].items()]
+    lines += [
+        "",
+        "## Success at the budget, per world",
+        "",
+        "Each case at min(its stop, budget). Differences pair the same test games (95% "
+        "normal intervals). min p: the smallest per-step Beta-binomial coverage p-value. "
+        f"Labels: per-label coverage at the last step with binomial p < {PER_LABEL_FLAG}.",
+        "",
+        "success (no stop): at the fixed last step, every game asked the whole budget.",
+        "",
+        "| world | T | policy | success | success (no stop) | coverage | min p | "
+        "vs ip [95% CI] | vs random [95% CI] | under-covered labels |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for world in index["worlds"]:
+        mis = world["miscalibration"]
+        name = f"{mis['mode']}={mis['strength']:g}"
+        at = world["at_budget"]
+        for policy, e in at.items():
+            if policy == "budget":
+                continue
+            cells = []
+            for base in ("ip", "random"):
+                vs = e["vs"].get(base)
+                if vs is None:
+                    cells.append("-")
+                else:
+                    low, high = vs["ci"]
+                    ci = "" if low is None else f" [{low:+.3f}, {high:+.3f}]"
+                    cells.append(f"{vs['diff']:+.3f}{ci}")
+            labels = ", ".join(e["under_covered_labels_last_step"]) or "-"
+            lines.append(
+                f"| [{name}]({world['report'].replace('.json', '.md')}) | "
+                f"{world['temperature']:g} | {policy} | {e['accuracy']:.3f} | "
+                f"{e['accuracy_fixed_step']:.3f} | "
+                f"{e['coverage']:.3f} | {e['min_step_coverage_p_value']:.3g} | "
+                f"{cells[0]} | {cells[1]} | {labels} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def _summary(config: BenchConfig, results: list[RunResult], wall: float) -> str:
@@ -343,11 +500,12 @@ def _summary(config: BenchConfig, results: list[RunResult], wall: float) -> str:
         f"alpha {config.alpha}, budget {config.max_questions}, noise {config.noise}, "
         f"{config.animals} animals, objective {config.objective}, answers "
         f"{config.answer_source}, protocol {config.protocol}, {wall:.1f}s",
-        f"{'T':>6} {'policy':<12} {'success':>8} {'questions':>9} {'coverage':>9} {'set':>6} "
+        f"{'T':>6} {'world':<22} {'policy':<12} {'success':>8} {'questions':>9} {'coverage':>9} {'set':>6} "
         f"{'s/game':>8} {'s/question':>10}",
     ]
     for result in results:
         report = result.report(config)
+        world = "-" if result.miscalibration is None else result.miscalibration.label
         for policy, summary in report["policies"].items():
             f = summary["final"]
             per_game = report["seconds_per_game"][policy]
@@ -355,7 +513,7 @@ def _summary(config: BenchConfig, results: list[RunResult], wall: float) -> str:
             # the posterior it already scored.
             per_turn = per_game / max(1, config.max_questions)
             lines.append(
-                f"{result.temperature:>6g} {policy:<12} {f['accuracy']:>8.3f} "
+                f"{result.temperature:>6g} {world:<22} {policy:<12} {f['accuracy']:>8.3f} "
                 f"{f['mean_questions']:>9.2f} {f['coverage']:>9.3f} {f['mean_set_size']:>6.2f} "
                 f"{per_game:>8.3f} {per_turn:>10.3f}"
             )

@@ -1,8 +1,9 @@
 """Seeded 20 Questions games and two ways to play them: the engine, or a batched replica.
 
 A game is a true animal and a noisy player: the player answers each question with the
-oracle's answer for that animal, flipped with probability ``noise`` (one seeded draw per
-step). Game i of a split draws its animal, its player's flips and the policy's random
+oracle's answer for that animal, flipped with probability ``noise`` (one seeded draw u per
+step, flip when u < noise; a world that makes attribute a noisier, ``Games.with_extra_noise``,
+flips when u < noise + extra[a], so games and attributes it leaves alone do not change). Game i of a split draws its animal, its player's flips and the policy's random
 stream from ``SeedSequence([seed, split, i])``, so splits never share games and every
 policy plays the same test games (paired comparisons).
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
@@ -80,6 +81,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 BoolArray = npt.NDArray[np.bool_]
+UIntArray = npt.NDArray[np.uint64]
 
 SPLITS = {"selection": 0, "calibration": 1, "test": 2}
 CASE = CaseContext(summary="Think of an animal; I will guess it with yes/no questions.")
@@ -166,9 +168,23 @@ class Games:
     policy_seeds: tuple[np.random.SeedSequence, ...]
     n_labels: int
     noise: float
+    uniforms: FloatArray  # (G, T): the per-step draw u; flips = u < noise (+ extra)
+    extra_noise: FloatArray | None = None  # (A,): added flip probability per attribute
 
     def __len__(self) -> int:
         return int(self.truth.size)
+
+    def with_extra_noise(self, extra: FloatArray | None) -> Games:
+        """The same games, the player flipping attribute a when u < noise + extra[a]."""
+        if extra is None or not np.any(extra):
+            return replace(self, extra_noise=None)
+        return replace(self, extra_noise=np.asarray(extra, dtype=np.float64))
+
+    def flip(self, g: IntArray, step: int, a: IntArray) -> BoolArray:
+        """Whether the player flips its answer in games g at ``step`` asked attributes a."""
+        if self.extra_noise is None:
+            return np.asarray(self.flips[g, step], dtype=np.bool_)
+        return np.asarray(self.uniforms[g, step] < self.noise + self.extra_noise[a], np.bool_)
 
     def policy_rng(self, i: int) -> np.random.Generator:
         """A fresh copy of game i's policy random stream."""
@@ -186,14 +202,15 @@ def make_games(
     if n < 0 or n_labels < 1 or max_questions < 0:
         raise InvalidInputError("need n >= 0, n_labels >= 1, max_questions >= 0")
     truth = np.empty(n, dtype=np.intp)
-    flips = np.empty((n, max_questions), dtype=np.bool_)
+    uniforms = np.empty((n, max_questions))
     policy_seeds = []
     for i in range(n):
         animal, player, policy = np.random.SeedSequence([seed, SPLITS[split], i]).spawn(3)
         truth[i] = np.random.default_rng(animal).integers(n_labels)
-        flips[i] = np.random.default_rng(player).random(max_questions) < noise
+        uniforms[i] = np.random.default_rng(player).random(max_questions)
         policy_seeds.append(policy)
-    return Games(split, seed, truth, flips, tuple(policy_seeds), n_labels, float(noise))
+    flips = np.asarray(uniforms < noise, dtype=np.bool_)
+    return Games(split, seed, truth, flips, tuple(policy_seeds), n_labels, float(noise), uniforms)
 
 
 def answer_draws(
@@ -210,15 +227,23 @@ def answer_draws(
         np.random.SeedSequence([games.seed, SPLITS[games.split], _DRAWS_TAG, i, step])
     )
     labels = rng.integers(games.n_labels, size=m)
-    flips = rng.random((m, oracle_yes.shape[1])) < games.noise
+    extra = 0.0 if games.extra_noise is None else games.extra_noise[None, :]
+    flips = rng.random((m, oracle_yes.shape[1])) < games.noise + extra
     return labels.astype(np.intp), np.asarray(oracle_yes[labels] ^ flips, dtype=np.bool_)
 
 
 def random_histories(
-    *, n: int, k: int, seed: int, oracle_yes: BoolArray, noise: float
+    *,
+    n: int,
+    k: int,
+    seed: int,
+    oracle_yes: BoolArray,
+    noise: float,
+    extra_noise: FloatArray | None = None,
 ) -> tuple[IntArray, IntArray, BoolArray]:
     """n selection histories of length k: label uniform, k distinct bank questions uniform
-    (in random order), answered by the player (oracle answer flipped with ``noise``).
+    (in random order), answered by the player (oracle answer flipped with ``noise``, plus
+    ``extra_noise[a]`` on attribute a when given).
 
     Seeded by (seed, "selection", k): each length is an independent sample, as in the
     paper's length marginalisation. Returns labels (n,), questions (n, k), "yes" (n, k).
@@ -231,7 +256,8 @@ def random_histories(
     )
     labels = rng.integers(n_labels, size=n).astype(np.intp)
     questions = np.argsort(rng.random((n, n_bank)), axis=1)[:, :k].astype(np.intp)
-    flips = rng.random((n, k)) < noise
+    extra = 0.0 if extra_noise is None else extra_noise[questions]
+    flips = rng.random((n, k)) < noise + extra
     yes = np.asarray(oracle_yes[labels[:, None], questions] ^ flips, dtype=np.bool_)
     return labels, questions, yes
 
@@ -248,6 +274,7 @@ async def selection_thresholds(
     noise: float,
     alpha: float,
     concurrency: int = 1,
+    extra_noise: FloatArray | None = None,
 ) -> StepwiseThresholds:
     """Selection thresholds tau_0..tau_horizon from ``random_histories`` (policy-free).
 
@@ -261,7 +288,12 @@ async def selection_thresholds(
 
     async def scores(k: int) -> FloatArray:
         truth, questions, yes = random_histories(
-            n=n, k=min(k, len(bank)), seed=seed, oracle_yes=oracle_yes, noise=noise
+            n=n,
+            k=min(k, len(bank)),
+            seed=seed,
+            oracle_yes=oracle_yes,
+            noise=noise,
+            extra_noise=extra_noise,
         )
         histories: list[History] = [
             tuple(QA(bank[int(a)], YES if y else NO) for a, y in zip(q_row, y_row, strict=True))
@@ -312,7 +344,7 @@ class Traces:
 def _player_yes(
     oracle_yes: BoolArray, games: Games, g: IntArray, step: int, a: IntArray
 ) -> BoolArray:
-    return np.asarray(oracle_yes[games.truth[g], a] ^ games.flips[g, step], dtype=np.bool_)
+    return np.asarray(oracle_yes[games.truth[g], a] ^ games.flip(g, step, a), dtype=np.bool_)
 
 
 def _lexi_argmin(
@@ -328,6 +360,90 @@ def _lexi_argmin(
         s = np.where(ties, secondary, np.inf)
         ties = s == s.min(axis=1, keepdims=True)
     return np.asarray(np.argmax(ties, axis=1), dtype=np.intp), ties.sum(axis=1) > 1
+
+
+@dataclass(slots=True)
+class _State:
+    """A batch's beliefs: the running logits (linear models) or their parts (the others)."""
+
+    logits: FloatArray  # (G, K): linear: the logits; else the raw log-likelihood sum
+    informative: FloatArray  # (G,): answers so far (the ``length`` mode's N)
+    hashes: UIntArray  # (G,): the history hash (``logit_noise``)
+
+
+class _Beliefs:
+    """The provider's posteriors, updated answer by answer, as the engine computes them.
+
+    A linear model (no distortion, or one linear in the answer counts) keeps the logits and
+    multiplies the posterior by the tempered likelihood to score an answer, as before. The
+    ``length`` and ``logit_noise`` distortions keep the raw log-likelihood sum, the answer
+    count and the history hash, and rebuild every posterior through
+    ``Distortion.finish``: the same function of the counts the engine path evaluates.
+    """
+
+    def __init__(self, provider: TabularProvider) -> None:
+        model = provider.model
+        self.provider = provider
+        self.distortion = provider.distortion
+        log_yes, log_no = (
+            (model.log_yes, model.log_no)
+            if self.distortion is None
+            else (self.distortion.log_yes, self.distortion.log_no)
+        )
+        # (A, 2, K): log P(answer | class) for "Yes." then "No.".
+        self.log_answer = np.stack([log_yes, log_no], axis=1)
+        self.linear = self.distortion is None or self.distortion.linear
+        # Tempered, the factor that turns the current posterior into the one after an answer.
+        self.likelihood = np.exp(self.log_answer / provider.temperature) if self.linear else None
+        self.n_bank, self.n_labels = len(model.questions), len(model.labels)
+
+    def start(self, size: int) -> _State:
+        """The empty history for ``size`` games."""
+        zeros = np.zeros(self.n_bank)
+        first = self.provider.logits(zeros, zeros) if self.linear else np.zeros(self.n_labels)
+        return _State(
+            np.broadcast_to(first, (size, self.n_labels)).copy(),
+            np.zeros(size),
+            np.zeros(size, dtype=np.uint64),
+        )
+
+    def _posterior(
+        self, loglik: FloatArray, informative: FloatArray, hashes: UIntArray
+    ) -> FloatArray:
+        assert self.distortion is not None
+        logits = self.distortion.finish(self.provider.model.log_prior, loglik, informative, hashes)
+        post = self.provider.posterior_from_logits(logits + self.provider.label_bias)
+        return np.asarray(post / post.sum(axis=-1, keepdims=True), dtype=np.float64)
+
+    def posterior(self, state: _State) -> FloatArray:
+        """(G, K) the posterior now, renormalised as the engine does."""
+        if self.linear:
+            post = self.provider.posterior_from_logits(state.logits)
+            return np.asarray(post / post.sum(axis=1, keepdims=True), dtype=np.float64)
+        return self._posterior(state.logits, state.informative, state.hashes)
+
+    def after_each_answer(self, state: _State, post: FloatArray) -> FloatArray:
+        """(G, A, 2, K) the posterior after "Yes." then "No." to every bank question."""
+        if self.likelihood is not None:
+            after = post[:, None, None, :] * self.likelihood[None]
+            after /= after.sum(axis=-1, keepdims=True)
+            return np.asarray(after, dtype=np.float64)
+        assert self.distortion is not None
+        with np.errstate(over="ignore"):
+            hashes = state.hashes[:, None, None] + self.distortion.keys[None]
+        return self._posterior(
+            state.logits[:, None, None, :] + self.log_answer[None],
+            np.broadcast_to((state.informative + 1.0)[:, None, None], hashes.shape),
+            hashes,
+        )
+
+    def update(self, state: _State, choice: IntArray, answer: IntArray) -> None:
+        """Add answer (0 "Yes.", 1 "No.") to question ``choice`` of every game."""
+        state.logits += self.log_answer[choice, answer]
+        state.informative += 1.0
+        if self.distortion is not None:
+            with np.errstate(over="ignore"):
+                state.hashes += self.distortion.keys[choice, answer]
 
 
 def simulate_tabular(
@@ -352,22 +468,16 @@ def simulate_tabular(
     no_gain = np.zeros((n_games, max_questions + 1), dtype=np.bool_)
     asked = np.full((n_games, max_questions), -1, dtype=np.intp)
     answered = np.zeros((n_games, max_questions), dtype=np.bool_)
-    # (A, 2, K): log P(answer | class) for "Yes." then "No."; tempered, the factor that turns
-    # the current posterior into the posterior after that answer.
-    log_answer = np.stack([model.log_yes, model.log_no], axis=1)
-    likelihood = np.exp(log_answer / provider.temperature)
+    beliefs = _Beliefs(provider)
     engine_policy = policy.engine_policy
     for start in range(0, n_games, chunk):
         g = np.arange(start, min(start + chunk, n_games))
         rngs = [games.policy_rng(int(i)) for i in g] if engine_policy is Policy.RANDOM else []
-        logits = np.broadcast_to(
-            provider.logits(np.zeros(n_bank), np.zeros(n_bank)), (g.size, n_labels)
-        ).copy()
+        state = beliefs.start(g.size)
         unasked = np.ones((g.size, n_bank), dtype=np.bool_)
         rows = np.arange(g.size)
         for k in range(steps + 1):
-            post = provider.posterior_from_logits(logits)
-            post = post / post.sum(axis=1, keepdims=True)  # as the engine renormalises
+            post = beliefs.posterior(state)
             posteriors[g, k] = post
             if k == steps:
                 break
@@ -391,7 +501,7 @@ def simulate_tabular(
                     )
                 choice, stop = _score_step(
                     post,
-                    likelihood,
+                    beliefs.after_each_answer(state, post),
                     model.p_yes,
                     unasked,
                     engine_policy,
@@ -405,7 +515,7 @@ def simulate_tabular(
             yes = _player_yes(oracle_yes, games, g, k, choice)
             asked[g, k] = choice
             answered[g, k] = yes
-            logits += log_answer[choice, np.where(yes, 0, 1)]
+            beliefs.update(state, choice, np.where(yes, 0, 1))
             unasked[rows, choice] = False
     return Traces(
         truth=games.truth.copy(),
@@ -427,7 +537,7 @@ def _entropy(probs: FloatArray) -> FloatArray:
 
 def _candidate_answers(
     post: FloatArray,
-    likelihood: FloatArray,
+    after: FloatArray,
     p_yes: FloatArray,
     draws: tuple[IntArray, BoolArray] | None,
 ) -> tuple[FloatArray, FloatArray, IntArray]:
@@ -437,8 +547,6 @@ def _candidate_answers(
     ``llm``: M = 2, "Yes." with P(yes | h) under the current posterior, then "No."
     (``TabularProvider.simulate_answers``). ``sampled``: the step's m draws, weights 1/m.
     """
-    after = post[:, None, None, :] * likelihood[None]
-    after /= after.sum(axis=-1, keepdims=True)  # (G, A, 2, K)
     if draws is None:
         w_yes = np.einsum("gk,ka->ga", post, p_yes)  # no BLAS: its threads thrash small products
         w_no = 1.0 - w_yes
@@ -455,7 +563,7 @@ def _candidate_answers(
 
 def _score_step(
     post: FloatArray,
-    likelihood: FloatArray,
+    after: FloatArray,
     p_yes: FloatArray,
     unasked: BoolArray,
     policy: Policy,
@@ -467,13 +575,13 @@ def _score_step(
 ) -> tuple[IntArray, BoolArray]:
     """C-IP/IP choice for a batch at one step, and whether no candidate improves things.
 
-    ``likelihood`` (A, 2, K) is ``P(answer | class) ** (1 / T)``: the tempered posterior
-    after an answer is the current one times it, renormalised. Candidates are scored by the
+    ``after`` (G, A, 2, K) is the posterior after "Yes." and "No." to every bank question
+    (``_Beliefs.after_each_answer``). Candidates are scored by the
     engine's own ``score_candidates`` and ranked with its rounding; "ask nothing" is the
     present posterior once per answer of the best candidate, by the same rule (tau_{k+1}).
     """
     n_g, n_a = unasked.shape
-    probs, weights, labels = _candidate_answers(post, likelihood, p_yes, draws)
+    probs, weights, labels = _candidate_answers(post, after, p_yes, draws)
     n_m, n_k = probs.shape[2], probs.shape[3]
     next_tau = None if selection is None else selection.threshold_for_step(step + 1)
     alpha_n = finite_sample_alpha(alpha, selection, step + 1)
@@ -585,7 +693,8 @@ async def simulate_engine(
         async def answer(question: str) -> str:
             nonlocal step
             a = attribute[normalize_question(question)]
-            yes = bool(oracle_yes[games.truth[i], a] ^ games.flips[i, step])
+            flip = games.flip(np.array([i]), step, np.array([a]))[0]
+            yes = bool(oracle_yes[games.truth[i], a] ^ flip)
             asked[i, step], answered[i, step] = a, yes
             step += 1
             return YES if yes else NO

@@ -233,3 +233,31 @@ def test_markdown_shows_the_paired_budget_tables(tmp_path: Path) -> None:
     assert (
         f"| 1 | 0.333 | 1.000 | -0.667 [{-2 / 3 - Z95 / 3:+.3f}, {-2 / 3 + Z95 / 3:+.3f}] |" in md
     )
+
+
+def test_per_label_coverage_groups_cases_by_true_label() -> None:
+    """Label "a" is covered 3 times of 4 at step 1, "b" never: binomial lower tails."""
+    from scipy.stats import binom
+
+    hit, miss = outcome(True, True, 1), outcome(False, False, 2)
+    cases = [("a", (hit, hit)), ("a", (hit, hit)), ("a", (hit, hit)), ("a", (hit, miss))]
+    cases += [("b", (hit, miss)), ("b", (miss, miss))]
+    recs = [
+        CaseRecord(policy="ip", case_id=f"c{i}", steps=steps, stop_step=0, label=label)
+        for i, (label, steps) in enumerate(cases)
+    ]
+    report = build_report(records=recs, alpha=0.1, model="m", prompt_version="v")
+    per_label = report["policies"]["ip"]["per_label"]
+    assert list(per_label) == ["a", "b"] and per_label["a"]["n"] == 4
+    a1, b0 = per_label["a"]["steps"][1], per_label["b"]["steps"][0]
+    assert (a1["covered"], a1["coverage"]) == (3, 0.75)
+    assert a1["p_value"] == pytest.approx(binom.cdf(3, 4, 0.9))
+    assert b0["p_value"] == pytest.approx(binom.cdf(1, 2, 0.9))
+    assert per_label["b"]["final"]["covered"] == 1  # at the stop (step 0)
+    # Records without labels (the other benches) get no per-label section.
+    assert (
+        "per_label"
+        not in build_report(records=records(), alpha=0.1, model="m", prompt_version="v")[
+            "policies"
+        ]["ip"]
+    )

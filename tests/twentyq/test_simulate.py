@@ -12,17 +12,19 @@ from app.engine import (
     InterviewConfig,
     Objective,
     QuestionSource,
+    StepThresholds,
     StepwiseThresholds,
     run_interview,
 )
 from app.engine.types import QA
-from app.tabular import NO, YES, TabularProvider
+from app.tabular import NO, YES, Miscalibration, Mode, TabularProvider, build_distortion
 from app.twentyq import BenchPolicy, make_game, make_games, simulate_engine, simulate_tabular
 from app.twentyq.bench import records_from_traces
 from app.twentyq.simulate import (
     CASE,
     INQUIRY,
     SELECTION_TAU_SLACK,
+    Games,
     Scoring,
     answer_draws,
     random_histories,
@@ -44,7 +46,9 @@ def test_games_are_seeded_and_splits_do_not_share_games() -> None:
     assert not quiet.flips.any() and (quiet.truth == a.truth[:50]).all()
 
 
-async def _selection(provider: TabularProvider, n: int = 200) -> StepwiseThresholds:
+async def _selection(
+    provider: TabularProvider, n: int = 200, extra_noise: np.ndarray | None = None
+) -> StepwiseThresholds:
     return await selection_thresholds(
         provider,
         labels=GAME.labels,
@@ -55,6 +59,7 @@ async def _selection(provider: TabularProvider, n: int = 200) -> StepwiseThresho
         seed=3,
         noise=0.2,
         alpha=0.1,
+        extra_noise=extra_noise,
     )
 
 
@@ -110,6 +115,68 @@ async def test_the_batched_replica_makes_the_engines_decisions(
     for i in range(len(games)):
         oracle = GAME.oracle_yes[games.truth[i], fast.asked[i]]
         np.testing.assert_array_equal(fast.answered_yes[i], oracle ^ games.flips[i])
+
+
+async def _assert_same_decisions(
+    provider: TabularProvider,
+    policy: BenchPolicy,
+    scoring: Scoring,
+    games: Games,
+    selection: StepThresholds | None,
+) -> None:
+    fast = simulate_tabular(
+        provider,
+        GAME.oracle_yes,
+        games,
+        policy,
+        alpha=0.1,
+        max_questions=BUDGET,
+        selection=selection,
+        scoring=scoring,
+    )
+    engine = await simulate_engine(
+        provider,
+        labels=GAME.labels,
+        bank=GAME.questions,
+        oracle_yes=GAME.oracle_yes,
+        games=games,
+        policy=policy,
+        alpha=0.1,
+        max_questions=BUDGET,
+        selection=selection,
+        scoring=scoring,
+    )
+    np.testing.assert_array_equal(fast.asked, engine.asked)
+    np.testing.assert_array_equal(fast.answered_yes, engine.answered_yes)
+    np.testing.assert_array_equal(fast.no_gain, engine.no_gain)
+    np.testing.assert_allclose(fast.posteriors, engine.posteriors, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mode", "policy", "scoring"),
+    # cip-nominal shares cip's scoring path (without selection thresholds); random only
+    # needs checking where the player changes.
+    [(m, p, Scoring()) for m in Mode for p in (BenchPolicy.CIP, BenchPolicy.IP)]
+    + [(m, BenchPolicy.CIP, BOUND_SAMPLED) for m in Mode]
+    + [(Mode.OVERCONFIDENT_ATTRS, BenchPolicy.RANDOM, Scoring())]
+    + [(Mode.LOGIT_NOISE, BenchPolicy.CIP_NOMINAL, Scoring())],
+    ids=str,
+)
+async def test_the_replica_makes_the_engines_decisions_under_every_miscalibration(
+    mode: Mode, policy: BenchPolicy, scoring: Scoring
+) -> None:
+    distortion = build_distortion(
+        GAME.model, Miscalibration(mode, 2.0), player_yes=GAME.oracle_yes, seed=3
+    )
+    provider = TabularProvider(GAME.model, temperature=0.8, distortion=distortion)
+    extra = distortion.player_extra_noise
+    selection = (
+        await _selection(provider, extra_noise=extra) if policy.calibrated_selection else None
+    )
+    games = make_games(n=4, split="test", seed=3, n_labels=20, max_questions=BUDGET, noise=0.2)
+    await _assert_same_decisions(
+        provider, policy, scoring, games.with_extra_noise(extra), selection
+    )
 
 
 @pytest.mark.parametrize("policy", [BenchPolicy.CIP, BenchPolicy.CIP_NOMINAL, BenchPolicy.IP])
