@@ -18,3 +18,8 @@ run world1-set_size --world-seed 1 --objective set_size
 run world2-set_size --world-seed 2 --objective set_size
 # Fewer games (the interval widths at G 300).
 run g300-set_size --games 300 --calibration-games 300 --objective set_size
+# The question choice without the stop rule (every game to the budget: fixed-step pairs).
+run default-nostop-set_size --objective set_size --no-early-stop
+# A patient closer to the model (no ancestor reports, background findings or unsure
+# answers; the per-finding frequencies still differ from the model's one sensitivity).
+run cleaner-patient-set_size --objective set_size --ancestor-rate 0 --false-positive 0 --unsure-rate 0
