@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.principal import Principal
 from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
+from app.kb.hpo import load_hpo
+from app.kb.provider import HpoProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
@@ -18,6 +20,11 @@ from app.llm.client import llm_http_client
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
 from app.settings import Settings
+
+
+def _hpo_provider() -> PosteriorProvider:
+    """The knowledge-base provider; the ontology loads here, once per process (~1.5 s)."""
+    return HpoProvider(load_hpo())
 
 
 @dataclass
@@ -68,6 +75,8 @@ class Resources:
             if redis is not None
             else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
         )
+        if provider is None and settings.provider == "hpo":
+            provider = _hpo_provider()
         if provider is None and llm_http is not None and settings.llm_model:
             cache = make_posterior_cache(
                 redis, maxsize=settings.llm_cache_size, ttl_s=settings.llm_cache_ttl_s

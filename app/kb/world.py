@@ -46,6 +46,8 @@ __all__ = [
     "PatientConfig",
     "WorldConfig",
     "build_world",
+    "discriminating_terms",
+    "naive_bayes",
     "patient_answers",
     "question_for",
 ]
@@ -197,7 +199,28 @@ def _differential(kb: HpoKb, config: WorldConfig) -> tuple[int, list[Disease]]:
     return presenting, chosen
 
 
-def _bank(kb: HpoKb, diseases: Sequence[Disease], max_terms: int) -> tuple[int, ...]:
+def naive_bayes(
+    kb: HpoKb,
+    diseases: Sequence[Disease],
+    terms: Sequence[int],
+    *,
+    name: str,
+    sensitivity: float,
+    background: float,
+) -> TabularModel:
+    """The symptom checker's model: P(yes) = sensitivity where the propagated annotations
+    hold the term, else background; labels ``Disease.label``, uniform prior."""
+    annotated = np.array([[t in kb.propagated(d) for t in terms] for d in diseases], np.bool_)
+    return TabularModel(
+        name=name,
+        labels=tuple(d.label for d in diseases),
+        questions=tuple(question_for(kb.names[t]) for t in terms),
+        p_yes=np.where(annotated, sensitivity, background),
+        prior=np.full(len(diseases), 1.0 / len(diseases)),
+    )
+
+
+def discriminating_terms(kb: HpoKb, diseases: Sequence[Disease], max_terms: int) -> tuple[int, ...]:
     """Discriminating terms, most even split first (ties by term number), at most max_terms."""
     counts: dict[int, int] = {}
     for disease in diseases:
@@ -224,16 +247,17 @@ def build_world(kb: HpoKb, config: WorldConfig = WorldConfig()) -> KbWorld:
             f"only {len(diseases)} distinct diseases share the presenting term; "
             f"asked for {config.candidates}"
         )
-    terms = _bank(kb, diseases, config.max_terms)
+    terms = discriminating_terms(kb, diseases, config.max_terms)
     index = {t: a for a, t in enumerate(terms)}
-    annotated = np.array([[t in kb.propagated(d) for t in terms] for d in diseases], dtype=np.bool_)
-    model = TabularModel(
+    model = naive_bayes(
+        kb,
+        diseases,
+        terms,
         name=f"hpo:{config.source}:K={config.candidates}:seed={config.seed}",
-        labels=tuple(d.label for d in diseases),
-        questions=tuple(question_for(kb.names[t]) for t in terms),
-        p_yes=np.where(annotated, config.sensitivity, config.background),
-        prior=np.full(len(diseases), 1.0 / len(diseases)),
+        sensitivity=config.sensitivity,
+        background=config.background,
     )
+    annotated = np.asarray(model.p_yes == config.sensitivity, dtype=np.bool_)
 
     def in_bank(ancestors: frozenset[int]) -> IntArray:
         return np.array(sorted(index[t] for t in ancestors if t in index), dtype=np.intp)
