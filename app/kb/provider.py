@@ -66,7 +66,12 @@ class HpoProvider:
         for disease in kb.diseases:  # names last: an id never loses to a name
             self._by_key.setdefault(disease.name.casefold(), disease)
         self._term_of = {normalize_question(question_for(n)): t for t, n in kb.names.items()}
-        self._annotated_by_term: dict[int, npt.NDArray[np.bool_]] = {}
+        # Inverted index, built once: term -> the diseases whose propagated annotations hold it.
+        holders: dict[int, list[int]] = {}
+        for i, disease in enumerate(kb.diseases):
+            for term in kb.propagated(disease):
+                holders.setdefault(term, []).append(i)
+        self._holders = {t: np.asarray(ix, dtype=np.intp) for t, ix in holders.items()}
         self._model = lru_cache(maxsize=256)(self._build_model)
 
     @property
@@ -148,11 +153,9 @@ class HpoProvider:
         return dedupe_questions(questions, exclude=[qa.question for qa in history])[: max(n, 0)]
 
     def _annotated(self, term: int) -> npt.NDArray[np.bool_]:
-        known = self._annotated_by_term.get(term)
-        if known is None:
-            known = np.array([term in self.kb.propagated(d) for d in self.kb.diseases])
-            self._annotated_by_term[term] = known
-        return known
+        out = np.zeros(len(self.kb.diseases), dtype=np.bool_)
+        out[self._holders.get(term, np.zeros(0, dtype=np.intp))] = True
+        return out
 
     def _term(self, question: str) -> int:
         term = self._term_of.get(normalize_question(question))
