@@ -334,8 +334,8 @@ async def run_temperature(
 ) -> RunResult:
     """Every policy of ``config`` at one temperature.
 
-    ``simulate`` and ``selection_source`` replace the 20 Questions player (another world's games and
-    its own random-question histories); by default both come from ``game.oracle_yes``.
+    ``simulate`` and ``selection_source`` replace the 20 Questions player (another world's
+    games and its own random-question histories); by default both use ``game.oracle_yes``.
     """
     sim = simulate if simulate is not None else make_simulator(provider, game, config)
     info = provider.info
