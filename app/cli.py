@@ -13,6 +13,7 @@ from app.auth import service as key_service
 from app.auth.keys import parse_scopes
 from app.calibrations.cli import register as register_calibration_commands
 from app.db.migrate import upgrade_head
+from app.kb.cli import register as register_kb_commands
 from app.llm.cli import llm_app
 from app.logging import configure_logging
 from app.settings import get_settings
@@ -24,6 +25,7 @@ keys_app = typer.Typer(help="API keys: create (printed once), list, revoke.", no
 cli.add_typer(keys_app, name="keys")
 register_calibration_commands(cli)
 register_twentyq_commands(cli)
+register_kb_commands(cli)
 
 
 @cli.command()

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.auth.principal import Principal
 from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
+from app.kb.hpo import load_hpo
+from app.kb.provider import HpoProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.llm import LLMGateway, make_posterior_cache
@@ -19,6 +21,11 @@ from app.llm.client import llm_http_client
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
 from app.settings import Settings
+
+
+def _hpo_provider() -> PosteriorProvider:
+    """The knowledge-base provider; the ontology loads here, once per process (~1.5 s)."""
+    return HpoProvider(load_hpo())
 
 
 @dataclass
@@ -72,6 +79,8 @@ class Resources:
             else MemoryRateLimiter(per_minute=settings.rate_limit_per_minute)
         )
         posterior_cache: PurgeableCache | None = None
+        if provider is None and settings.provider == "hpo":
+            provider = _hpo_provider()
         if provider is None and llm_http is not None and settings.llm_model:
             posterior_cache = MeteredCache(
                 make_posterior_cache(

@@ -25,6 +25,12 @@ class Settings(BaseSettings):
         description="PostgreSQL connections per API process (requests wait for a free one).",
     )
     redis_url: str | None = Field(default=None, description="Optional Redis for cache/limits.")
+    provider: Literal["llm", "hpo"] = Field(
+        default="llm",
+        description="Where posteriors come from: llm (the vLLM server below) or hpo (naive "
+        "Bayes on the Human Phenotype Ontology of the hpo3 wheel; candidates are OMIM/Orphanet "
+        "diseases; no LLM). One per deployment, so calibrations and sessions share one model.",
+    )
     llm_base_url: str | None = Field(
         default=None, description="vLLM OpenAI-compatible base URL, e.g. http://127.0.0.1:8001"
     )

@@ -55,6 +55,7 @@ __all__ = [
     "PolicyResult",
     "ProviderFactory",
     "RunResult",
+    "SelectionSource",
     "Simulator",
     "make_simulator",
     "make_split_games",
@@ -69,6 +70,8 @@ __all__ = [
 ProviderFactory = Callable[[TwentyQuestions, float], PosteriorProvider]
 # (policy, games, selection thresholds) -> traces.
 Simulator = Callable[[BenchPolicy, Games, StepwiseThresholds | None], Awaitable[Traces]]
+# provider -> C-IP's selection thresholds from a world's random-question histories.
+SelectionSource = Callable[[PosteriorProvider], Awaitable[StepwiseThresholds]]
 
 # The C-IP paper's 20 Questions protocol (ryanchankh/Conformal-IP, src/20q): BenchConfig
 # fields it fixes.
@@ -348,11 +351,14 @@ async def run_temperature(
     config: BenchConfig,
     split_games: dict[str, Games],
     simulate: Simulator | None = None,
+    selection_source: SelectionSource | None = None,
     log: Callable[[str], None] = lambda _: None,
     distortion: Distortion | None = None,
 ) -> RunResult:
     """Every policy of ``config`` at one temperature (and the provider's ``distortion``).
 
+    ``simulate`` and ``selection_source`` replace the 20 Questions player (another world's
+    games and its own random-question histories); by default both use ``game.oracle_yes``.
     With a distortion whose player is noisier on some attributes (``overconfident_attrs``),
     the games and the selection histories are answered by that player.
     """
@@ -370,7 +376,10 @@ async def run_temperature(
     policies: dict[str, PolicyResult] = {}
     started = time.perf_counter()
     shared: StepwiseThresholds | None = None
-    if config.needs_selection:
+    if config.needs_selection and selection_source is not None:
+        shared = await selection_source(provider)
+        log(f"{tag} selection: {time.perf_counter() - started:.1f}s")
+    elif config.needs_selection:
         shared = await selection_thresholds(
             provider,
             labels=game.labels,

@@ -61,7 +61,7 @@ from app.engine import (
 from app.engine.scoring import PROB_FLOOR, score_candidates
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import InvalidInputError
-from app.tabular import NO, YES, TabularProvider
+from app.tabular import ANSWER_UNKNOWN, ANSWER_YES, NO, YES, TabularProvider
 
 __all__ = [
     "SELECTION_TAU_SLACK",
@@ -437,13 +437,17 @@ class _Beliefs:
             hashes,
         )
 
-    def update(self, state: _State, choice: IntArray, answer: IntArray) -> None:
-        """Add answer (0 "Yes.", 1 "No.") to question ``choice`` of every game."""
-        state.logits += self.log_answer[choice, answer]
-        state.informative += 1.0
+    def update(
+        self, state: _State, choice: IntArray, answer: IntArray, informative: BoolArray
+    ) -> None:
+        """Add answer (0 "Yes.", 1 "No.") to question ``choice`` of every game whose answer
+        is ``informative`` (an "unsure" leaves the beliefs as they were)."""
+        state.logits += np.where(informative[:, None], self.log_answer[choice, answer], 0.0)
+        state.informative += informative
         if self.distortion is not None:
+            keys = np.where(informative, self.distortion.keys[choice, answer], np.uint64(0))
             with np.errstate(over="ignore"):
-                state.hashes += self.distortion.keys[choice, answer]
+                state.hashes += keys
 
 
 def simulate_tabular(
@@ -457,8 +461,14 @@ def simulate_tabular(
     selection: StepThresholds | None,
     scoring: Scoring = Scoring(),
     chunk: int = 256,
+    answers: npt.NDArray[np.int8] | None = None,
 ) -> Traces:
-    """Batched replica of ``simulate_engine`` for a TabularProvider (same decisions)."""
+    """Batched replica of ``simulate_engine`` for a TabularProvider (same decisions).
+
+    ``answers`` (G, A), when given, replaces the oracle-and-flips player: game g answers
+    question a with ``answers[g, a]``, ``ANSWER_YES``, ``ANSWER_NO`` or ``ANSWER_UNKNOWN``
+    ("unsure", which the table ignores); ``oracle_yes`` then only serves ``sampled`` draws.
+    """
     model = provider.model
     n_games, n_labels, n_bank = len(games), len(model.labels), len(model.questions)
     steps = min(max_questions, n_bank)  # the bank runs out after n_bank questions
@@ -512,10 +522,15 @@ def simulate_tabular(
                     draws,
                 )
                 no_gain[g, k] = stop
-            yes = _player_yes(oracle_yes, games, g, k, choice)
+            if answers is None:
+                yes = _player_yes(oracle_yes, games, g, k, choice)
+                informative = np.ones(g.size, dtype=np.bool_)
+            else:
+                reply = answers[g, choice]
+                yes, informative = reply == ANSWER_YES, reply != ANSWER_UNKNOWN
             asked[g, k] = choice
             answered[g, k] = yes
-            beliefs.update(state, choice, np.where(yes, 0, 1))
+            beliefs.update(state, choice, np.where(yes, 0, 1), informative)
             unasked[rows, choice] = False
     return Traces(
         truth=games.truth.copy(),
