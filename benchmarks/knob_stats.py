@@ -17,6 +17,7 @@ common shift), so every offset and noise term is read after centring and correct
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,24 +146,39 @@ def polarity_item(
 
 @dataclass(frozen=True, slots=True)
 class PolarityFit:
-    """Evidence weights relative to the table, and the polarity s they imply."""
+    """Evidence weights relative to the table, and the polarity s they imply.
+
+    Intervals are 95% percentile bootstraps over items; s's is given only when s exists in
+    at least 95% of the resamples.
+    """
 
     weight_yes: float  # sum moved_yes / sum table_yes: 1 for a calibrated model
     weight_no: float
     s: float | None  # sqrt(weight_yes / weight_no); None unless both are positive
     evidence_weight: float | None  # sqrt(weight_yes * weight_no): beta in beta * s, beta / s
-    s_interval: tuple[float, float] | None  # 95% percentile bootstrap over items
+    weight_yes_interval: tuple[float, float] | None
+    weight_no_interval: tuple[float, float] | None
+    s_interval: tuple[float, float] | None
     items: int
 
 
-def _weights(items: list[PolarityItem]) -> tuple[float, float]:
+def percentile_interval(draws: Sequence[float], *, least: int) -> tuple[float, float] | None:
+    """The 2.5% and 97.5% quantiles of the finite draws; None if fewer than ``least``."""
+    finite = np.asarray(draws, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < max(1, least):
+        return None
+    return float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975))
+
+
+def _weights(items: Sequence[PolarityItem]) -> tuple[float, float]:
     wy = sum(i.moved_yes for i in items) / sum(i.table_yes for i in items)
     wn = sum(i.moved_no for i in items) / sum(i.table_no for i in items)
     return wy, wn
 
 
-def _s_of(wy: float, wn: float) -> float | None:
-    return math.sqrt(wy / wn) if wy > 0 and wn > 0 else None
+def _s_of(wy: float, wn: float) -> float:
+    return math.sqrt(wy / wn) if wy > 0 and wn > 0 else math.nan
 
 
 def fit_polarity(items: list[PolarityItem], *, seed: int, resamples: int = 1000) -> PolarityFit:
@@ -171,19 +187,22 @@ def fit_polarity(items: list[PolarityItem], *, seed: int, resamples: int = 1000)
         raise InvalidInputError("no polarity items")
     wy, wn = _weights(items)
     s = _s_of(wy, wn)
-    interval: tuple[float, float] | None = None
+    draws: list[tuple[float, float]] = []
     if len(items) >= 2:
         rng = np.random.default_rng(seed)
-        draws: list[float] = []
         for _ in range(resamples):
-            pick = [items[i] for i in rng.integers(len(items), size=len(items))]
-            value = _s_of(*_weights(pick))
-            draws.append(value if value is not None else math.nan)
-        finite = np.asarray(draws)[np.isfinite(draws)]
-        if len(finite) >= 0.95 * resamples:  # a usable interval only if s exists in almost all
-            interval = (float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975)))
-    beta = math.sqrt(wy * wn) if wy > 0 and wn > 0 else None
-    return PolarityFit(wy, wn, s, beta, interval, len(items))
+            draws.append(_weights([items[i] for i in rng.integers(len(items), size=len(items))]))
+    least = resamples if draws else 1
+    return PolarityFit(
+        weight_yes=wy,
+        weight_no=wn,
+        s=None if math.isnan(s) else s,
+        evidence_weight=math.sqrt(wy * wn) if wy > 0 and wn > 0 else None,
+        weight_yes_interval=percentile_interval([d[0] for d in draws], least=least),
+        weight_no_interval=percentile_interval([d[1] for d in draws], least=least),
+        s_interval=percentile_interval([_s_of(*d) for d in draws], least=math.ceil(0.95 * least)),
+        items=len(items),
+    )
 
 
 # --- length: the evidence weight after n answers ----------------------------------------------
@@ -209,19 +228,24 @@ def evidence_terms(moved: npt.ArrayLike, loglik: npt.ArrayLike) -> tuple[FloatAr
 
 @dataclass(frozen=True, slots=True)
 class LengthFit:
-    """c_n = beta * (1 + s * n / 10) fitted by least squares over n = 1..N."""
+    """c_n = beta * (1 + s * n / 10) fitted by least squares over n = 1..N.
+
+    Intervals are 95% percentile bootstraps over games; s's is given only when the intercept
+    is positive in at least 95% of the resamples.
+    """
 
     beta: float
     s: float | None  # None when the intercept beta is not positive
     weights: tuple[float, ...]  # c_n for n = 1..N
-    s_interval: tuple[float, float] | None  # 95% percentile bootstrap over games
+    beta_interval: tuple[float, float] | None
+    s_interval: tuple[float, float] | None
     games: int
 
 
-def _line(num: FloatArray, den: FloatArray) -> tuple[float, float | None, FloatArray]:
+def _line(num: FloatArray, den: FloatArray) -> tuple[float, float, FloatArray]:
     c = num.sum(axis=0) / den.sum(axis=0)
     slope, intercept = np.polyfit(np.arange(1, len(c) + 1, dtype=np.float64), c, 1)
-    s = float(LENGTH_UNIT * slope / intercept) if intercept > 0 else None
+    s = float(LENGTH_UNIT * slope / intercept) if intercept > 0 else math.nan
     return float(intercept), s, c
 
 
@@ -236,19 +260,21 @@ def fit_length(
     if (den.sum(axis=0) <= 0).any():
         raise InvalidInputError("the log-likelihoods do not tell the labels apart")
     beta, s, c = _line(num, den)
-    interval: tuple[float, float] | None = None
+    draws: list[tuple[float, float]] = []
     if num.shape[0] >= 2:
         rng = np.random.default_rng(seed)
-        draws = []
         for _ in range(resamples):
             pick = rng.integers(num.shape[0], size=num.shape[0])
-            if (den[pick].sum(axis=0) > 0).all():
-                value = _line(num[pick], den[pick])[1]
-                draws.append(math.nan if value is None else value)
-        finite = np.asarray(draws)[np.isfinite(draws)]
-        if len(finite) >= 0.95 * resamples:
-            interval = (float(np.quantile(finite, 0.025)), float(np.quantile(finite, 0.975)))
-    return LengthFit(beta, s, tuple(float(v) for v in c), interval, int(num.shape[0]))
+            draws.append(_line(num[pick], den[pick])[:2])  # den > 0 per row: sums stay > 0
+    least = resamples if draws else 1
+    return LengthFit(
+        beta=beta,
+        s=None if math.isnan(s) else s,
+        weights=tuple(float(v) for v in c),
+        beta_interval=percentile_interval([d[0] for d in draws], least=least),
+        s_interval=percentile_interval([d[1] for d in draws], least=math.ceil(0.95 * least)),
+        games=int(num.shape[0]),
+    )
 
 
 # --- logit_noise: spread across wordings of the same answer -----------------------------------

@@ -372,12 +372,18 @@ async def paraphrase_section(
     }
 
 
+def _bias_sd(bias: dict[str, Any]) -> float:
+    """The noise-corrected sd when there were items enough for it, else the raw one."""
+    corrected = bias["sd_noise_corrected"]
+    return float(bias["sd"] if corrected is None else corrected)
+
+
 def knob_summary(sections: dict[str, Any]) -> dict[str, float | None]:
     """The knob strengths that resemble the model, in the tabular knobs' units."""
     pos, pol, length, para = (sections[s] for s in ("position", "polarity", "length", "paraphrase"))
     return {
-        "label_bias_20q": pos["twentyq"]["sd_noise_corrected"] or pos["twentyq"]["sd"],
-        "label_bias_mediq": pos["mediq"]["sd_noise_corrected"] or pos["mediq"]["sd"],
+        "label_bias_20q": _bias_sd(pos["twentyq"]),
+        "label_bias_mediq": _bias_sd(pos["mediq"]),
         "polarity": pol["s"],
         "evidence_weight": pol["evidence_weight"],
         "length": length["fit"]["s"],

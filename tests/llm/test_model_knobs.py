@@ -73,9 +73,12 @@ def test_polarity_recovers_s_and_the_overall_weight(s: float, beta: float) -> No
             )
         )
     fit = ks.fit_polarity(items, seed=0)
+    assert fit.weight_yes == pytest.approx(beta * s, rel=1e-6)
+    assert fit.weight_no == pytest.approx(beta / s, rel=1e-6)
     assert fit.s == pytest.approx(s, rel=1e-6)
     assert fit.evidence_weight == pytest.approx(beta, rel=1e-6)
-    assert fit.s_interval is not None and fit.s_interval[0] <= s <= fit.s_interval[1]
+    assert fit.s_interval is not None
+    assert fit.s_interval[0] == pytest.approx(s, rel=1e-6) == fit.s_interval[1]
 
 
 def test_polarity_is_undefined_when_an_answer_moves_the_wrong_way() -> None:
@@ -110,6 +113,10 @@ def test_length_recovers_s_from_evidence_growing_with_n(s: float, beta: float) -
     assert fit.beta == pytest.approx(beta, rel=1e-6)
     assert fit.s == pytest.approx(s, rel=1e-6, abs=1e-9)
     assert fit.games == games and len(fit.weights) == max_n
+    # Every game carries exactly c_n, so every resample does: the intervals shrink to a point.
+    assert fit.s_interval is not None and fit.beta_interval is not None
+    assert fit.s_interval[0] == pytest.approx(s, abs=1e-6) == fit.s_interval[1]
+    assert fit.beta_interval[0] == pytest.approx(beta, abs=1e-6) == fit.beta_interval[1]
 
 
 def test_paraphrase_noise_is_in_the_logit_noise_knobs_units() -> None:
