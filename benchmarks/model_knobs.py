@@ -22,12 +22,16 @@ yes/no answers) and the shipped iMedQA dev cases (4 options, atomic facts):
    answers; MediQ facts in simple templates); the sd of per-label centred logits across
    wordings;
 5. **temperature**: the T minimising the true label's NLL (20Q length histories; MediQ
-   single orders and the all-orders average).
+   single orders and the all-orders average);
+6. **direct** (a diagnostic, no knob): "Is the animal a zebra?" answered "Yes." or "No.";
+   how far the named animal's centred logit moves, and how often it is then on top: does
+   the model read the interview at all.
 
     .venv/bin/python -m benchmarks.model_knobs --base-url http://127.0.0.1:8001 \
         --model smollm2-135m --prompts 400 --json var/knobs-smollm2.json
 
-``--prompts`` is the budget the sections are sized from (the report counts what was scored).
+``--prompts`` is the budget the sections are sized from (the report counts what was scored);
+``--sections`` runs a subset.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ FACT_TEMPLATES = (
     "{fact} That is all I know.",
 )
 MAX_WORDINGS = len(FACT_TEMPLATES)
+DIRECT_MAX = 20  # the 20 animals
+SECTIONS = ("position", "polarity", "length", "paraphrase", "direct")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,7 @@ class Plan:
     length_games: int
     paraphrase_20q: int
     paraphrase_mediq: int
+    direct: int
     max_answers: int
     wordings: int
 
@@ -122,6 +129,7 @@ class Plan:
             length_games=share(0.20, max_answers + 1, 2),
             paraphrase_20q=share(0.15, 2 * wordings, 1),
             paraphrase_mediq=share(0.10, wordings, 2),
+            direct=min(DIRECT_MAX, share(0.05, 3, 2)),
             max_answers=max_answers,
             wordings=wordings,
         )
@@ -372,6 +380,48 @@ async def paraphrase_section(
     }
 
 
+def naming_question(animal: str) -> str:
+    article = "an" if animal[:1].lower() in "aeiou" else "a"
+    return f"Is the animal {article} {animal}?"
+
+
+async def direct_section(
+    score: Scorer, game: TwentyQuestions, plan: Plan, seed: int
+) -> dict[str, Any]:
+    """Diagnostic: does naming the animal ("Is the animal a zebra?" "Yes.") move its logit?"""
+    rng = np.random.default_rng([seed, 5])
+    k = len(game.labels)
+    animals = [int(a) for a in rng.choice(k, size=min(plan.direct, k), replace=False)]
+    queries: list[Query] = []
+    for animal in animals:
+        shift = int(rng.integers(k))
+        question = naming_question(game.labels[animal])
+        queries += [
+            twentyq_query(game, history, shift)
+            for history in ((), (QA(question, YES),), (QA(question, NO),))
+        ]
+    probs = np.asarray(await score(queries)).reshape(len(animals), 3, k)
+    logits = ks.centered_logits(probs)
+    rows = np.arange(len(animals))
+    named = logits[rows, :, animals]  # (animals, 3): before, after yes, after no
+    moved_yes, moved_no = named[:, 1] - named[:, 0], named[:, 2] - named[:, 0]
+    top = probs.argmax(axis=2) == np.asarray(animals)[:, None]
+
+    def mean_se(x: FloatArray) -> dict[str, float]:
+        se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+        return {"mean": float(x.mean()), "se": se}
+
+    return {
+        "named_logit_moved_by_yes": mean_se(moved_yes),
+        "named_logit_moved_by_no": mean_se(moved_no),
+        "named_top_before": float(top[:, 0].mean()),
+        "named_top_after_yes": float(top[:, 1].mean()),
+        "named_p_after_yes": float(probs[rows, 1, animals].mean()),
+        "items": len(animals),
+        "prompts": len(queries),
+    }
+
+
 def _bias_sd(bias: dict[str, Any]) -> float:
     """The noise-corrected sd when there were items enough for it, else the raw one."""
     corrected = bias["sd_noise_corrected"]
@@ -379,20 +429,24 @@ def _bias_sd(bias: dict[str, Any]) -> float:
 
 
 def knob_summary(sections: dict[str, Any]) -> dict[str, float | None]:
-    """The knob strengths that resemble the model, in the tabular knobs' units."""
-    pos, pol, length, para = (sections[s] for s in ("position", "polarity", "length", "paraphrase"))
-    return {
-        "label_bias_20q": _bias_sd(pos["twentyq"]),
-        "label_bias_mediq": _bias_sd(pos["mediq"]),
-        "polarity": pol["s"],
-        "evidence_weight": pol["evidence_weight"],
-        "length": length["fit"]["s"],
-        "length_beta": length["fit"]["beta"],
-        "logit_noise_20q": para["twentyq"]["s"],
-        "logit_noise_mediq": para["mediq"]["s"],
-        "temperature_20q": length["temperature"]["t"],
-        "temperature_mediq": pos["mediq_temperature_single_order"]["t"],
-    }
+    """The knob strengths that resemble the model, in the tabular knobs' units (those measured)."""
+    out: dict[str, float | None] = {}
+    if pos := sections.get("position"):
+        out["label_bias_20q"] = _bias_sd(pos["twentyq"])
+        out["label_bias_mediq"] = _bias_sd(pos["mediq"])
+        out["temperature_mediq"] = pos["mediq_temperature_single_order"]["t"]
+    if pol := sections.get("polarity"):
+        out["polarity"] = pol["s"]
+        out["evidence_weight_yes"] = pol["weight_yes"]
+        out["evidence_weight_no"] = pol["weight_no"]
+    if length := sections.get("length"):
+        out["length"] = length["fit"]["s"]
+        out["length_beta"] = length["fit"]["beta"]
+        out["temperature_20q"] = length["temperature"]["t"]
+    if para := sections.get("paraphrase"):
+        out["logit_noise_20q"] = para["twentyq"]["s"]
+        out["logit_noise_mediq"] = para["mediq"]["s"]
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -431,8 +485,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "paraphrase": lambda: paraphrase_section(
                 score, game, cases[plan.position_mediq :], plan, args.seed
             ),
+            "direct": lambda: direct_section(score, game, plan, args.seed),
         }
-        for name, step in steps.items():
+        for name in args.sections:
+            step = steps[name]
             started = time.perf_counter()
             report["sections"][name] = await step()
             report["seconds"][name] = round(time.perf_counter() - started, 1)
@@ -470,6 +526,9 @@ def main() -> None:
     parser.add_argument("--wordings", type=int, default=5, help=f"2..{MAX_WORDINGS}")
     parser.add_argument("--dataset", type=Path, default=DATASET)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="default: all"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -35,6 +35,7 @@ async def test_report_measures_the_live_server(live_server: tuple[str, str]) -> 
         wordings=2,
         dataset=model_knobs.DATASET,
         seed=0,
+        sections=list(model_knobs.SECTIONS),
         json=None,
     )
     report = await model_knobs.run(args)
@@ -88,6 +89,13 @@ async def test_report_measures_the_live_server(live_server: tuple[str, str]) -> 
         noise = paraphrase[name]
         assert noise["groups"] == groups and noise["wordings"] == plan.wordings
         assert _finite(noise["s"]) and noise["s"] >= 0 and 0.0 <= noise["top_changes"] <= 1.0
+
+    direct = sections["direct"]
+    assert direct["items"] == plan.direct and direct["prompts"] == 3 * plan.direct
+    for key in ("named_logit_moved_by_yes", "named_logit_moved_by_no"):
+        assert _finite(direct[key]["mean"]) and _finite(direct[key]["se"])
+    for key in ("named_top_before", "named_top_after_yes", "named_p_after_yes"):
+        assert 0.0 <= direct[key] <= 1.0
 
     knobs = report["knobs"]
     assert set(knobs) == set(model_knobs.knob_summary(sections))
