@@ -20,7 +20,7 @@ yes/no answers) and the shipped iMedQA dev cases (4 options, atomic facts):
    answers as the table does); c_n = beta * (1 + s * n / 10) gives the length s;
 4. **paraphrase** (``logit_noise``): the same answer in ``--wordings`` wordings (20Q yes/no
    answers; MediQ facts in simple templates); the sd of per-label centred logits across
-   wordings;
+   wordings; and its floor: the first wording's prompt scored again in another batch;
 5. **temperature**: the T minimising the true label's NLL (20Q length histories; MediQ
    single orders and the all-orders average);
 6. **direct** (a diagnostic, no knob): "Is the animal a zebra?" answered "Yes." or "No.";
@@ -371,12 +371,22 @@ async def paraphrase_section(
         ]
     p20 = np.asarray(await score(q20)).reshape(-1, w, k)
     pmq = np.asarray(await score(qmq)).reshape(-1, w, 4)
+    # The floor: each group's first wording scored again, in a call (so batches) of its own.
+    # Identical prompts differ only by the served dtype's batch dependence (bfloat16).
+    again20 = np.asarray(await score(q20[::w])).reshape(-1, 1, k)
+    againmq = np.asarray(await score(qmq[::w])).reshape(-1, 1, 4)
     return {
         "twentyq": dataclasses.asdict(ks.paraphrase_noise(p20)),
         "mediq": dataclasses.asdict(ks.paraphrase_noise(pmq)),
+        "twentyq_same_prompt_rescored": dataclasses.asdict(
+            ks.paraphrase_noise(np.concatenate([p20[:, :1], again20], axis=1))
+        ),
+        "mediq_same_prompt_rescored": dataclasses.asdict(
+            ks.paraphrase_noise(np.concatenate([pmq[:, :1], againmq], axis=1))
+        ),
         "twentyq_wordings": [list(YES_WORDINGS[:w]), list(NO_WORDINGS[:w])],
         "mediq_templates": list(FACT_TEMPLATES[:w]),
-        "prompts": len(q20) + len(qmq),
+        "prompts": len(q20) + len(qmq) + len(again20) + len(againmq),
     }
 
 

@@ -86,9 +86,10 @@ async def test_report_measures_the_live_server(live_server: tuple[str, str]) -> 
 
     paraphrase = sections["paraphrase"]
     for name, groups in (("twentyq", 2 * plan.paraphrase_20q), ("mediq", plan.paraphrase_mediq)):
-        noise = paraphrase[name]
-        assert noise["groups"] == groups and noise["wordings"] == plan.wordings
-        assert _finite(noise["s"]) and noise["s"] >= 0 and 0.0 <= noise["top_changes"] <= 1.0
+        for key, wordings in ((name, plan.wordings), (f"{name}_same_prompt_rescored", 2)):
+            noise = paraphrase[key]
+            assert noise["groups"] == groups and noise["wordings"] == wordings
+            assert _finite(noise["s"]) and noise["s"] >= 0 and 0.0 <= noise["top_changes"] <= 1.0
 
     direct = sections["direct"]
     assert direct["items"] == plan.direct and direct["prompts"] == 3 * plan.direct
