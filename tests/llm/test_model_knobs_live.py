@@ -41,16 +41,7 @@ async def test_report_measures_the_live_server(live_server: tuple[str, str]) -> 
     report = await model_knobs.run(args)
     plan = model_knobs.Plan(**report["plan"])
     sections = report["sections"]
-    assert (
-        set(sections)
-        == set(report["seconds"])
-        == {
-            "position",
-            "polarity",
-            "length",
-            "paraphrase",
-        }
-    )
+    assert set(sections) == set(report["seconds"]) == set(model_knobs.SECTIONS)
     # Distinct prompts per section (the opening 20Q prompt, say, recurs within one).
     assert 0 < report["prompts_scored"] <= sum(s["prompts"] for s in sections.values())
 
