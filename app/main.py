@@ -62,6 +62,10 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN; ``mount_page`` serves
+        # /docs from local assets instead.
+        docs_url=None,
+        redoc_url=None,
     )
     metrics = Metrics()
     install_problem_handlers(app)

@@ -27,7 +27,8 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Accept a well-formed ``X-Request-Id`` or make one, echo it, log the outcome."""
+    """Accept a well-formed ``X-Request-Id`` or make one, echo it, log the outcome; every
+    reply says ``X-Content-Type-Options: nosniff``."""
 
     def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
         self.app = app
@@ -50,6 +51,9 @@ class RequestContextMiddleware:
                 status_code = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
+                if not any(k == b"x-content-type-options" for k, _ in headers):
+                    # Every reply is what its Content-Type says (no MIME sniffing).
+                    headers.append((b"x-content-type-options", b"nosniff"))
                 message["headers"] = headers
             await send(message)
 
