@@ -14,7 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.problems import BODY_LIMIT_RESPONSES, problem_doc
+from app.api.security import SessionsWriter
 from app.api.sessions import ERRORS, ReaderDep, WriterDep
+from app.auth.keys import Scope
 from app.errors import InvalidInputError, PursuitError
 from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
 from app.fhir.service import FhirInterviews
@@ -130,7 +132,8 @@ def _depth(value: Any) -> int:
     description="Post the QuestionnaireResponse (or Parameters `questionnaire-response`); the "
     "same comes back with the next question appended, or with status `completed` when the "
     "interview stops. The differential is contained as Conditions (verificationStatus "
-    "differential) and a RiskAssessment. Needs `sessions:write`.",
+    "differential) and a RiskAssessment. Needs `sessions:write` to start an interview, and "
+    "`sessions:read` as well to continue one (the reply carries its recorded answers).",
     openapi_extra={"requestBody": _BODY},
     responses={
         200: _FHIR_OK,
@@ -140,9 +143,12 @@ def _depth(value: Any) -> int:
         415: problem_doc("Not application/fhir+json or application/json"),
     },
 )
-async def next_question(request: Request, service: WriterDep) -> FhirJSONResponse:
+async def next_question(
+    request: Request, service: WriterDep, principal: SessionsWriter
+) -> FhirJSONResponse:
     body = await _fhir_json(request)
-    return FhirJSONResponse(await FhirInterviews(service).next_question(body))
+    may_read = Scope.SESSIONS_READ.value in principal.scopes
+    return FhirJSONResponse(await FhirInterviews(service, may_read=may_read).next_question(body))
 
 
 @router.get(

@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from app.errors import ConflictError
+from app.errors import ConflictError, ForbiddenError
 from app.fhir.bundle import session_bundle
 from app.fhir.questionnaire import (
     PostedResponse,
@@ -25,6 +25,8 @@ class FhirInterviews:
     """Adaptive-questionnaire calls mapped onto one stateful session each."""
 
     sessions: SessionService
+    # Whether the caller may read sessions: continuing one returns its recorded answers.
+    may_read: bool = True
 
     async def next_question(self, body: Any) -> Json:
         """Apply the posted QR to its session (creating it on the first call); the next QR."""
@@ -32,6 +34,11 @@ class FhirInterviews:
         if posted.session_id is None:
             state = SessionState.started(await self.sessions.create(posted.session_create()))
         else:
+            if not self.may_read:
+                raise ForbiddenError(
+                    "continuing a session through $next-question returns its recorded "
+                    "answers: this API key needs the scope 'sessions:read' as well"
+                )
             state = await self._apply_answer(posted, posted.session_id)
         if posted.completed and state.status != "finalized":
             final = await self.sessions.finalize(uuid.UUID(state.session_id), if_match=None)

@@ -350,6 +350,12 @@ async def test_scopes_and_tenancy(
         assert (await c.get(f"/v1/sessions/{session_id}/fhir")).status_code == 200
     async for c in open_client(app, api_key=writer):
         assert (await c.get(f"/v1/sessions/{session_id}/fhir")).status_code == 403
+        # Continuing returns the session's recorded answers: a write-only key may not.
+        refused = await c.post(URL, json=answer(qr, "yes"), headers=FHIR_JSON)
+        assert refused.status_code == 403 and "sessions:read" in refused.json()["detail"]
+        # Starting an interview reads nothing recorded: write alone is enough.
+        started = await c.post(URL, json=questionnaire_response(), headers=FHIR_JSON)
+        assert started.status_code == 200, started.text
     async for c in open_client(app, api_key=other):
         assert (await c.post(URL, json=answer(qr, "yes"), headers=FHIR_JSON)).status_code == 404
         assert (await c.get(f"/v1/sessions/{session_id}/fhir")).status_code == 404
