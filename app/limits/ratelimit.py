@@ -1,9 +1,10 @@
 """Per-key request rate limits: fixed one-minute windows in Redis, or in memory without it.
 
-When Redis is configured but unreachable the limiter fails open (requests are served and a
-warning is logged): a clinic's interview must not stop because the cache is down. The
-in-memory limiter counts per process, so with several replicas and no Redis the effective
-limit is the per-process limit times the number of replicas.
+When Redis is configured but unreachable, an in-process limiter takes over for those
+requests (a warning is logged): a clinic's interview must not stop because the cache is
+down, and a key must not get unlimited requests either. The in-memory limiter counts per
+process, so with several replicas and no Redis the effective limit is the per-process limit
+times the number of replicas (the same holds while Redis is down).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class RedisRateLimiter:
         self._redis = redis
         self._limit = per_minute
         self._hit = redis.register_script(_HIT)
+        self._fallback = MemoryRateLimiter(per_minute=per_minute)
 
     async def hit(self, key: str) -> RateDecision:
         index, reset_s = _window(time.time())
@@ -76,7 +78,7 @@ class RedisRateLimiter:
             count = await self._hit(keys=[name], args=[WINDOW_S + 5])
         except (RedisError, OSError) as exc:
             log.warning("rate_limit.redis_unavailable", error=type(exc).__name__)
-            return RateDecision(True, self._limit, self._limit, reset_s)
+            return await self._fallback.hit(key)
         return _decide(int(count), self._limit, reset_s)
 
 

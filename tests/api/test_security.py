@@ -141,13 +141,21 @@ async def test_rate_limit_is_429_with_headers(settings: Settings, backend: str) 
     assert refused.headers["ratelimit-limit"] == "3"
 
 
-async def test_redis_down_keeps_serving(settings: Settings, api_key: str) -> None:
-    """Rate limiting fails open when Redis is unreachable; interviews go on."""
-    broken = _with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+async def test_redis_down_keeps_serving_and_limiting(settings: Settings, api_key: str) -> None:
+    """With Redis unreachable, interviews go on and an in-process limiter counts instead."""
+    broken = _with(
+        settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", rate_limit_per_minute=3
+    )
     async for client in open_client(create_app(broken, provider=_provider()), api_key=api_key):
         created = await client.post("/v1/sessions", json=_body())
         assert created.status_code == 201, created.text
-        assert (await client.get(f"/v1/sessions/{created.json()['id']}")).status_code == 200
+        assert created.headers["ratelimit-remaining"] == "2"
+        session_url = f"/v1/sessions/{created.json()['id']}"
+        assert (await client.get(session_url)).status_code == 200
+        assert (await client.get(session_url)).status_code == 200
+        refused = await client.get(session_url)
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
 
 
 async def test_oversized_bodies_are_413(settings: Settings, api_key: str) -> None:
