@@ -89,7 +89,11 @@ class Resources:
                 metrics,
             )
             provider = LLMGateway(
-                http=llm_http, model=settings.llm_model, settings=settings, cache=posterior_cache
+                http=llm_http,
+                model=settings.llm_model,
+                settings=settings,
+                cache=posterior_cache,
+                on_drop=lambda kind, reason: metrics.llm_dropped.labels(kind, reason.value).inc(),
             )
         return cls(
             settings=settings,

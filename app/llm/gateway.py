@@ -23,7 +23,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from app.llm.protocol import (
     TokenizeResponse,
     TokenizeTextRequest,
 )
+from app.llm.screening import Drop, screen_answer, screen_question
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -195,6 +196,7 @@ class LLMGateway:
         settings: Settings,
         cache: PosteriorCache,
         permutations: int | None = None,
+        on_drop: Callable[[str, Drop], None] | None = None,
     ) -> None:
         self._client = VLLMClient(
             http=http,
@@ -210,6 +212,8 @@ class LLMGateway:
             raise ValueError("permutations must be in 1..26")
         self._setup: _Setup | None = None
         self._setup_lock = asyncio.Lock()
+        # Told ("question" | "answer", why) for every output the screen drops (metrics).
+        self._on_drop = on_drop
 
     @property
     def info(self) -> ProviderInfo:
@@ -489,12 +493,15 @@ class LLMGateway:
         )
         # Echoing the clinical question back is the commonest failure of small models.
         seen = {_norm_key(qa.question) for qa in history} | {_norm_key(inquiry)}
+        answers = [qa.answer for qa in history]
         out: list[str] = []
         started = time.perf_counter()
         for attempt in range(2):
             want = n - len(out)
             for raw in await self._sample_questions(prompt, want, attempt):
                 question = clean_question(raw)
+                if question and self._dropped("question", screen_question(question, answers)):
+                    continue
                 key = _norm_key(question) if question else ""
                 if question and key and key not in seen:
                     seen.add(key)
@@ -577,12 +584,12 @@ class LLMGateway:
         ]
         started = time.perf_counter()
         samples = await self._sample_answers(prompt_list, m, attempt=0)
-        results = [merge_answers(s) for s in samples]
+        results = [merge_answers(self._screened(s)) for s in samples]
         empty = [i for i, r in enumerate(results) if not r]
         if empty:  # one retry, with another seed, for the questions that got nothing usable
             again = await self._sample_answers([prompt_list[i] for i in empty], m, attempt=1)
             for i, s in zip(empty, again, strict=True):
-                results[i] = merge_answers(s)
+                results[i] = merge_answers(self._screened(s))
         if any(not r for r in results):
             raise UpstreamBadOutputError("LLM produced no usable simulated answer")
         log.info(
@@ -593,6 +600,19 @@ class LLMGateway:
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
         return results
+
+    def _dropped(self, kind: str, reason: Drop | None) -> bool:
+        """Whether the screen dropped an output (counted, never logged with its text)."""
+        if reason is None:
+            return False
+        if self._on_drop is not None:
+            self._on_drop(kind, reason)
+        log.info("llm.screen.dropped", kind=kind, reason=reason.value)
+        return True
+
+    def _screened(self, samples: Sequence[str]) -> list[str]:
+        """The simulated answers the screen lets through."""
+        return [a for a in samples if not self._dropped("answer", screen_answer(a))]
 
     async def _sample_answers(
         self, prompt_list: Sequence[str], m: int, *, attempt: int

@@ -66,6 +66,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.llm_dropped = Counter(
+            "pursuit_llm_output_dropped_total",
+            "Model output the screen dropped (app.llm.screening), by kind and reason.",
+            ["kind", "reason"],
+            registry=r,
+        )
         self.turns = Counter(
             "pursuit_interview_turns_total", "Interview turns planned.", ["policy"], registry=r
         )

@@ -22,6 +22,7 @@ import pytest
 from app.llm import server
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
+from app.llm.screening import Drop
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import open_client
@@ -140,7 +141,11 @@ def make_gateway(
     fake_vllm: FakeVLLM,
 ) -> Callable[..., tuple[LLMGateway, LRUPosteriorCache]]:
     def make(
-        *, cache_size: int = 1024, permutations: int = 1, **settings: Any
+        *,
+        cache_size: int = 1024,
+        permutations: int = 1,
+        on_drop: Callable[[str, Drop], None] | None = None,
+        **settings: Any,
     ) -> tuple[LLMGateway, LRUPosteriorCache]:
         http = httpx.AsyncClient(
             transport=httpx.MockTransport(fake_vllm.handle), base_url="http://fake"
@@ -152,6 +157,7 @@ def make_gateway(
             settings=unit_settings(**settings),
             cache=cache,
             permutations=permutations,
+            on_drop=on_drop,
         )
         return gateway, cache
 
