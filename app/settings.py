@@ -92,6 +92,13 @@ class Settings(BaseSettings):
             "reused from the prefix cache; 32 halved the tokens computed per C-IP turn."
         ),
     )
+    metrics_public: bool = Field(
+        default=True,
+        description="Serve /metrics without a key (a Prometheus on a private network). "
+        "False: /metrics needs an API key with the operator scope metrics:read; set it "
+        "wherever the API's port is reachable by tenants (the metrics aggregate every "
+        "tenant's traffic and name running calibration runs).",
+    )
     rate_limit_per_minute: int = Field(
         default=600, ge=1, description="Requests per key per minute."
     )

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import ResourcesDep
+from app.api.security import authenticate_request
+from app.auth.keys import Scope
 from app.db.models import Calibration
+from app.errors import ForbiddenError
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(resources: ResourcesDep) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (public, or with PURSUIT_METRICS_PUBLIC=false a key with "
+    "metrics:read)",
+    response_class=Response,
+)
+async def metrics(resources: ResourcesDep, request: Request, response: Response) -> Response:
+    if not resources.settings.metrics_public:
+        principal = await authenticate_request(request, response, resources)
+        if Scope.METRICS_READ.value not in principal.scopes:
+            raise ForbiddenError("this API key lacks the scope 'metrics:read'")
     gauge = resources.metrics.calibration_progress
     gauge.clear()
     async with resources.sessionmaker() as db:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Response
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ResourcesDep
@@ -64,6 +64,14 @@ async def authenticate(
         )
     response.headers.update(decision.headers())
     return principal
+
+
+async def authenticate_request(
+    request: Request, response: Response, resources: Resources
+) -> Principal:
+    """``authenticate`` for a route whose key is optional by setting (``/metrics``): the
+    route stays public in the OpenAPI document and checks the key itself."""
+    return await authenticate(response, resources, await _BEARER(request))
 
 
 def require(scope: Scope, *alternatives: Scope) -> Callable[..., Awaitable[Principal]]:

@@ -19,10 +19,14 @@ class Scope(StrEnum):
     # The operator's: manage the platform's calibrations, which serve every tenant without an
     # active run of its own. No tenant key gets it (see TENANT_SCOPES).
     PLATFORM_ADMIN = "platform:admin"
+    # The operator's too: read /metrics when PURSUIT_METRICS_PUBLIC=false.
+    METRICS_READ = "metrics:read"
 
 
+# The operator's scopes: no tenant key gets them.
+OPERATOR_SCOPES = frozenset({Scope.PLATFORM_ADMIN, Scope.METRICS_READ})
 # Every scope a tenant's key may hold (the local development key holds them all).
-TENANT_SCOPES: tuple[Scope, ...] = tuple(s for s in Scope if s is not Scope.PLATFORM_ADMIN)
+TENANT_SCOPES: tuple[Scope, ...] = tuple(s for s in Scope if s not in OPERATOR_SCOPES)
 
 
 @dataclass(frozen=True, slots=True)

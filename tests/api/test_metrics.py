@@ -7,10 +7,11 @@ import re
 import httpx
 from fastapi import FastAPI
 
+from app.auth.keys import Scope
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _body, _provider
-from tests.conftest import open_client
+from tests.conftest import make_key, open_client
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -61,3 +62,23 @@ async def test_metrics_need_no_key(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics", headers={"Authorization": ""})
     assert response.status_code == 200
     assert "pursuit_http_request_duration_seconds" in response.text
+
+
+async def test_metrics_can_be_kept_behind_the_operator_scope(
+    settings: Settings, api_key: str
+) -> None:
+    """PURSUIT_METRICS_PUBLIC=false: no key is 401, a tenant's key 403, metrics:read 200."""
+    private = settings.model_copy(update={"metrics_public": False})
+    app = create_app(private, provider=_provider())
+    operator = await make_key(settings, tenant="operations", scopes=[Scope.METRICS_READ])
+    async for client in open_client(app):
+        anonymous = await client.get("/metrics")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["content-type"] == "application/problem+json"
+    async for client in open_client(app, api_key=api_key):
+        assert (await client.get("/metrics")).status_code == 403  # every tenant scope
+    async for client in open_client(app, api_key=operator):
+        allowed = await client.get("/metrics")
+        assert (
+            allowed.status_code == 200 and "pursuit_http_request_duration_seconds" in allowed.text
+        )
