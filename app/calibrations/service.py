@@ -73,7 +73,9 @@ def resolve_dataset(name: str, data_dir: Path) -> Path:
     known = sorted(
         {p.stem for d in dataset_dirs(data_dir) if d.is_dir() for p in d.glob("*.jsonl")}
     )
-    raise InvalidInputError(f"no dataset {name!r}; available: {', '.join(known) or 'none'}")
+    raise InvalidInputError(
+        f"'dataset' names no dataset here; available: {', '.join(known) or 'none'}"
+    )
 
 
 def prepare_spec(path: Path, **fields: Any) -> tuple[RunSpec, dict[str, Any]]:

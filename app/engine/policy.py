@@ -135,8 +135,8 @@ class QuestionPolicy(BaseModel):
                 raise ValueError("question_bank is empty")
             if self.question_bank_name is not None and self.question_bank_name not in _bank_names():
                 raise ValueError(
-                    f"no question bank {self.question_bank_name!r}; "
-                    f"shipped: {', '.join(sorted(_bank_names()))}"
+                    "question_bank_name names no shipped bank; shipped: "
+                    f"{', '.join(sorted(_bank_names()))}"
                 )
         elif bank_given:
             raise ValueError("a question bank is only used with question_source 'bank'")

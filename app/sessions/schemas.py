@@ -121,12 +121,16 @@ class SessionCreate(QuestionPolicy, Strict):
     @field_validator("candidates")
     @classmethod
     def _distinct(cls, labels: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for label in labels:
+        seen: dict[str, int] = {}
+        for position, label in enumerate(labels, start=1):
             key = " ".join(label.split()).casefold()
             if key in seen:
-                raise ValueError(f"duplicate candidate: {label!r}")
-            seen.add(key)
+                # Name the entries, never echo them: a candidate may be patient-specific text.
+                raise ValueError(
+                    f"candidates {seen[key]} and {position} are the same (ignoring case and "
+                    "spacing)"
+                )
+            seen[key] = position
         return labels
 
 

@@ -245,6 +245,26 @@ async def test_bad_input_is_a_422_problem_and_writes_nothing(
     assert await _count(settings, InterviewSession) == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "secret"),
+    [
+        (_body(candidates=["Mrs Jones's lupus", "mrs jones's  LUPUS"]), "candidates", "jones"),
+        (
+            _body(question_source="bank", question_bank_name="patient-jane-doe"),
+            "question_bank_name",
+            "jane",
+        ),
+    ],
+)
+async def test_a_422_names_the_field_and_never_echoes_the_value(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str, secret: str
+) -> None:
+    response = await client.post("/v1/sessions", json=body)
+    assert response.status_code == 422, response.text
+    assert field in response.text
+    assert secret not in response.text.casefold()
+
+
 async def test_malformed_json_and_unknown_session(client: httpx.AsyncClient) -> None:
     malformed = await client.post(
         "/v1/sessions", content=b'{"patient": ', headers={"content-type": "application/json"}
