@@ -195,7 +195,7 @@ ensure_key() {  # reuse the recorded key while it is active, else create one (pr
       return 0
     fi
   fi
-  scopes=$("$PYTHON" -c "from app.auth.keys import ALL_SCOPES; print(','.join(ALL_SCOPES))")
+  scopes=$("$PYTHON" -c "from app.auth.keys import TENANT_SCOPES; print(','.join(TENANT_SCOPES))")
   out=$("$PURSUIT" keys create --tenant "$STACK_TENANT" --scopes "$scopes" --name stack)
   id=$(head -n 1 <<<"$out" | awk '{print $3}')
   (umask 077 && tail -n 1 <<<"$out" >"$file" && echo "$id" >"$file.id")
