@@ -22,20 +22,9 @@ from app.settings import Settings
 from tests.conftest import make_key, open_client
 from tests.engine.scripted import ScriptedProvider
 from tests.worker.conftest import Maker, make_worker
+from tests.worker.test_worker_api import _body
 
-RUN = {
-    "dataset": "tiny",
-    "policy": "cip",
-    "alpha": 0.1,
-    "max_questions": 2,
-    "cases": 12,
-    "question_source": "generated",
-    "bank": None,
-    "n_questions": 3,
-    "n_answers": 2,
-    "concurrency": 2,
-}
-# A session whose question policy is RUN's.
+# A session whose question policy is the run's (tests.worker.test_worker_api._body).
 SESSION = {
     "patient": {"summary": "A patient with a fever."},
     "inquiry": "What is the most likely diagnosis?",
@@ -61,7 +50,7 @@ async def _run(
     client: httpx.AsyncClient, maker: Maker, provider: ScriptedProvider, **overrides: Any
 ) -> dict[str, Any]:
     """Queue a run, let a worker finish it, return it as its owner reads it."""
-    response = await client.post("/v1/calibrations", json={**RUN, **overrides})
+    response = await client.post("/v1/calibrations", json=_body(**overrides))
     assert response.status_code == 202, response.text
     outcome = await make_worker(maker, provider).run_once()
     assert outcome is not None and outcome.status == "succeeded"
