@@ -78,6 +78,9 @@ def keys_create(
         "(a tenant's); platform:admin (an operator's: manages the platform's calibrations)",
     ),
     name: str | None = typer.Option(None, help="A label for people."),
+    expires_in_days: float | None = typer.Option(
+        None, "--expires-in-days", help="Refuse the key this many days from now (default: never)."
+    ),
 ) -> None:
     """Create a key; it is printed once, on the last line, and stored only as a hash."""
     try:
@@ -85,9 +88,15 @@ def keys_create(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scopes") from None
     settings = get_settings()
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise typer.BadParameter("must be positive", param_hint="--expires-in-days")
     row, secret = asyncio.run(
         key_service.create_key(
-            settings.effective_database_url, tenant=tenant, scopes=parsed, name=name
+            settings.effective_database_url,
+            tenant=tenant,
+            scopes=parsed,
+            name=name,
+            expires_in_days=expires_in_days,
         )
     )
     typer.echo(f"key id {row.id} for tenant {tenant!r}, scopes {', '.join(row.scopes)}")
@@ -99,7 +108,12 @@ def keys_list() -> None:
     """List keys (never their secrets)."""
     for row in asyncio.run(key_service.list_keys(get_settings().effective_database_url)):
         state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-        typer.echo(f"{row.id}  {row.tenant:<20} {state:<18} {','.join(row.scopes)}")
+        expires = f"expires {row.expires_at:%Y-%m-%d}" if row.expires_at else "no expiry"
+        used = f"used {row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
+        typer.echo(
+            f"{row.id}  {row.tenant:<20} {state:<18} {expires:<18} {used:<22} "
+            f"{','.join(row.scopes)}"
+        )
 
 
 @keys_app.command("revoke")
@@ -109,6 +123,19 @@ def keys_revoke(key_id: uuid.UUID) -> None:
         typer.echo(f"no active key {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: uuid.UUID) -> None:
+    """Replace a key by a new one (same tenant, scopes, name and expiry) and revoke it; the
+    new secret is printed once, on the last line."""
+    rotated = asyncio.run(key_service.rotate_key(get_settings().effective_database_url, key_id))
+    if rotated is None:
+        typer.echo(f"no active key {key_id}", err=True)
+        raise typer.Exit(1)
+    row, secret = rotated
+    typer.echo(f"key id {row.id} replaces {key_id} (revoked) for tenant {row.tenant!r}")
+    typer.echo(secret)
 
 
 @cli.command()

@@ -14,7 +14,12 @@ from app.engine.types import PosteriorProvider
 from app.kb.hpo import load_hpo
 from app.kb.provider import HpoProvider
 from app.limits.budget import TenantBudget
-from app.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.limits.ratelimit import (
+    FailureThrottle,
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+)
 from app.llm import LLMGateway, make_posterior_cache
 from app.llm.cache import PurgeableCache
 from app.llm.client import llm_http_client
@@ -42,6 +47,8 @@ class Resources:
     provider: PosteriorProvider | None = None
     # The serving gateway's posterior cache (None without an LLM): sessions purge theirs.
     posterior_cache: PurgeableCache | None = None
+    # Failed authentications per client address (refused before the key lookup).
+    auth_failures: FailureThrottle = field(default_factory=lambda: FailureThrottle(per_minute=20))
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 
@@ -99,6 +106,7 @@ class Resources:
             settings=settings,
             provider=MeteredProvider(provider, metrics) if provider is not None else None,
             posterior_cache=posterior_cache,
+            auth_failures=FailureThrottle(per_minute=settings.auth_failures_per_minute),
             metrics=metrics,
             rate_limiter=rate_limiter,
             budget=TenantBudget(

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         "wherever the API's port is reachable by tenants (the metrics aggregate every "
         "tenant's traffic and name running calibration runs).",
     )
+    auth_failures_per_minute: int = Field(
+        default=20,
+        ge=1,
+        description="Failed authentications one client address may make per minute (per "
+        "process) before it gets 429 without its key being looked up.",
+    )
     rate_limit_per_minute: int = Field(
         default=600, ge=1, description="Requests per key per minute."
     )

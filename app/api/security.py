@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
@@ -14,8 +15,18 @@ from app.auth import keys
 from app.auth.keys import Scope
 from app.auth.principal import Principal
 from app.auth.repository import ApiKeyRepository
+from app.db.base import utcnow
 from app.errors import ForbiddenError, RateLimitedError, UnauthorizedError
 from app.resources import Resources
+
+# A key's last-used time is written at most this often (the verify path runs once per key
+# and auth-cache TTL, and a write per request would cost every request).
+LAST_USED_EVERY_S = 60.0
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 async def _verify(resources: Resources, secret: str) -> Principal:
@@ -29,6 +40,11 @@ async def _verify(resources: Resources, secret: str) -> Principal:
         row = await ApiKeyRepository(db).by_lookup(lookup)
     if row is None or not keys.matches(secret, row.digest):
         raise UnauthorizedError("unknown or revoked API key")
+    now = utcnow()
+    if row.expires_at is not None and _aware(row.expires_at) <= now:
+        raise UnauthorizedError("expired API key")
+    async with resources.sessionmaker.begin() as db:
+        await ApiKeyRepository(db).touch(row.id, now=now, every_s=LAST_USED_EVERY_S)
     principal = Principal(key_id=str(row.id), tenant=row.tenant, scopes=frozenset(row.scopes))
     ttl = resources.settings.auth_cache_ttl_s
     if ttl > 0:
@@ -49,13 +65,32 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 
 
 async def authenticate(
-    response: Response, resources: ResourcesDep, credentials: Credentials
+    request: Request, response: Response, resources: ResourcesDep, credentials: Credentials
 ) -> Principal:
-    """The caller's principal from ``Authorization: Bearer KEY``; then its rate limit."""
+    """The caller's principal from ``Authorization: Bearer KEY``; then its rate limit.
+
+    A client address with too many failed authentications this minute is refused (429)
+    before its key is looked up. Behind a proxy that is the proxy's address unless uvicorn
+    is told to trust its forwarded headers (``--forwarded-allow-ips``).
+    """
+    address = request.client.host if request.client is not None else "unknown"
+    refusal = resources.auth_failures.refusal(address)
+    if refusal is not None:
+        raise RateLimitedError(
+            "too many failed authentications from this address; try again later",
+            headers=refusal.headers(),
+        )
     secret = credentials.credentials.strip() if credentials is not None else ""
     if not secret:
         raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY'")
-    principal = await _verify(resources, secret)
+    try:
+        principal = await _verify(resources, secret)
+    except UnauthorizedError:
+        # A well-formed key that failed cost a lookup: a guess, counted. A malformed one
+        # never reaches the database.
+        if keys.parse_lookup(secret) is not None:
+            resources.auth_failures.failed(address)
+        raise
     decision = await resources.rate_limiter.hit(principal.key_id)
     if not decision.allowed:
         raise RateLimitedError(
@@ -71,7 +106,7 @@ async def authenticate_request(
 ) -> Principal:
     """``authenticate`` for a route whose key is optional by setting (``/metrics``): the
     route stays public in the OpenAPI document and checks the key itself."""
-    return await authenticate(response, resources, await _BEARER(request))
+    return await authenticate(request, response, resources, await _BEARER(request))
 
 
 def require(scope: Scope, *alternatives: Scope) -> Callable[..., Awaitable[Principal]]:

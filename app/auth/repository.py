@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,14 +19,21 @@ class ApiKeyRepository:
         self._session = session
 
     async def create(
-        self, *, key: NewKey, tenant: str, scopes: Sequence[Scope], name: str | None = None
+        self,
+        *,
+        key: NewKey,
+        tenant: str,
+        scopes: Sequence[Scope | str],
+        name: str | None = None,
+        expires_at: datetime | None = None,
     ) -> ApiKey:
         row = ApiKey(
             lookup=key.lookup,
             digest=key.digest,
             tenant=tenant,
-            scopes=[s.value for s in scopes],
+            scopes=[Scope(s).value for s in scopes],
             name=name,
+            expires_at=expires_at,
         )
         self._session.add(row)
         await self._session.flush()
@@ -46,6 +54,24 @@ class ApiKeyRepository:
     async def count_active(self) -> int:
         stmt = sa.select(sa.func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
         return int((await self._session.execute(stmt)).scalar_one())
+
+    async def get(self, key_id: uuid.UUID) -> ApiKey | None:
+        return await self._session.get(ApiKey, key_id)
+
+    async def touch(self, key_id: uuid.UUID, *, now: datetime, every_s: float) -> None:
+        """Record a use, unless one was recorded less than ``every_s`` ago (one write a
+        minute per key, not one per request)."""
+        await self._session.execute(
+            sa.update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                sa.or_(
+                    ApiKey.last_used_at.is_(None),
+                    ApiKey.last_used_at < now - timedelta(seconds=every_s),
+                ),
+            )
+            .values(last_used_at=now)
+        )
 
     async def revoke(self, key_id: uuid.UUID) -> bool:
         result = await self._session.execute(

@@ -1,31 +1,58 @@
-"""Create, list and revoke API keys (used by the CLI and the embedded default's first run)."""
+"""Create, list, revoke and rotate API keys (the CLI and the embedded default's first run);
+every key event is in the key's tenant's audit trail."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.repository import AuditRepository
 from app.auth.keys import TENANT_SCOPES, Scope, mint_key
 from app.auth.repository import ApiKeyRepository
+from app.db.base import utcnow
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import ApiKey
+from app.errors import InvalidInputError
 
 DEV_TENANT = "local"
 DEV_KEY_FILE = "dev-api-key"
 
 
+async def _audit_key(db: AsyncSession, action: str, row: ApiKey) -> None:
+    """Key events go to the key's tenant's trail (the CLI is the actor: no key id)."""
+    await AuditRepository(db).record(
+        action=action,
+        resource_type="api_key",
+        resource_id=str(row.id),
+        outcome="success",
+        tenant=row.tenant,
+    )
+
+
 async def create_key(
-    database_url: str, *, tenant: str, scopes: Sequence[Scope], name: str | None = None
+    database_url: str,
+    *,
+    tenant: str,
+    scopes: Sequence[Scope],
+    name: str | None = None,
+    expires_in_days: float | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key; returns its row and the secret (the only time it exists in clear)."""
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise InvalidInputError("expires_in_days must be positive")
+    expires_at = None if expires_in_days is None else utcnow() + timedelta(days=expires_in_days)
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine).begin() as db:
             key = mint_key()
             row = await ApiKeyRepository(db).create(
-                key=key, tenant=tenant, scopes=scopes, name=name
+                key=key, tenant=tenant, scopes=scopes, name=name, expires_at=expires_at
             )
+            await _audit_key(db, "key.create", row)
             return row, key.secret
     finally:
         await engine.dispose()
@@ -44,7 +71,38 @@ async def revoke_key(database_url: str, key_id: uuid.UUID) -> bool:
     engine = create_engine(database_url)
     try:
         async with create_sessionmaker(engine).begin() as db:
-            return await ApiKeyRepository(db).revoke(key_id)
+            repo = ApiKeyRepository(db)
+            if not await repo.revoke(key_id):
+                return False
+            row = await repo.get(key_id)
+            assert row is not None
+            await _audit_key(db, "key.revoke", row)
+            return True
+    finally:
+        await engine.dispose()
+
+
+async def rotate_key(database_url: str, key_id: uuid.UUID) -> tuple[ApiKey, str] | None:
+    """Replace an active key by a new one with its tenant, scopes, name and remaining
+    lifetime, revoking the old one in the same transaction; None if it is not active."""
+    engine = create_engine(database_url)
+    try:
+        async with create_sessionmaker(engine).begin() as db:
+            repo = ApiKeyRepository(db)
+            old = await repo.get(key_id)
+            if old is None or not await repo.revoke(key_id):
+                return None
+            key = mint_key()
+            row = await repo.create(
+                key=key,
+                tenant=old.tenant,
+                scopes=old.scopes,
+                name=old.name,
+                expires_at=old.expires_at,
+            )
+            await _audit_key(db, "key.rotate", old)
+            await _audit_key(db, "key.create", row)
+            return row, key.secret
     finally:
         await engine.dispose()
 

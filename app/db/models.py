@@ -153,6 +153,10 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # None: never expires. A key past it is refused like a revoked one.
+    expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # When a request last authenticated with it (written at most once a minute per key).
+    last_used_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class CalibrationCase(Base):

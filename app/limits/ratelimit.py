@@ -95,3 +95,27 @@ class MemoryRateLimiter:
         if len(self._counts) > 100_000:  # drop stale windows now and then
             self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
         return _decide(count, self._limit, reset_s)
+
+
+class FailureThrottle:
+    """Failed authentications per client address and minute, in process: past the limit
+    the address is refused before its key is looked up (no database query per guess)."""
+
+    def __init__(self, *, per_minute: int) -> None:
+        self._limit = per_minute
+        self._counts: dict[str, tuple[int, int]] = {}
+
+    def refusal(self, address: str) -> RateDecision | None:
+        """A 429 decision while ``address`` is over its failures this minute, else None."""
+        index, reset_s = _window(time.time())
+        window, count = self._counts.get(address, (index, 0))
+        if window == index and count >= self._limit:
+            return RateDecision(False, self._limit, 0, reset_s)
+        return None
+
+    def failed(self, address: str) -> None:
+        index, _ = _window(time.time())
+        window, count = self._counts.get(address, (index, 0))
+        self._counts[address] = (index, count + 1 if window == index else 1)
+        if len(self._counts) > 100_000:
+            self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
