@@ -43,8 +43,10 @@ async def _verify(resources: Resources, secret: str) -> Principal:
     now = utcnow()
     if row.expires_at is not None and _aware(row.expires_at) <= now:
         raise UnauthorizedError("expired API key")
-    async with resources.sessionmaker.begin() as db:
-        await ApiKeyRepository(db).touch(row.id, now=now, every_s=LAST_USED_EVERY_S)
+    last = row.last_used_at
+    if last is None or (now - _aware(last)).total_seconds() >= LAST_USED_EVERY_S:
+        async with resources.sessionmaker.begin() as db:
+            await ApiKeyRepository(db).touch(row.id, now=now, every_s=LAST_USED_EVERY_S)
     principal = Principal(key_id=str(row.id), tenant=row.tenant, scopes=frozenset(row.scopes))
     ttl = resources.settings.auth_cache_ttl_s
     if ttl > 0:
