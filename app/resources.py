@@ -8,6 +8,7 @@ import httpx
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.audit.refusals import RefusalAudit
 from app.auth.principal import Principal
 from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
@@ -49,6 +50,8 @@ class Resources:
     posterior_cache: PurgeableCache | None = None
     # Failed authentications per client address (refused before the key lookup).
     auth_failures: FailureThrottle = field(default_factory=lambda: FailureThrottle(per_minute=20))
+    # Refused requests already audited this minute (app.audit.refusals).
+    refusals: RefusalAudit = field(default_factory=RefusalAudit)
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 

@@ -78,29 +78,54 @@ async def authenticate(
     address = request.client.host if request.client is not None else "unknown"
     refusal = resources.auth_failures.refusal(address)
     if refusal is not None:
+        await _audit_refusal(request, resources, "rate_limited")
         raise RateLimitedError(
             "too many failed authentications from this address; try again later",
             headers=refusal.headers(),
         )
     secret = credentials.credentials.strip() if credentials is not None else ""
-    if not secret:
-        raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY'")
     try:
+        if not secret:
+            raise UnauthorizedError("send an API key as 'Authorization: Bearer KEY'")
         principal = await _verify(resources, secret)
     except UnauthorizedError:
         # A well-formed key that failed cost a lookup: a guess, counted. A malformed one
         # never reaches the database.
         if keys.parse_lookup(secret) is not None:
             resources.auth_failures.failed(address)
+        await _audit_refusal(request, resources, "unauthorized")
         raise
     decision = await resources.rate_limiter.hit(principal.key_id)
     if not decision.allowed:
+        await _audit_refusal(request, resources, "rate_limited", principal)
         raise RateLimitedError(
             f"rate limit of {decision.limit} requests per minute reached",
             headers=decision.headers(),
         )
     response.headers.update(decision.headers())
     return principal
+
+
+async def _audit_refusal(
+    request: Request, resources: Resources, outcome: str, principal: Principal | None = None
+) -> None:
+    """The refusal in the audit trail, once per caller, outcome and minute: the key's tenant's
+    trail when the key is known, else an event without a tenant keyed by client address."""
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    if principal is None:
+        address = request.client.host if request.client is not None else "unknown"
+        await resources.refusals.record(
+            resources.sessionmaker, outcome=outcome, route=route, caller=f"address:{address}"
+        )
+        return
+    await resources.refusals.record(
+        resources.sessionmaker,
+        outcome=outcome,
+        route=route,
+        caller=f"key:{principal.key_id}",
+        tenant=principal.tenant,
+        actor_key_id=principal.key_id,
+    )
 
 
 async def authenticate_request(
@@ -115,8 +140,13 @@ def require(scope: Scope, *alternatives: Scope) -> Callable[..., Awaitable[Princ
     """A dependency that authenticates and insists on ``scope`` (or one of ``alternatives``)."""
     accepted = (scope, *alternatives)
 
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def dependency(
+        request: Request,
+        resources: ResourcesDep,
+        principal: Annotated[Principal, Depends(authenticate)],
+    ) -> Principal:
         if not any(s.value in principal.scopes for s in accepted):
+            await _audit_refusal(request, resources, "forbidden", principal)
             raise ForbiddenError(
                 f"this API key lacks the scope {' or '.join(repr(s.value) for s in accepted)}"
             )

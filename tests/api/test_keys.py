@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from app.auth.keys import Scope
 from app.auth.repository import ApiKeyRepository
-from app.auth.service import create_key, list_keys, rotate_key
+from app.auth.service import create_key, list_keys, revoke_key, rotate_key
 from app.db.base import utcnow
 from app.db.engine import create_engine
 from app.db.models import ApiKey
@@ -80,6 +80,14 @@ async def test_rotation_replaces_the_key_and_is_audited(app: FastAPI, settings: 
         ("key.create", str(new.id)),
     } <= events
     assert await rotate_key(settings.effective_database_url, old.id) is None  # not active
+    assert await revoke_key(settings.effective_database_url, new.id)
+    _, auditor = await create_key(
+        settings.effective_database_url, tenant="clinic-a", scopes=[Scope.AUDIT_READ]
+    )
+    trail = await _status(app, auditor)
+    assert ("key.revoke", str(new.id)) in {
+        (e["action"], e["resource_id"]) for e in trail.json()["events"]
+    }
 
 
 async def test_guessing_keys_is_throttled_before_the_database(
