@@ -363,8 +363,6 @@ async def run_temperature(
     the games and the selection histories are answered by that player.
     """
     extra_noise = None if distortion is None else distortion.player_extra_noise
-    if extra_noise is not None and not extra_noise.any():
-        extra_noise = None
     split_games = {k: g.with_extra_noise(extra_noise) for k, g in split_games.items()}
     sim = simulate if simulate is not None else make_simulator(provider, game, config)
     info = provider.info

@@ -3,9 +3,10 @@
 A game is a true animal and a noisy player: the player answers each question with the
 oracle's answer for that animal, flipped with probability ``noise`` (one seeded draw u per
 step, flip when u < noise; a world that makes attribute a noisier, ``Games.with_extra_noise``,
-flips when u < noise + extra[a], so games and attributes it leaves alone do not change). Game i of a split draws its animal, its player's flips and the policy's random
-stream from ``SeedSequence([seed, split, i])``, so splits never share games and every
-policy plays the same test games (paired comparisons).
+flips when u < noise + extra[a], so games and attributes it leaves alone do not change).
+Game i of a split draws its animal, its player's draws and the policy's random stream from
+``SeedSequence([seed, split, i])``, so splits never share games and every policy plays the
+same test games (paired comparisons).
 
 Every game runs to the question budget without early stopping (stop rules that end an
 interview do not change which questions come before the stop), and the trace keeps what
@@ -76,6 +77,7 @@ __all__ = [
     "selection_thresholds",
     "simulate_engine",
     "simulate_tabular",
+    "thresholds_from_histories",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -159,20 +161,24 @@ class Scoring:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Games:
-    """A split's games: true label index, the player's flips per step, policy streams."""
+    """A split's games: true label index, the player's draws per step, policy streams."""
 
     split: str
     seed: int
     truth: IntArray  # (G,)
-    flips: BoolArray  # (G, T): the player flips its answer at step j
     policy_seeds: tuple[np.random.SeedSequence, ...]
     n_labels: int
     noise: float
-    uniforms: FloatArray  # (G, T): the per-step draw u; flips = u < noise (+ extra)
+    uniforms: FloatArray  # (G, T): the per-step draw u; the player flips when u < noise (+ extra)
     extra_noise: FloatArray | None = None  # (A,): added flip probability per attribute
 
     def __len__(self) -> int:
         return int(self.truth.size)
+
+    @property
+    def flips(self) -> BoolArray:
+        """(G, T): whether the player flips at step j, before any per-attribute extra noise."""
+        return np.asarray(self.uniforms < self.noise, dtype=np.bool_)
 
     def with_extra_noise(self, extra: FloatArray | None) -> Games:
         """The same games, the player flipping attribute a when u < noise + extra[a]."""
@@ -182,9 +188,8 @@ class Games:
 
     def flip(self, g: IntArray, step: int, a: IntArray) -> BoolArray:
         """Whether the player flips its answer in games g at ``step`` asked attributes a."""
-        if self.extra_noise is None:
-            return np.asarray(self.flips[g, step], dtype=np.bool_)
-        return np.asarray(self.uniforms[g, step] < self.noise + self.extra_noise[a], np.bool_)
+        extra = 0.0 if self.extra_noise is None else self.extra_noise[a]
+        return np.asarray(self.uniforms[g, step] < self.noise + extra, dtype=np.bool_)
 
     def policy_rng(self, i: int) -> np.random.Generator:
         """A fresh copy of game i's policy random stream."""
@@ -209,8 +214,7 @@ def make_games(
         truth[i] = np.random.default_rng(animal).integers(n_labels)
         uniforms[i] = np.random.default_rng(player).random(max_questions)
         policy_seeds.append(policy)
-    flips = np.asarray(uniforms < noise, dtype=np.bool_)
-    return Games(split, seed, truth, flips, tuple(policy_seeds), n_labels, float(noise), uniforms)
+    return Games(split, seed, truth, tuple(policy_seeds), n_labels, float(noise), uniforms)
 
 
 def answer_draws(
@@ -284,9 +288,8 @@ async def selection_thresholds(
     """
     if n < 1:
         raise InvalidInputError(f"selection needs n >= 1 histories, got {n}")
-    gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def scores(k: int) -> FloatArray:
+    def draw(k: int) -> tuple[IntArray, list[History]]:
         truth, questions, yes = random_histories(
             n=n,
             k=min(k, len(bank)),
@@ -299,19 +302,53 @@ async def selection_thresholds(
             tuple(QA(bank[int(a)], YES if y else NO) for a, y in zip(q_row, y_row, strict=True))
             for q_row, y_row in zip(questions, yes, strict=True)
         ]
+        return truth, histories
+
+    return await thresholds_from_histories(
+        provider, draw, labels=labels, horizon=horizon, alpha=alpha, concurrency=concurrency
+    )
+
+
+# Length k -> (true label per history, the histories of that length).
+HistoryDraw = Callable[[int], tuple[IntArray, list[History]]]
+
+
+async def thresholds_from_histories(
+    provider: PosteriorProvider,
+    draw: HistoryDraw,
+    *,
+    labels: Sequence[str],
+    horizon: int,
+    alpha: float,
+    case: CaseContext = CASE,
+    inquiry: str = INQUIRY,
+    concurrency: int = 1,
+) -> StepwiseThresholds:
+    """Selection thresholds tau_0..tau_horizon from the histories ``draw(k)`` gives for each
+    length k (whatever answers them: this game's player, another world's patients).
+
+    Scores ``s = 1 - p(y | h)`` through ``provider.label_posteriors``, renormalised as the
+    engine does; thresholds by the exact conformal rank (``StepwiseThresholds.from_scores``,
+    scores kept so the bound's alpha_N knows n), each widened by ``SELECTION_TAU_SLACK``.
+    """
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def scores(k: int) -> FloatArray:
+        truth, histories = draw(k)
 
         async def chunk(start: int) -> FloatArray:
             async with gate:
                 return np.asarray(
                     await provider.label_posteriors(
-                        case=CASE,
+                        case=case,
                         histories=histories[start : start + _HISTORY_CHUNK],
-                        inquiry=INQUIRY,
+                        inquiry=inquiry,
                         labels=labels,
                     ),
                     dtype=np.float64,
                 )
 
+        n = len(histories)
         parts = await asyncio.gather(*(chunk(s) for s in range(0, n, _HISTORY_CHUNK)))
         probs = np.concatenate(parts, axis=0)
         probs = probs / probs.sum(axis=1, keepdims=True)  # as the engine renormalises
@@ -472,7 +509,7 @@ def simulate_tabular(
     model = provider.model
     n_games, n_labels, n_bank = len(games), len(model.labels), len(model.questions)
     steps = min(max_questions, n_bank)  # the bank runs out after n_bank questions
-    if games.flips.shape[1] < max_questions:
+    if games.uniforms.shape[1] < max_questions:
         raise InvalidInputError("games were drawn for a smaller question budget")
     posteriors = np.full((n_games, max_questions + 1, n_labels), np.nan)
     no_gain = np.zeros((n_games, max_questions + 1), dtype=np.bool_)
