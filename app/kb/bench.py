@@ -21,7 +21,6 @@ report of ``app.bench.report``. The differences from 20 Questions:
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,12 +45,12 @@ from app.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, NO, YES, TabularP
 from app.twentyq.bench import BenchConfig, RunResult, make_split_games, run_temperature
 from app.twentyq.data import TwentyQuestions
 from app.twentyq.simulate import (
-    SELECTION_TAU_SLACK,
     SPLITS,
     BenchPolicy,
     Games,
     Traces,
     simulate_tabular,
+    thresholds_from_histories,
 )
 
 __all__ = [
@@ -71,7 +70,6 @@ CASE = CaseContext(summary="A patient with a suspected rare disease; yes/no find
 INQUIRY = "Which disease does the patient have?"
 _PATIENT_TAG: Final = (1 << 30) + 2
 _HISTORY_TAG: Final = (1 << 30) + 3
-_CHUNK: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,14 +180,14 @@ async def selection_thresholds(
     """tau_0..tau_horizon from random-question histories answered by simulated patients.
 
     Per length k (seeded by (seed, k)): n diseases uniform, a fresh patient each, k distinct
-    bank terms uniform, that patient's answers; scores 1 - p(y | h) through
-    ``provider.label_posteriors``; exact conformal rank, widened by SELECTION_TAU_SLACK.
+    bank terms uniform, that patient's answers; thresholds as 20 Questions makes them
+    (``app.twentyq.simulate.thresholds_from_histories``).
     """
     if n < 1:
         raise InvalidInputError(f"selection needs n >= 1 histories, got {n}")
     bank, labels = world.model.questions, world.labels
 
-    async def scores(k: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    def draw(k: int) -> tuple[Any, list[History]]:
         root = np.random.SeedSequence([seed, SPLITS["selection"], _HISTORY_TAG, k])
         rng = np.random.default_rng(root)
         truth = rng.integers(len(labels), size=n)
@@ -199,26 +197,17 @@ async def selection_thresholds(
             tuple(QA(bank[int(a)], _reply(int(answers[h, a]))) for a in questions[h])
             for h in range(n)
         ]
-        parts = [
-            np.asarray(
-                await provider.label_posteriors(
-                    case=CASE,
-                    histories=histories[s : s + _CHUNK],
-                    inquiry=INQUIRY,
-                    labels=labels,
-                ),
-                dtype=np.float64,
-            )
-            for s in range(0, n, _CHUNK)
-        ]
-        probs = np.concatenate(parts, axis=0)
-        probs = probs / probs.sum(axis=1, keepdims=True)  # as the engine renormalises
-        return np.asarray(1.0 - probs[np.arange(n), truth], dtype=np.float64)
+        return truth, histories
 
-    by_step = [await scores(k) for k in range(horizon + 1)]
-    raw = StepwiseThresholds.from_scores(by_step, alpha)
-    widened = tuple(t if math.isinf(t) else t + SELECTION_TAU_SLACK for t in raw.thresholds)
-    return StepwiseThresholds(alpha=raw.alpha, thresholds=widened, scores=raw.scores)
+    return await thresholds_from_histories(
+        provider,
+        draw,
+        labels=labels,
+        horizon=horizon,
+        alpha=alpha,
+        case=CASE,
+        inquiry=INQUIRY,
+    )
 
 
 def _all_terms_posteriors(provider: TabularProvider, answers: AnswerArray) -> Any:
