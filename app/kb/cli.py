@@ -17,18 +17,9 @@ from app.engine import Objective
 from app.errors import PursuitError
 from app.kb.bench import KbBenchConfig, KbRun, run_kb_sync
 from app.kb.world import PatientConfig, WorldConfig
-from app.twentyq.simulate import BenchPolicy
+from app.twentyq.cli import parse_policies
 
 __all__ = ["bench_kb", "register"]
-
-
-def _policies(value: str) -> tuple[BenchPolicy, ...]:
-    names = [p.strip() for p in value.split(",") if p.strip()]
-    try:
-        return tuple(BenchPolicy(p) for p in names)
-    except ValueError:
-        known = ", ".join(p.value for p in BenchPolicy)
-        raise typer.BadParameter(f"policies must be among {known}, got {value!r}") from None
 
 
 def bench_kb(
@@ -96,7 +87,7 @@ def bench_kb(
             calibration_games=calibration_games,
             selection_games=selection_games,
             seed=seed,
-            policies=_policies(policies),
+            policies=parse_policies(policies),
             objective=Objective(objective),
             early_stop=early_stop,
         )

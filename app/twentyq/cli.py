@@ -68,7 +68,9 @@ def _floats(values: list[str]) -> tuple[float, ...]:
     return tuple(out)
 
 
-def _policies(value: str) -> tuple[BenchPolicy, ...]:
+def parse_policies(value: str) -> tuple[BenchPolicy, ...]:
+    """``--policies`` of the tabular benches (bench20q, bench-kb): a usage error names the
+    known ones."""
     names = [p.strip() for p in value.split(",") if p.strip()]
     known = ", ".join(p.value for p in BenchPolicy)
     try:
@@ -218,7 +220,7 @@ def bench20q(
             noise=noise,
             anytime=anytime,
             eps=eps,
-            policies=_policies(policies),
+            policies=parse_policies(policies),
             temperatures=_floats(temperature),
             backend=backend,
             concurrency=concurrency,
