@@ -45,11 +45,11 @@ class Resources:
     metrics: Metrics
     budget: TenantBudget
     session_details: DetailCache  # per process, for GETs of unchanged sessions
+    # Failed authentications per client address (refused before the key lookup).
+    auth_failures: FailureThrottle
     provider: PosteriorProvider | None = None
     # The serving gateway's posterior cache (None without an LLM): sessions purge theirs.
     posterior_cache: PurgeableCache | None = None
-    # Failed authentications per client address (refused before the key lookup).
-    auth_failures: FailureThrottle = field(default_factory=lambda: FailureThrottle(per_minute=20))
     # Refused requests already audited this minute (app.audit.refusals).
     refusals: RefusalAudit = field(default_factory=RefusalAudit)
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
