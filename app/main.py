@@ -18,6 +18,7 @@ from app.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.resources import Resources
 from app.settings import Settings, get_settings
+from app.worker.embedded import embedded_services
 
 log = structlog.get_logger("pursuit")
 
@@ -52,7 +53,8 @@ def create_app(
             llm=resources.llm_http is not None,
         )
         try:
-            yield
+            async with embedded_services(resources):
+                yield
         finally:
             await resources.close()
             log.info("shutdown")

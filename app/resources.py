@@ -52,6 +52,8 @@ class Resources:
     posterior_cache: PurgeableCache | None = None
     # Refused requests already audited this minute (app.audit.refusals).
     refusals: RefusalAudit = field(default_factory=RefusalAudit)
+    # Whether a calibration worker runs inside this process (app.worker.embedded).
+    runs_worker: bool = False
     # Verified API keys: secret -> (principal, monotonic expiry). See app.api.security.
     principal_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
 

@@ -25,6 +25,18 @@ class Settings(BaseSettings):
         description="PostgreSQL connections per API process (requests wait for a free one).",
     )
     redis_url: str | None = Field(default=None, description="Optional Redis for cache/limits.")
+    demo_calibration: bool = Field(
+        default=True,
+        description="Embedded default only (no database_url): on start, import the shipped "
+        "calibration made with the local demo model for the default question policy, when "
+        "that model is the one served, and activate it when nothing else serves that model.",
+    )
+    inprocess_worker: bool | None = Field(
+        default=None,
+        description="Run a calibration worker inside the API process, so runs queued through "
+        "POST /v1/calibrations execute without `pursuit worker`. Default: on for the embedded "
+        "default (no database_url), off otherwise.",
+    )
     provider: Literal["llm", "hpo"] = Field(
         default="llm",
         description="Where posteriors come from: llm (the vLLM server below) or hpo (naive "
@@ -144,6 +156,17 @@ class Settings(BaseSettings):
     @property
     def is_embedded_database(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def is_embedded_default(self) -> bool:
+        """No database configured: the SQLite file in data_dir that ``make run`` serves."""
+        return not self.database_url
+
+    @property
+    def runs_inprocess_worker(self) -> bool:
+        if self.inprocess_worker is not None:
+            return self.inprocess_worker
+        return self.is_embedded_default
 
 
 @lru_cache

@@ -45,6 +45,7 @@ async def admin_service(
         tenant=principal.tenant,
         actor_key_id=principal.key_id,
         owner=principal.calibration_owner,
+        runs_worker=resources.runs_worker,
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from app.llm.server import demo_model_note
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Swagger UI from the npm package swagger-ui-dist 5.35.0 (Apache-2.0, LICENSE and NOTICE
@@ -32,9 +35,20 @@ PAGE_HEADERS = {
 }
 
 
+BANNER_SLOT = '<p id="model-banner" class="banner" hidden></p>'
+
+
 @router.get("/")
-async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+async def index(request: Request) -> HTMLResponse:
+    """The page; with the local demo model configured, its banner is filled in here, so it
+    shows before the first request (replies carry the same ``model_note``)."""
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    note = demo_model_note(request.app.state.resources.settings.llm_model)
+    if note is not None:
+        page = page.replace(
+            BANNER_SLOT, f'<p id="model-banner" class="banner">{html.escape(note)}</p>'
+        )
+    return HTMLResponse(page, headers=PAGE_HEADERS)
 
 
 @router.get("/docs")

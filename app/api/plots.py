@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from app.api.deps import ResourcesDep
 from app.api.problems import PROBLEM_RESPONSES, problem_doc
@@ -47,10 +47,24 @@ PlotReader = Annotated[Principal, Depends(plot_reader)]
     },
 )
 async def calibration_plot(
-    calibration_id: uuid.UUID, resources: ResourcesDep, principal: PlotReader
+    calibration_id: uuid.UUID,
+    resources: ResourcesDep,
+    principal: PlotReader,
+    candidates: Annotated[
+        int | None,
+        Query(
+            ge=2,
+            le=26,
+            description="The interview's number of candidates: set sizes are capped at it "
+            "('all' when the threshold allows every one).",
+        ),
+    ] = None,
 ) -> Response:
     png = await calibration_plot_png(
-        resources.sessionmaker, calibration_id, owner=principal.calibration_owner
+        resources.sessionmaker,
+        calibration_id,
+        owner=principal.calibration_owner,
+        candidates=candidates,
     )
     # A run's result never changes once written, but keep it private: it is behind a key.
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})

@@ -9,16 +9,18 @@ looks up.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.calibrations.executor import (
     DEFAULT_HEARTBEAT_S,
@@ -30,23 +32,71 @@ from app.calibrations.policy_options import policy_options
 from app.calibrations.repository import SUCCEEDED, CalibrationRepository
 from app.calibrations.service import create_run, prepare_spec
 from app.calibrations.serving import open_serving
-from app.calibrations.spec import PatientKind
+from app.calibrations.spec import PatientKind, RunSpec
+from app.calibrations.transfer import export_calibration, import_calibration
+from app.conformal.rank import exact_alpha, min_calibration_size
 from app.datasets import SplitFractions
+from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_head
+from app.db.models import Calibration
+from app.engine.policy import DEFAULT_MAX_QUESTIONS
 from app.errors import PursuitError
 from app.logging import configure_logging
 from app.mediq.bench import BenchSpec, resolve_policies, run_bench
 from app.settings import Settings, get_settings
 from app.worker import run_worker
 
-__all__ = ["bench", "calibrate", "register", "worker"]
+__all__ = ["bench", "calibrate", "register", "run_warnings", "worker"]
+
+_T = TypeVar("_T")
+
+
+calibrations_app = typer.Typer(help="Calibration runs as files: export and import.")
+
+# Measured: the demo calibration (50 cases, T = 5, 4 x 2 a turn, retrieval patient: 2,300
+# scored prompts) took 1,842 s on SmolLM2-135M, bfloat16, 2 cores shared with other work,
+# --concurrency 4: 0.8 s a prompt. Another model or machine differs; the progress bar's own
+# rate takes over once cases finish.
+SECONDS_PER_PROMPT_DEMO = 0.8
 
 
 def register(cli: typer.Typer) -> None:
-    """Add ``calibrate``, ``worker`` and ``bench`` to the ``pursuit`` command line."""
+    """Add ``calibrate``, ``worker``, ``bench`` and ``calibrations`` to ``pursuit``."""
     cli.command("calibrate")(calibrate)
     cli.command("worker")(worker)
     cli.command("bench")(bench)
+    cli.add_typer(calibrations_app, name="calibrations")
+
+
+def run_warnings(spec: RunSpec) -> list[str]:
+    """What ``pursuit calibrate`` says before it starts: too few cases, and how long."""
+    alpha = exact_alpha(spec.alpha)
+    if spec.anytime:
+        alpha /= spec.max_questions + 1
+    needed = min_calibration_size(alpha)
+    lines = []
+    if spec.cases < needed:
+        lines.append(
+            f"warning: {spec.cases} cases give no finite threshold at alpha {float(alpha):.4g} "
+            f"(at least {needed} are needed): every set will be the full list, which covers "
+            "trivially and says nothing"
+        )
+    elif spec.cases < 5 * needed:
+        lines.append(
+            f"warning: {spec.cases} cases are few for alpha {float(alpha):.4g}: the threshold "
+            "is one of few scores, so sets come out wide and coverage well above target"
+        )
+    prompts = spec.cases * (
+        spec.max_questions
+        + 1
+        + spec.max_questions * spec.question.n_candidate_questions * spec.question.n_answers
+    )
+    minutes = prompts * SECONDS_PER_PROMPT_DEMO / 60
+    lines.append(
+        f"expected: about {prompts:,} scored prompts, about {minutes:.0f} min with the local "
+        "demo model on 2 CPU cores (a GPU vLLM is far faster)"
+    )
+    return lines
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -110,7 +160,9 @@ def calibrate(
         "selection (thresholds inside C-IP's objective, from interviews asking --bank's "
         "questions in random order: steps 0..T+1, any --policy ignored)",
     ),
-    max_questions: int = typer.Option(3, "--max-questions", help="Calibrate steps 0..T."),
+    max_questions: int = typer.Option(
+        DEFAULT_MAX_QUESTIONS, "--max-questions", help="Calibrate steps 0..T."
+    ),
     cases: int = typer.Option(100, "--cases", help="Calibration cases (first N of the split)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits and of the policy."),
     group_by: str | None = typer.Option(
@@ -190,6 +242,8 @@ async def _calibrate(
             spec, extra = await asyncio.to_thread(prepare_spec, dataset, **fields)
             for problem in extra["dataset_problems"]:
                 typer.echo(f"skipped {dataset} line {problem['line']}: {problem['message']}")
+            for line in run_warnings(spec):
+                typer.echo(line, err=line.startswith("warning"))
             row = await create_run(
                 sessionmaker,
                 spec=spec,
@@ -399,3 +453,58 @@ def _summary(report: dict[str, Any]) -> str:
             f"{f['mean_set_size']:>6.2f} {f['mean_questions']:>9.2f}"
         )
     return "\n".join(lines)
+
+
+@calibrations_app.command("export")
+def calibrations_export(
+    calibration_id: uuid.UUID,
+    out: Path = typer.Option(..., "--out", help="The JSON file to write."),
+    note: str | None = typer.Option(None, "--note", help="How it was made, for people."),
+) -> None:
+    """Write a succeeded run as a file (its model, prompts, policy and per-step result; no
+    case text, key ids or server paths)."""
+
+    async def export(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]:
+        made_with = {"note": note} if note else {}
+        return await export_calibration(sessionmaker, calibration_id, made_with=made_with)
+
+    try:
+        data = asyncio.run(_with_database(export))
+    except PursuitError as exc:
+        raise _fail(exc.detail) from None
+    out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    typer.echo(str(out))
+
+
+@calibrations_app.command("import")
+def calibrations_import(
+    path: Path,
+    activate: bool = typer.Option(False, "--activate", help="Serve it (the platform's)."),
+) -> None:
+    """Add an exported run to this database as the platform's (the same file twice: once)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read {path}: {type(exc).__name__}") from None
+
+    async def add(sessionmaker: async_sessionmaker[AsyncSession]) -> tuple[Calibration, bool]:
+        return await import_calibration(sessionmaker, data, activate=activate)
+
+    try:
+        row, inserted = asyncio.run(_with_database(add))
+    except PursuitError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(f"{'imported' if inserted else 'already there'}; active: {row.active}")
+    typer.echo(str(row.id))
+
+
+async def _with_database(fn: Callable[[async_sessionmaker[AsyncSession]], Awaitable[_T]]) -> _T:
+    """Run ``fn`` on the configured database (the embedded SQLite file migrated first)."""
+    settings = get_settings()
+    if settings.is_embedded_database:
+        await asyncio.to_thread(upgrade_head, settings.effective_database_url)
+    engine = create_engine(settings.effective_database_url)
+    try:
+        return await fn(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()

@@ -8,8 +8,9 @@ per-case posteriors over every label, so the plots show what those numbers imply
   coverage of the threshold), against the target 1 - alpha_k and the exact-conformal band
   [1 - alpha_k, 1 - alpha_k + 1/(n_k + 1)] that the marginal coverage of a new case lies in;
 - set size: the largest set the threshold allows. A label is in the set when
-  p >= 1 - tau_k, and probabilities sum to 1, so at most floor(1 / (1 - tau_k)) labels are;
-  an infinite threshold (too few cases) means every candidate;
+  p >= 1 - tau_k, and probabilities sum to 1, so at most floor(1 / (1 - tau_k)) labels are,
+  and never more than the K candidates of the interview (when the caller says K); an
+  infinite threshold (too few cases), or a bound of K or more, means every candidate;
 - the true-label probability of the calibration cases per step with the inclusion floor
   1 - tau_k, i.e. the data the threshold was read from.
 """
@@ -52,15 +53,17 @@ class StepSummary:
         return min(1.0, self.target + 1 / (self.n + 1))
 
 
-def _max_set_size(threshold: float | None) -> int | None:
+def _max_set_size(threshold: float | None, candidates: int | None) -> int | None:
     if threshold is None or threshold >= 1:
         return None
     # k labels each with p >= 1 - tau sum to at most 1; the epsilon absorbs float rounding.
-    return max(1, math.floor(1 / (1 - threshold) + 1e-9))
+    bound = max(1, math.floor(1 / (1 - threshold) + 1e-9))
+    return None if candidates is not None and bound >= candidates else bound
 
 
-def step_summaries(result: dict[str, Any]) -> list[StepSummary]:
-    """Per-step summaries of a stored ``Calibration.result``."""
+def step_summaries(result: dict[str, Any], *, candidates: int | None = None) -> list[StepSummary]:
+    """Per-step summaries of a stored ``Calibration.result`` (set sizes for ``candidates``
+    labels when given)."""
     thresholds: list[float | None] = list(result["thresholds"])
     n_per_step: list[int] = list(result["n_per_step"])
     scores: list[list[float]] = list(result.get("scores") or [])
@@ -78,16 +81,16 @@ def step_summaries(result: dict[str, Any]) -> list[StepSummary]:
                 threshold=None if tau is None else float(tau),
                 target=target,
                 coverage=coverage,
-                max_set_size=_max_set_size(tau),
+                max_set_size=_max_set_size(tau, candidates),
                 true_label_probabilities=tuple(float(x) for x in 1 - s),
             )
         )
     return out
 
 
-def render_plot(result: dict[str, Any], *, title: str) -> bytes:
-    """The three per-step panels as a PNG."""
-    steps = step_summaries(result)
+def render_plot(result: dict[str, Any], *, title: str, candidates: int | None = None) -> bytes:
+    """The three per-step panels as a PNG (set sizes for ``candidates`` labels when given)."""
+    steps = step_summaries(result, candidates=candidates)
     ks = [s.step for s in steps]
     fig = Figure(figsize=(12, 3.8), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -128,7 +131,11 @@ def render_plot(result: dict[str, Any], *, title: str) -> bytes:
             fontsize=8,
         )
     size_ax.set_ylim(0, cap + 1)
-    size_ax.set_title("Largest set the threshold allows (bound)", fontsize=10)
+    size_ax.set_title(
+        "Largest set the threshold allows"
+        + (f" ({candidates} candidates)" if candidates else " (bound)"),
+        fontsize=10,
+    )
     size_ax.set_ylabel("candidates")
 
     data = [list(s.true_label_probabilities) or [math.nan] for s in steps]
@@ -160,6 +167,7 @@ async def calibration_plot_png(
     calibration_id: uuid.UUID,
     *,
     owner: str | None,
+    candidates: int | None = None,
 ) -> bytes:
     """The plot of a run ``owner`` may read (its own or the platform's); rendering is CPU
     work, so it runs off the event loop."""
@@ -174,4 +182,4 @@ async def calibration_plot_png(
             f"Calibration {row.name or calibration_id} - {row.model} / {row.prompt_version}, "
             f"policy {row.policy}, alpha {row.alpha:g}" + (" (anytime)" if row.anytime else "")
         )
-    return await asyncio.to_thread(render_plot, result, title=title)
+    return await asyncio.to_thread(render_plot, result, title=title, candidates=candidates)

@@ -1,7 +1,7 @@
 """The question policy's CLI options, declared once for every command that takes them.
 
 ``policy_options()`` adds one Typer option per ``QuestionPolicy`` field to a command (flag
-names below, defaults ``CALIBRATION_DEFAULTS`` over the field defaults, help from the
+names below, the policy's defaults (``DEFAULTS`` over the field defaults), help from the
 field descriptions) and hands the command the chosen values as ``question_fields``, a dict
 for ``RunSpec.create``/``QuestionPolicy.build``. ``pursuit calibrate`` and ``pursuit
 bench`` both use it, so their flags cannot drift apart.
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import typer
 
 from app.engine import QuestionSource
-from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy
+from app.engine.policy import DEFAULTS, QuestionPolicy
 
 __all__ = ["FLAGS", "policy_options"]
 
@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _option(name: str) -> inspect.Parameter:
     info = QuestionPolicy.model_fields[name]
-    default = CALIBRATION_DEFAULTS.get(name, info.default)
+    default = DEFAULTS.get(name, info.default)
     if isinstance(default, Enum):
         default = default.value
     annotation: Any = type(default)

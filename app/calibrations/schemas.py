@@ -5,15 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.calibrations.spec import PatientKind, Purpose
-from app.engine.policy import (
-    CALIBRATION_DEFAULTS,
-    QuestionPolicy,
-    apply_defaults,
-    split_policy_fields,
-)
+from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.validation import reject_nul
 
 __all__ = [
@@ -28,17 +23,14 @@ __all__ = [
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-def _calibration_defaults_in_schema(schema: dict[str, Any]) -> None:
-    for name, value in CALIBRATION_DEFAULTS.items():
-        if name in schema.get("properties", {}):
-            schema["properties"][name]["default"] = value
+def _examples_in_schema(schema: dict[str, Any]) -> None:
     schema["examples"] = [
         {
-            "name": "cip-a0.1-T3",
+            "name": "cip-a0.1-T5",
             "dataset": "imedqa_dev",
             "policy": "cip",
             "alpha": 0.1,
-            "max_questions": 3,
+            "max_questions": 5,
             "cases": 100,
             "seed": 0,
             "question_source": "bank",
@@ -48,11 +40,11 @@ def _calibration_defaults_in_schema(schema: dict[str, Any]) -> None:
             "activate": True,
         },
         {
-            "name": "selection-T3",
+            "name": "selection-T5",
             "dataset": "imedqa_dev",
             "purpose": "selection",
             "alpha": 0.1,
-            "max_questions": 3,
+            "max_questions": 5,
             "cases": 100,
             "question_bank_name": "internal_medicine",
         },
@@ -62,15 +54,12 @@ def _calibration_defaults_in_schema(schema: dict[str, Any]) -> None:
 class CalibrationCreate(QuestionPolicy):
     """Start a calibration run; a worker (``pursuit worker``) executes it.
 
-    The question policy's fields are ``app.engine.policy.QuestionPolicy``'s, defaulting to
-    ``CALIBRATION_DEFAULTS`` (a named bank, 4 candidates x 2 answers). ``n_questions`` and
-    ``bank`` are still read as older names of ``n_candidate_questions`` and
-    ``question_bank_name``.
+    The question policy's fields and defaults are ``app.engine.policy.QuestionPolicy``'s, the
+    same as a session's. ``n_questions`` and ``bank`` are still read as older names of
+    ``n_candidate_questions`` and ``question_bank_name``.
     """
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, json_schema_extra=_calibration_defaults_in_schema
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_examples_in_schema)
 
     name: str | None = Field(default=None, max_length=128, description="A label for people.")
     dataset: str = Field(
@@ -85,7 +74,9 @@ class CalibrationCreate(QuestionPolicy):
         "bank's questions in random order (steps 0..T+1; the choice rule is ignored). Name a "
         "selection run in a C-IP display run's selection_calibration_id.",
     )
-    max_questions: int = Field(default=3, ge=0, le=30, description="Steps 0..T calibrated.")
+    max_questions: int = Field(
+        default=DEFAULT_MAX_QUESTIONS, ge=0, le=30, description="Steps 0..T calibrated."
+    )
     cases: int = Field(default=100, ge=1, le=10_000, description="Calibration cases.")
     seed: int = Field(default=0, ge=0, description="Seed of the splits and of the policy.")
     group_by: Literal["specialty"] | None = Field(
@@ -105,14 +96,6 @@ class CalibrationCreate(QuestionPolicy):
     )
     stratify: bool = Field(default=True, description="Stratify the splits by specialty.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Cases interviewed at once.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _calibration_defaults(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        policy, rest = split_policy_fields(data)
-        return {**apply_defaults(CALIBRATION_DEFAULTS, policy), **rest}
 
     @field_validator("*")
     @classmethod
@@ -169,6 +152,11 @@ class CalibrationOut(BaseModel):
     result: ResultOut | None
     error: str | None
     lease: LeaseOut | None
+    worker_note: str | None = Field(
+        default=None,
+        description="While queued: who will run it (this service's own worker, or a "
+        "`pursuit worker` that must be started).",
+    )
     created_at: datetime
     updated_at: datetime
 

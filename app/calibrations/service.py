@@ -167,6 +167,8 @@ class CalibrationService:
     actor_key_id: str | None = None
     # Whose runs this caller manages: its tenant's, or (None) the platform's.
     owner: str | None = None
+    # Whether a worker runs inside this process (what a queued run's reply says).
+    runs_worker: bool = False
 
     async def create(self, body: CalibrationCreate) -> CalibrationOut:
         if self.provider is None:
@@ -199,14 +201,16 @@ class CalibrationService:
             row = await repo.get_visible(calibration_id, owner=self.owner)
             if row is None:
                 raise NotFoundError(f"no calibration {calibration_id}")
-            return await _out(repo, row)
+            return await _out(repo, row, runs_worker=self.runs_worker)
 
     async def list(self, *, limit: int) -> CalibrationList:
         """The caller's runs and the platform's, newest first."""
         async with self.sessionmaker() as db:
             repo = CalibrationRepository(db)
             rows = await repo.list(owner=self.owner, limit=limit)
-            return CalibrationList(calibrations=[await _out(repo, r) for r in rows])
+            return CalibrationList(
+                calibrations=[await _out(repo, r, runs_worker=self.runs_worker) for r in rows]
+            )
 
     async def _owned(self, repo: CalibrationRepository, calibration_id: uuid.UUID) -> Calibration:
         """The run, if the caller owns it: another tenant's is not found, and the platform's
@@ -308,7 +312,18 @@ def public_params(params: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-async def _out(repo: CalibrationRepository, row: Calibration) -> CalibrationOut:
+WORKER_NOTES = {
+    True: "Queued: this service's own worker runs it (one run at a time, after any run "
+    "before it); progress shows here.",
+    False: "Queued: `pursuit worker` processes execute calibration runs, and this service "
+    "runs none itself (PURSUIT_INPROCESS_WORKER). It stays queued until a worker for its model "
+    "runs against this database: start one with `pursuit worker`.",
+}
+
+
+async def _out(
+    repo: CalibrationRepository, row: Calibration, *, runs_worker: bool
+) -> CalibrationOut:
     lease = await repo.lease(row.id)
     if row.result is not None:
         done = row.progress_done
@@ -340,6 +355,7 @@ async def _out(repo: CalibrationRepository, row: Calibration) -> CalibrationOut:
         result=_result_out(row.result),
         error=row.error,
         lease=_lease_out(lease),
+        worker_note=WORKER_NOTES[runs_worker] if row.status == QUEUED else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

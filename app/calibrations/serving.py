@@ -17,7 +17,7 @@ from app.observability.metrics import Metrics
 from app.resources import Resources
 from app.settings import Settings
 
-__all__ = ["open_serving"]
+__all__ = ["open_serving", "simulated_patient"]
 
 NO_LLM = (
     "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or start "
@@ -32,14 +32,22 @@ def open_serving(settings: Settings) -> tuple[Resources, PosteriorProvider, Simu
     """
     resources = Resources.open(settings, metrics=Metrics())
     provider = resources.provider
+    if provider is None:
+        raise UpstreamUnavailableError(NO_LLM)
+    return resources, provider, simulated_patient(resources)
+
+
+def simulated_patient(resources: Resources) -> SimulatedPatient:
+    """The simulated patient on the resources' LLM server (the provider itself, when it
+    exposes one)."""
+    provider, settings = resources.provider, resources.settings
     if provider is None or resources.llm_http is None or not settings.llm_model:
         raise UpstreamUnavailableError(NO_LLM)
     if callable(getattr(provider, "patient_reply", None)):
-        return resources, provider, provider  # type: ignore[return-value]
-    patient = LLMGateway(
+        return provider  # type: ignore[return-value]
+    return LLMGateway(
         http=resources.llm_http,
         model=settings.llm_model,
         settings=settings,
         cache=LRUPosteriorCache(0),  # the patient decodes greedily; nothing to cache
     )
-    return resources, provider, patient

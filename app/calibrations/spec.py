@@ -35,7 +35,6 @@ from app.datasets import (
 )
 from app.engine import AnswerSource, InterviewConfig, Policy, QuestionSource
 from app.engine.policy import (
-    CALIBRATION_DEFAULTS,
     QuestionPolicy,
     named_bank,
     split_policy_fields,
@@ -140,11 +139,11 @@ class RunSpec:
     @classmethod
     def create(cls, **fields: Any) -> RunSpec:
         """From flat fields (the API body, CLI options, stored params): the policy's own
-        fields (``CALIBRATION_DEFAULTS`` where missing) and the run's."""
+        fields (the defaults where missing) and the run's."""
         policy, run = split_policy_fields(fields)
         if run.get("purpose") == Purpose.SELECTION:  # a StrEnum equals its value
             policy = {**policy, "policy": Policy.RANDOM.value}
-        question = QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy)
+        question = QuestionPolicy.build(**policy)
         return cls(question=question, **run)
 
     @property

@@ -260,6 +260,8 @@ async def plan_turn(
             selection_rule=rule,
             objective=objective_name(config),
             tied=_ties(config, ranked),
+            tie_break=_tie_break(config, ranked),
+            candidates_scored=len(ranked),
         )
         return outcome(None, best.question, ranked, rationale, gain)
 
@@ -382,6 +384,29 @@ def _ties(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> int:
     decimals = _first_key_decimals(config)
     best = round(_objective(config, ranked[0]), decimals)
     return sum(1 for c in ranked[1:] if round(_objective(config, c), decimals) == best)
+
+
+def _tie_break(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> str | None:
+    """What decided among the candidates tied on the first key: the second key
+    (``expected_entropy`` for cip, ``expected_set_size`` for ip), ``candidate_order`` when
+    some tied on both, None when nothing tied (``rank_candidates``' order)."""
+    decimals = _first_key_decimals(config)
+    best = ranked[0]
+    tied = [
+        c
+        for c in ranked[1:]
+        if round(_objective(config, c), decimals) == round(_objective(config, best), decimals)
+    ]
+    if not tied:
+        return None
+    if config.policy is Policy.IP:
+        key, second_decimals = "expected_set_size", _SIZE_DECIMALS
+    else:
+        key, second_decimals = "expected_entropy", _ENTROPY_DECIMALS
+    mine = round(getattr(best, key), second_decimals)
+    if any(round(getattr(c, key), second_decimals) == mine for c in tied):
+        return "candidate_order"
+    return key
 
 
 async def _candidate_pool(

@@ -130,6 +130,11 @@ class QuestionRationale:
     objective: str | None
     # Candidates whose objective equals the chosen one's (ties broken by expected entropy).
     tied: int = 0
+    # What decided among them: "expected_entropy" / "expected_set_size" (the second key),
+    # "candidate_order" (tied on both), None (no tie).
+    tie_break: str | None = None
+    # How many candidates were scored this turn (the chosen one included).
+    candidates_scored: int = 0
 
 
 @dataclass(frozen=True, slots=True)

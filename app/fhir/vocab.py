@@ -32,6 +32,7 @@ CONFIG_ITEMS: dict[str, str] = {
     "alpha": "alpha",
     "policy": "policy",
     "max-questions": "max_questions",
+    "question-source": "question_source",
     "question-bank": "question_bank_name",
     "n-candidate-questions": "n_candidate_questions",
     "n-answers": "n_answers",

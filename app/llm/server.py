@@ -79,6 +79,19 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "smollm2"
 
 
+def demo_model_note(served_name: str | None) -> str | None:
+    """What a reply says when its model is one of the local CPU demo models; None otherwise."""
+    if served_name not in {spec.served_name for spec in MODELS.values()}:
+        return None
+    return (
+        f"Demo model: {served_name} is the small local CPU model that `make run` starts. It "
+        "runs the machinery (questions, probabilities, calibrated sets), not clinical "
+        "reasoning: its questions can be off the point and its probabilities are near chance. "
+        "For real use, point PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL at a vLLM server with "
+        "a capable model (README, 'A GPU vLLM') and calibrate for it."
+    )
+
+
 class LocalServerError(RuntimeError):
     """The local server could not be installed, built or started (message says what to do)."""
 

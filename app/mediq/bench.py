@@ -53,7 +53,7 @@ from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq, shared_cases
 from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
-from app.engine.policy import CALIBRATION_DEFAULTS, QuestionPolicy, split_policy_fields
+from app.engine.policy import QuestionPolicy, split_policy_fields
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
 
@@ -97,9 +97,7 @@ class BenchSpec:
     anytime: bool = False
     # The question policy every interview policy of the run shares (its ``policy`` is
     # replaced by each of ``policies``).
-    question: QuestionPolicy = field(
-        default_factory=lambda: QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS)
-    )
+    question: QuestionPolicy = field(default_factory=lambda: QuestionPolicy.build())
     patient: PatientKind = PatientKind.LLM
     specialty: str | None = None
     stratify: bool = True
@@ -136,13 +134,13 @@ class BenchSpec:
 
     @classmethod
     def create(cls, **fields: Any) -> BenchSpec:
-        """From flat fields: the question policy's (``CALIBRATION_DEFAULTS`` where missing;
+        """From flat fields: the question policy's (its defaults where missing;
         ``policy`` is per interview policy, see ``policies``) and the bench's own."""
         policy, own = split_policy_fields(fields)
         if own.get("protocol") == "paper":
             policy = {**policy, **PAPER_POLICY}
             own["max_questions"] = PAPER_BUDGET
-        return cls(question=QuestionPolicy.build(defaults=CALIBRATION_DEFAULTS, **policy), **own)
+        return cls(question=QuestionPolicy.build(**policy), **own)
 
     @property
     def alpha(self) -> float:

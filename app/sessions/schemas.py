@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from app.engine.policy import QuestionPolicy
+from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.validation import reject_nul
 
 MAX_LABELS = 26
@@ -21,6 +21,12 @@ GUARANTEE_CALIBRATED = (
 GUARANTEE_INSUFFICIENT = (
     "Calibrated on too few cases ({n}) for a {target:.0%} guarantee at step {step}: the set is "
     "every candidate, which covers trivially and says nothing. Not a diagnosis."
+)
+GUARANTEE_TRIVIAL = (
+    "Calibrated on {n} cases, but at step {step} the threshold admits every candidate whatever "
+    "the model says (the right answer's probability was too often near zero in the "
+    "calibration): the set is every candidate, which covers trivially and says nothing. Not "
+    "a diagnosis."
 )
 GUARANTEE_UNCALIBRATED = (
     "Uncalibrated: no active calibration was made with this session's model, prompt version "
@@ -43,6 +49,20 @@ GUARANTEE_DATA_DEPENDENT_STOP = (
     " The interview stopped here by a data-dependent rule ({reason}); coverage holds at a "
     "fixed step, not at a step chosen this way (an anytime calibration's would)."
 )
+
+# What each stop reason means, in words (the page and every client can show these).
+STOP_NOTES = {
+    "policy_none": "Policy 'none' asks no questions: the differential is from the initial "
+    "information only.",
+    "singleton": "The set narrowed to a single candidate.",
+    "budget": "The question budget (max_questions) is used up.",
+    "exhausted": "No candidate question was left to ask.",
+    "no_gain": "No candidate question was expected to shrink the set or sharpen the "
+    "probabilities (stop_on_no_gain).",
+    "spread": "The candidate questions scored too close to each other to choose between them "
+    "(spread_epsilon).",
+    "finalized": "The interview was finalized.",
+}
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -80,10 +100,6 @@ class SessionCreate(QuestionPolicy, Strict):
                     },
                     "inquiry": "What is the most likely diagnosis?",
                     "candidates": ["Bacterial meningitis", "Migraine", "Influenza"],
-                    "alpha": 0.1,
-                    "policy": "cip",
-                    "question_source": "generated",
-                    "max_questions": 5,
                 }
             ]
         },
@@ -96,11 +112,17 @@ class SessionCreate(QuestionPolicy, Strict):
     candidates: list[Annotated[Text, StringConstraints(max_length=200)]] = Field(
         min_length=2, max_length=MAX_LABELS, description="Distinct candidate answers (2-26)."
     )
-    max_questions: int = Field(default=10, ge=0, le=30)
+    max_questions: int = Field(
+        default=DEFAULT_MAX_QUESTIONS,
+        ge=0,
+        le=30,
+        description="The budget; the default equals a default calibration run's steps 0..T.",
+    )
     stop_on_no_gain: bool = Field(
-        default=True,
+        default=False,
         description="Stop when no candidate is expected to shrink the set or sharpen the "
-        "posterior. Turn off to always ask up to max_questions (a weak model rarely gains).",
+        "posterior. Off by default: coverage is guaranteed at fixed steps, not at a step a "
+        "data-dependent rule picks, and a weak model rarely gains.",
     )
     spread_epsilon: float | None = Field(
         default=None,
@@ -176,6 +198,16 @@ class DifferentialOut(BaseModel):
     calibrated: bool
     calibration_id: str | None
     calibration_n: int | None = Field(description="Calibration cases at this step.")
+    trivial: bool = Field(
+        default=False,
+        description="Calibrated, but the threshold admits every candidate whatever the model "
+        "says (too few cases, or scores near 1): the set is the full list and says nothing.",
+    )
+    min_calibration_n: int | None = Field(
+        default=None,
+        description="The fewest calibration cases that give a finite threshold at this "
+        "step's alpha (9 at 0.1; an anytime calibration spends alpha/(T+1) per step).",
+    )
     threshold: float | None
     entropy: float
     guarantee: str
@@ -234,6 +266,14 @@ class QuestionOut(BaseModel):
         description="How many other candidates had the same objective; ties are broken by "
         "expected entropy, then candidate order.",
     )
+    tie_break: Literal["expected_entropy", "expected_set_size", "candidate_order"] | None = Field(
+        default=None,
+        description="What chose among the tied candidates: the policy's second key, or "
+        "candidate_order when they tied on that too (then the choice among them is arbitrary).",
+    )
+    candidates_scored: int | None = Field(
+        default=None, description="How many candidate questions were scored (this one included)."
+    )
     runner_ups: list[CandidateOut]
 
 
@@ -252,8 +292,16 @@ class SessionOut(BaseModel):
     next_question: QuestionOut | None
     should_stop: bool
     stop_reason: str | None
+    stop_note: str | None = Field(
+        default=None, description="The stop reason in words (null while the interview runs)."
+    )
     differential: DifferentialOut
     model: str
+    model_note: str | None = Field(
+        default=None,
+        description="Set when the model is the local demo model: it runs the machinery, not "
+        "clinical reasoning; how to point Pursuit at a real vLLM.",
+    )
     prompt_version: str
     policy: str
     calibration_id: str | None

@@ -29,6 +29,7 @@ from app.calibrations.thresholds import (
     serving_thresholds,
     thresholds_from_result,
 )
+from app.conformal.rank import exact_alpha, min_calibration_size
 from app.context import cache_scope_var
 from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
 from app.engine import (
@@ -52,6 +53,7 @@ from app.errors import (
 )
 from app.limits.budget import TenantBudget
 from app.llm.cache import PurgeableCache, session_scope
+from app.llm.server import demo_model_note
 from app.observability.metrics import Metrics
 from app.sessions.cache import DetailCache
 from app.sessions.repository import SessionRepository
@@ -61,7 +63,9 @@ from app.sessions.schemas import (
     GUARANTEE_DATA_DEPENDENT_STOP,
     GUARANTEE_GROUP,
     GUARANTEE_INSUFFICIENT,
+    GUARANTEE_TRIVIAL,
     GUARANTEE_UNCALIBRATED,
+    STOP_NOTES,
     AnswerIn,
     CalibrationMismatch,
     CandidateOut,
@@ -569,8 +573,14 @@ def _differential_out(
             "calibration_note": f"step {d.step} is beyond the calibrated steps 0..{max_step}",
         }
     else:
+        step_alpha = exact_alpha(d.alpha)
+        if calibration.serving.anytime:
+            step_alpha /= calibration.serving.max_step + 1
+        trivial = d.calibrated and (threshold is None or threshold >= 1.0)
         if threshold is None:
             guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)
+        elif trivial:
+            guarantee = GUARANTEE_TRIVIAL.format(n=source.n, step=d.step)
         elif source.group is not None:
             guarantee = GUARANTEE_GROUP.format(
                 target=target, group_by=GROUP_FIELD, group=source.group, n=source.n, step=d.step
@@ -587,6 +597,8 @@ def _differential_out(
             "calibration_group": source.group,
             "calibration_max_step": calibration.serving.max_step,
             "calibration_note": source.fallback,
+            "trivial": trivial,
+            "min_calibration_n": min_calibration_size(step_alpha),
         }
     served = calibration is not None and source is not None and d.calibrated
     return DifferentialOut(
@@ -624,6 +636,8 @@ def _question_out(outcome: TurnOutcome, question_id: uuid.UUID, serving: _Servin
         selection_calibration_id=selection_id,
         objective=rationale.objective if rationale else None,
         tied=rationale.tied if rationale else 0,
+        tie_break=rationale.tie_break if rationale else None,
+        candidates_scored=rationale.candidates_scored if rationale else None,
         runner_ups=[
             CandidateOut(
                 question=c.question,
@@ -658,6 +672,7 @@ def _turn_row(
 def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
     """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
     finalized = row.status == "finalized"
+    stop_reason = row.stop_reason or ("finalized" if finalized else None)
     return {
         "id": str(row.id),
         "status": row.status,
@@ -665,9 +680,11 @@ def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
         "version": row.version,
         "next_question": None if finalized else (turn.rationale or None),
         "should_stop": row.status != "active",
-        "stop_reason": row.stop_reason or ("finalized" if finalized else None),
+        "stop_reason": stop_reason,
+        "stop_note": STOP_NOTES.get(stop_reason) if stop_reason else None,
         "differential": turn.differential,
         "model": row.model,
+        "model_note": demo_model_note(row.model),
         "prompt_version": row.prompt_version,
         "policy": row.config["policy"],
         "calibration_id": str(row.calibration_id) if row.calibration_id else None,

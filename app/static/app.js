@@ -39,10 +39,12 @@ function pct(x) { return `${(100 * x).toFixed(1)}%`; }
 function renderDifferential(d) {
   $("diff-step").textContent = `after ${d.step} answer${d.step === 1 ? "" : "s"}`;
   const coverage = $("coverage");
-  coverage.textContent = d.calibrated
-    ? `The highlighted set contains the right answer with probability ≥ ${pct(d.coverage_target)}, calibrated on ${d.calibration_n} cases. ${d.guarantee}`
-    : d.guarantee;
-  coverage.classList.toggle("uncalibrated", !d.calibrated);
+  // A calibrated set that holds every candidate says nothing: never show it as authoritative.
+  const full = d.calibrated && (d.trivial || d.set_size === d.all_labels.length);
+  coverage.textContent = !d.calibrated ? d.guarantee
+    : full ? `Calibrated on ${d.calibration_n} cases, but the set is the full list: it covers trivially and does not narrow anything yet. ${d.guarantee}`
+    : `The highlighted set contains the right answer with probability ≥ ${pct(d.coverage_target)}, calibrated on ${d.calibration_n} cases. ${d.guarantee}`;
+  coverage.classList.toggle("uncalibrated", !d.calibrated || full);
   const body = $("differential").querySelector("tbody");
   body.replaceChildren(...d.all_labels.map((x) => {
     const row = document.createElement("tr");
@@ -69,10 +71,11 @@ let plotFor = null;
 async function renderCalibration(d) {
   const figure = $("calibration");
   if (!d.calibrated || !d.calibration_id) { figure.hidden = true; return; }
-  if (plotFor === d.calibration_id) { figure.hidden = false; return; }
-  plotFor = d.calibration_id;
+  const url = `/v1/calibrations/${d.calibration_id}/plot.png?candidates=${d.all_labels.length}`;
+  if (plotFor === url) { figure.hidden = false; return; }
+  plotFor = url;
   try {
-    const response = await fetch(`/v1/calibrations/${d.calibration_id}/plot.png`, { headers: authorization() });
+    const response = await fetch(url, { headers: authorization() });
     if (!response.ok) throw new Error(`plot: ${response.status}`);
     const image = $("calibration-plot");
     if (image.src) URL.revokeObjectURL(image.src);
@@ -101,8 +104,15 @@ function renderWhy(q) {
   p.textContent = `Policy ${q.policy} chose ${goal}: after this question the set is expected to hold ${q.expected_set_size.toFixed(2)} candidates `
     + `(expected entropy ${q.expected_entropy.toFixed(3)} nats, bound ${q.entropy_bound.toFixed(3)}), sets ${rule}.`;
   if (q.tied > 0) {
-    p.textContent += ` ${q.tied} other candidate(s) scored the same: set sizes are whole numbers, so ties are common; `
-      + "the tie was broken by expected entropy, then by the order the candidates came in.";
+    const all = q.candidates_scored !== null && q.tied === q.candidates_scored - 1;
+    const broke = {
+      expected_entropy: "expected entropy broke the tie",
+      expected_set_size: "expected set size broke the tie",
+      candidate_order: "they also tied on that, so the order the candidates came in chose: the choice among them is arbitrary",
+    }[q.tie_break] || "the tie was broken by the policy's second score, then by candidate order";
+    p.textContent += all
+      ? ` Every candidate question scored the same (${q.candidates_scored} of them): none is expected to change the set more than another; ${broke}.`
+      : ` ${q.tied} other candidate(s) scored the same (set sizes are whole numbers, so ties are common); ${broke}.`;
   }
   box.append(p);
   if (q.runner_ups.length) {
@@ -118,7 +128,9 @@ function renderWhy(q) {
 
 function render(s) {
   session = s;
+  if (s.model_note) { $("model-banner").textContent = s.model_note; $("model-banner").hidden = false; }
   $("interview").hidden = false;
+  $("start-form").hidden = true;
   $("session-meta").textContent = `${s.id.slice(0, 8)} · ${s.policy} · ${s.model}`;
   renderDifferential(s.differential);
   renderCalibration(s.differential);
@@ -126,7 +138,7 @@ function render(s) {
   $("question-box").hidden = !q;
   if (q) { $("question").textContent = q.text; renderWhy(q); }
   $("stopped").hidden = !s.should_stop;
-  $("stopped").textContent = s.should_stop ? `The interview stopped: ${s.stop_reason}.` : "";
+  $("stopped").textContent = s.should_stop ? `The interview stopped. ${s.stop_note || s.stop_reason}` : "";
   $("finalize").hidden = s.status === "finalized";
   if (s.final_answer) {
     $("final").hidden = false;
@@ -175,6 +187,11 @@ $("answer-form").addEventListener("submit", async (event) => {
     $("answer").value = "";
     render(next);
   } catch (error) { showError(error); } finally { busy($("submit-answer"), false); }
+});
+
+$("new-interview").addEventListener("click", () => {
+  $("start-form").hidden = false;
+  $("start-form").scrollIntoView();
 });
 
 $("finalize").addEventListener("click", async () => {

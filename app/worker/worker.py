@@ -32,12 +32,12 @@ from app.calibrations.serving import open_serving
 from app.engine.types import PosteriorProvider
 from app.settings import Settings
 
-__all__ = ["Worker", "run_worker"]
+__all__ = ["Worker", "default_worker_name", "run_worker"]
 
 log = structlog.get_logger(__name__)
 
 
-def _default_name() -> str:
+def default_worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -48,7 +48,7 @@ class Worker:
     sessionmaker: async_sessionmaker[AsyncSession]
     provider: PosteriorProvider
     patient: SimulatedPatient
-    name: str = field(default_factory=_default_name)
+    name: str = field(default_factory=default_worker_name)
     poll_s: float = 2.0
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
     heartbeat_s: float = DEFAULT_HEARTBEAT_S

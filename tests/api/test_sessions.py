@@ -56,6 +56,11 @@ def _body(**overrides: Any) -> dict[str, Any]:
         "alpha": 0.1,
         "policy": "cip",
         "max_questions": 3,
+        # The scripted provider generates questions: not the defaults (a bank, 4 x 2).
+        "question_source": "generated",
+        "n_candidate_questions": 8,
+        "n_answers": 4,
+        "stop_on_no_gain": True,
     }
     body.update(overrides)
     return body
@@ -227,8 +232,9 @@ async def test_concurrent_answers_never_both_apply(
         _body(alpha=0.5),
         _body(alpha=0),
         _body(policy="oracle"),
-        _body(question_source="bank"),
+        _body(question_source="bank", question_bank=[]),
         _body(question_source="bank", question_bank_name="cardiology"),
+        _body(question_bank_name="neurology"),  # a bank with generated questions
         _body(max_questions=-1),
         _body(unexpected="field"),
         # PostgreSQL cannot store U+0000 (it was a 500 there); SQLite can: both refuse it.

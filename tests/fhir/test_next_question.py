@@ -18,9 +18,10 @@ from fastapi import FastAPI
 from app.auth.keys import Scope
 from app.db.engine import create_engine
 from app.db.models import InterviewSession, Turn
+from app.engine.policy import DEFAULT_BANK, QuestionPolicy, named_bank
 from app.main import create_app
 from app.settings import Settings
-from tests.api.test_sessions import QUESTIONS, _provider
+from tests.api.test_sessions import _provider
 from tests.conftest import insert_scripted_calibration, make_key, open_client
 from tests.engine.scripted import ScriptedProvider
 from tests.fhir.fhir_helpers import (
@@ -117,9 +118,11 @@ async def test_the_first_call_opens_a_session_and_appends_its_first_question(
             {"url": base + "objective", "valueCode": "set_size"},
         ],
         "linkId": session["next_question"]["id"],
-        "text": QUESTIONS[0],
+        "text": session["next_question"]["text"],
         "type": "string",
     }
+    # The API's defaults: a question of the default bank.
+    assert session["next_question"]["text"] in named_bank(DEFAULT_BANK)
     assert session["next_question"]["selection_rule"] == "nominal"
     assert session["next_question"]["selection_calibration_id"] is None
     assert item(qr, question["linkId"]) is None  # asked, not answered
@@ -400,8 +403,11 @@ async def test_the_session_bundle(client: httpx.AsyncClient) -> None:
 
 @pytest.fixture
 async def calibration(settings: Settings) -> str:
-    """An active calibration for the scripted provider, cip, alpha 0.1."""
-    return (await insert_scripted_calibration(settings))[0]
+    """An active calibration for the scripted provider, cip, alpha 0.1, the default policy."""
+    default = QuestionPolicy.build()
+    assert (default.n_candidate_questions, default.n_answers) == (4, 2)
+    bank = {"question_source": "bank", "bank": DEFAULT_BANK, "n_questions": 4, "n_answers": 2}
+    return (await insert_scripted_calibration(settings, **bank))[0]
 
 
 async def test_a_calibrated_set_names_its_calibration(

@@ -32,6 +32,7 @@ SESSION = {
     "alpha": 0.1,
     "policy": "cip",
     "max_questions": 2,
+    "question_source": "generated",
     "n_candidate_questions": 3,
     "n_answers": 2,
 }

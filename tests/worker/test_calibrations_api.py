@@ -216,6 +216,7 @@ async def test_activation_replaces_only_the_calibration_of_the_same_question_pol
                 "inquiry": "What is the most likely diagnosis?",
                 "candidates": ["Influenza", "Measles", "Migraine", "Common cold"],
                 "max_questions": 2,
+                "question_source": "generated",
                 "n_candidate_questions": 3,
                 "n_answers": n_answers,
             },

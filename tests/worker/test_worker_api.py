@@ -76,6 +76,7 @@ async def test_post_then_a_worker_runs_it_then_activate_serves_sessions(
             "policy": "cip",
             "max_questions": 2,
             # The calibration's question policy (_body): generated, 3 questions, 2 answers.
+            "question_source": "generated",
             "n_candidate_questions": 3,
             "n_answers": 2,
         },
