@@ -17,6 +17,7 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/metrics",
+    operation_id="health_metrics",
     summary="Prometheus metrics (public, or with PURSUIT_METRICS_PUBLIC=false a key with "
     "metrics:read)",
     response_class=Response,
