@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -48,7 +49,15 @@ GUARANTEE_DATA_DEPENDENT_STOP = (
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
-SessionStatus = Literal["active", "stopped", "finalized"]
+
+class SessionStatus(StrEnum):
+    """Where a session is: asking, stopped by a rule (readable, finalizable), or ended."""
+
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    FINALIZED = "finalized"
+
+
 # Why a session stopped: the engine's stop rule, or "finalized" (the clinician ended it).
 SessionStopReason = StopReason | Literal["finalized"]
 
