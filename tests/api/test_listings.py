@@ -322,4 +322,9 @@ async def test_the_listings_document_their_cursor_and_the_deprecated_before(
     audit = {p["name"]: p for p in document["paths"]["/v1/audit"]["get"]["parameters"]}
     assert audit["before"]["deprecated"] is True
     status = {p["name"]: p for p in document["paths"]["/v1/sessions"]["get"]["parameters"]}
-    assert "finalized" in str(status["status"]["schema"])
+    assert {"$ref": "#/components/schemas/SessionStatus"} in status["status"]["schema"]["anyOf"]
+    assert document["components"]["schemas"]["SessionStatus"]["enum"] == [
+        "active",
+        "stopped",
+        "finalized",
+    ]
