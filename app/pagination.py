@@ -15,9 +15,10 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from app.errors import InvalidInputError
 
@@ -63,7 +64,7 @@ class Page(Generic[T]):
     next: Position | None
 
 
-def page_of(rows: list[T], *, limit: int, position: Any) -> Page[T]:
+def page_of(rows: list[T], *, limit: int, position: Callable[[T], Position]) -> Page[T]:
     """A page from ``limit + 1`` fetched rows: the extra row only says there is more.
 
     ``position`` maps a row to its ``Position``.
