@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.api.deps import DbSession
+from app.api.paging import Cursor
 from app.api.problems import PROBLEM_RESPONSES, problem_doc
 from app.api.security import AuditReader
-from app.api.sessions import Cursor
 from app.audit.repository import AuditRepository
 from app.pagination import Position, decode_cursor, encode_cursor, page_of
 from app.validation import reject_nul

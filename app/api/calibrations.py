@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Response, status
 
 from app.api.deps import ResourcesDep
+from app.api.paging import Cursor, Limit
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
@@ -18,7 +19,6 @@ from app.api.problems import (
     problem_doc,
 )
 from app.api.security import CalibrationsAdmin
-from app.api.sessions import Cursor, Limit
 from app.calibrations.schemas import (
     CALIBRATION_CREATE_EXAMPLES,
     CalibrationCreate,

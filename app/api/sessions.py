@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
 
 from app.api.deps import ResourcesDep
+from app.api.paging import Cursor, Limit
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
@@ -18,7 +19,6 @@ from app.api.problems import (
 from app.api.security import SessionsReader, SessionsWriter
 from app.auth.principal import Principal
 from app.errors import InvalidInputError
-from app.pagination import MAX_CURSOR_LENGTH
 from app.sessions.schemas import (
     ANSWER_EXAMPLE,
     SESSION_CREATE_EXAMPLE,
@@ -105,16 +105,6 @@ IdempotencyKey = Annotated[
         max_length=128,
         description="Optional: the same key and body return the same response; "
         "the same key with another body is a 422.",
-    ),
-]
-
-
-Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
-Cursor = Annotated[
-    str | None,
-    Query(
-        max_length=MAX_CURSOR_LENGTH,
-        description="The next_cursor of the previous page (opaque); leave out for the first.",
     ),
 ]
 
