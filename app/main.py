@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import audit, calibrations, fhir, health, metrics_endpoint, plots, sessions
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.api.openapi import SERVERS, install_openapi, operation_id
 from app.api.page import mount_page
 from app.api.problems import install_problem_handlers
 from app.engine.types import PosteriorProvider
@@ -68,9 +69,12 @@ def create_app(
         # /docs from local assets instead.
         docs_url=None,
         redoc_url=None,
+        servers=SERVERS,
+        generate_unique_id_function=operation_id,
     )
     metrics = Metrics()
     install_problem_handlers(app)
+    install_openapi(app, schemas={fhir.FHIR_RESOURCE: fhir.FHIR_RESOURCE_SCHEMA})
     # Added last = outermost: the request id exists before the body limit can refuse.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

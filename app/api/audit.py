@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.api.deps import DbSession
+from app.api.paging import Cursor
 from app.api.problems import PROBLEM_RESPONSES, problem_doc
 from app.api.security import AuditReader
 from app.audit.repository import AuditRepository
+from app.pagination import Position, decode_cursor, encode_cursor, page_of
 from app.validation import reject_nul
 
 router = APIRouter(
@@ -42,7 +44,16 @@ class AuditEventOut(BaseModel):
 
 
 class AuditPage(BaseModel):
+    """One page of the tenant's audit events, newest first."""
+
     events: list[AuditEventOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Send as ``cursor`` for the next page; null: this is the last page.",
+    )
+
+
+LISTING = "audit"  # the cursor namespace of GET /v1/audit
 
 
 def _in_utc_range(value: datetime | None) -> datetime | None:
@@ -55,19 +66,36 @@ def _in_utc_range(value: datetime | None) -> datetime | None:
         raise ValueError("the instant is out of range in UTC") from None
 
 
-@router.get("", summary="Audit events of the caller's tenant, newest first")
+@router.get(
+    "",
+    operation_id="audit_list",
+    summary="Audit events of the caller's tenant, newest first",
+    description="Pages: send the reply's `next_cursor` as `cursor` until it is null. "
+    "`before` (deprecated) still filters by time; `cursor` is exact where events share "
+    "a timestamp.",
+)
 async def list_audit_events(
     db: DbSession,
     principal: AuditReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Cursor = None,
     before: Annotated[
         datetime | None,
-        Query(description="Only events older than this"),
+        Query(
+            deprecated=True,
+            description="Deprecated, use `cursor`: only events older than this instant "
+            "(events sharing the last event's timestamp are skipped).",
+        ),
         AfterValidator(_in_utc_range),
     ] = None,
     resource_id: Annotated[str | None, Query(max_length=64), AfterValidator(reject_nul)] = None,
 ) -> AuditPage:
+    after = decode_cursor(LISTING, cursor) if cursor is not None else None
     events = await AuditRepository(db).list(
-        limit=limit, before=before, resource_id=resource_id, tenant=principal.tenant
+        limit=limit, before=before, after=after, resource_id=resource_id, tenant=principal.tenant
     )
-    return AuditPage(events=[AuditEventOut.model_validate(e) for e in events])
+    page = page_of(list(events), limit=limit, position=lambda e: Position.of(e.occurred_at, e.id))
+    return AuditPage(
+        events=[AuditEventOut.model_validate(e) for e in page.rows],
+        next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
+    )

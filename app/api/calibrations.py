@@ -8,9 +8,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Response, status
 
 from app.api.deps import ResourcesDep
+from app.api.paging import Cursor, Limit
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
@@ -18,7 +19,12 @@ from app.api.problems import (
     problem_doc,
 )
 from app.api.security import CalibrationsAdmin
-from app.calibrations.schemas import CalibrationCreate, CalibrationList, CalibrationOut
+from app.calibrations.schemas import (
+    CALIBRATION_CREATE_EXAMPLES,
+    CalibrationCreate,
+    CalibrationList,
+    CalibrationOut,
+)
 from app.calibrations.service import CalibrationService
 
 router = APIRouter(prefix="/v1/calibrations", tags=["calibrations"])
@@ -55,6 +61,7 @@ AdminDep = Annotated[CalibrationService, Depends(admin_service)]
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="calibrations_create",
     summary="Queue a calibration run (a `pursuit worker` executes it)",
     responses={
         **ERRORS,
@@ -63,22 +70,40 @@ AdminDep = Annotated[CalibrationService, Depends(admin_service)]
     },
 )
 async def create_calibration(
-    body: CalibrationCreate, service: AdminDep, response: Response
+    body: Annotated[
+        CalibrationCreate,
+        Body(
+            openapi_examples={
+                name: {"summary": f"A {name} run", "value": value}
+                for name, value in CALIBRATION_CREATE_EXAMPLES.items()
+            }
+        ),
+    ],
+    service: AdminDep,
+    response: Response,
 ) -> CalibrationOut:
     created = await service.create(body)
     response.headers["Location"] = f"/v1/calibrations/{created.id}"
     return created
 
 
-@router.get("", summary="Calibration runs, newest first", responses=ERRORS)
+@router.get(
+    "",
+    operation_id="calibrations_list",
+    summary="Calibration runs, newest first",
+    description="The caller's runs and the platform's, newest first. Pages: send the "
+    "reply's `next_cursor` as `cursor` until it is null.",
+    responses=ERRORS,
+)
 async def list_calibrations(
-    service: AdminDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    service: AdminDep, limit: Limit = 50, cursor: Cursor = None
 ) -> CalibrationList:
-    return await service.list(limit=limit)
+    return await service.list(limit=limit, cursor=cursor)
 
 
 @router.get(
     "/{calibration_id}",
+    operation_id="calibrations_get",
     summary="One run: status, progress (done/total, n per step), thresholds when done",
     responses=ERRORS,
 )
@@ -88,6 +113,7 @@ async def get_calibration(calibration_id: uuid.UUID, service: AdminDep) -> Calib
 
 @router.post(
     "/{calibration_id}/activate",
+    operation_id="calibrations_activate",
     summary="Serve this calibration for its model, prompt version, alpha and question policy",
     responses={
         **ERRORS,
@@ -102,6 +128,7 @@ async def activate_calibration(calibration_id: uuid.UUID, service: AdminDep) -> 
 @router.post(
     "/{calibration_id}/resume",
     status_code=status.HTTP_202_ACCEPTED,
+    operation_id="calibrations_resume",
     summary="Queue a failed or interrupted run again; a worker continues it",
     description="A failed run, or a running one whose worker stopped heartbeating (60 s), "
     "goes back to the queue. The worker that claims it keeps the cases already finished and "

@@ -79,16 +79,26 @@ def _resource_example() -> dict[str, Any]:
     }
 
 
+# One named schema for every FHIR body (``app.api.openapi`` adds it to the components), so a
+# generated client has one type for them, not one per media type.
+FHIR_RESOURCE = "FhirResource"
+FHIR_RESOURCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": FHIR_RESOURCE,
+    "description": "A FHIR resource as JSON (resourceType and its elements).",
+    "additionalProperties": True,
+}
+_FHIR_REF = {"$ref": f"#/components/schemas/{FHIR_RESOURCE}"}
 _BODY = {
     "required": True,
     "description": "A QuestionnaireResponse with its contained Questionnaire, or a Parameters "
     "resource whose parameter `questionnaire-response` holds one (docs/fhir.md).",
     "content": {
-        media: {"schema": {"type": "object"}, "example": _resource_example()}
+        media: {"schema": _FHIR_REF, "example": _resource_example()}
         for media in sorted(ACCEPTED_MEDIA_TYPES)
     },
 }
-_FHIR_OK = {"content": {FHIR_MEDIA_TYPE: {"schema": {"type": "object"}}}}
+_FHIR_OK = {"content": {FHIR_MEDIA_TYPE: {"schema": _FHIR_REF}}}
 
 
 async def _fhir_json(request: Request) -> Any:
@@ -128,6 +138,7 @@ def _depth(value: Any) -> int:
 @router.post(
     "/fhir/Questionnaire/$next-question",
     response_class=FhirJSONResponse,
+    operation_id="fhir_next_question",
     summary=f"SDC adaptive questionnaire: the next question (FHIR R5, {FHIR_VERSION})",
     description="Post the QuestionnaireResponse (or Parameters `questionnaire-response`); the "
     "same comes back with the next question appended, or with status `completed` when the "
@@ -154,6 +165,7 @@ async def next_question(
 @router.get(
     "/v1/sessions/{session_id}/fhir",
     response_class=FhirJSONResponse,
+    operation_id="fhir_session_bundle",
     summary="The session as a FHIR R5 Bundle (QuestionnaireResponse, Conditions, RiskAssessment)",
     responses={200: _FHIR_OK, **ERRORS},
     tags=["sessions"],

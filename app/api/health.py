@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from app.api.deps import ResourcesDep
-from app.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_response
+from app.api.problems import problem_doc, problem_response
 from app.llm import llm_ready
 from app.resources import Resources
 
@@ -39,7 +39,7 @@ class Readiness(BaseModel):
 OPTIONAL = frozenset({"redis", "llm"})
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", operation_id="health_live", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -77,10 +77,11 @@ async def _guarded(name: str, check: asyncio.Task[Check]) -> tuple[str, Check]:
 
 @router.get(
     "/readyz",
+    operation_id="health_ready",
     summary="Readiness: 200 while the database answers ('degraded' when Redis or the LLM "
     "server does not), 503 when it does not",
     response_model=Readiness,
-    responses={503: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}}},
+    responses={503: problem_doc("The database does not answer; `checks` says which part")},
 )
 async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
     checks = dict(

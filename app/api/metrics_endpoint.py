@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import ResourcesDep
+from app.api.problems import problem_doc
 from app.api.security import authenticate_request
 from app.auth.keys import Scope
 from app.db.models import Calibration
@@ -17,9 +18,15 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/metrics",
+    operation_id="health_metrics",
     summary="Prometheus metrics (public, or with PURSUIT_METRICS_PUBLIC=false a key with "
     "metrics:read)",
     response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        401: problem_doc("Not public (PURSUIT_METRICS_PUBLIC=false) and no or an unknown key"),
+        403: problem_doc("Not public and the key lacks the scope metrics:read"),
+    },
 )
 async def metrics(resources: ResourcesDep, request: Request, response: Response) -> Response:
     if not resources.settings.metrics_public:

@@ -35,10 +35,14 @@ PlotReader = Annotated[Principal, Depends(plot_reader)]
 
 @router.get(
     "/{calibration_id}/plot.png",
+    operation_id="calibrations_plot",
     summary="Coverage and set size per step of a calibration run (PNG)",
     response_class=Response,
     responses={
-        200: {"content": {"image/png": {}}, "description": "The plot"},
+        200: {
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The plot",
+        },
         **PROBLEM_RESPONSES,
         401: problem_doc("No or an unknown API key"),
         403: problem_doc("The key has neither sessions:read nor calibrations:admin"),

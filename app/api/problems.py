@@ -35,6 +35,20 @@ class Problem(BaseModel):
     request_id: str | None = Field(default=None, examples=["9b1c0f6e2d4a4c1e8f3b5a7d9e0c1b2a"])
 
 
+class ValidationIssue(BaseModel):
+    """Where and why a request failed validation (never the offending input)."""
+
+    loc: list[str | int] = Field(examples=[["body", "candidates"]])
+    msg: str = Field(examples=["List should have at least 2 items after validation, not 1"])
+    type: str = Field(examples=["too_short"])
+
+
+class ValidationProblem(Problem):
+    """A 422: the problem, and every field that failed."""
+
+    errors: list[ValidationIssue] = Field(default_factory=list)
+
+
 def problem_response(
     *,
     status: int,
@@ -140,8 +154,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def problem_doc(description: str) -> dict[str, Any]:
-    """An OpenAPI ``responses`` entry: a problem+json error."""
-    return {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": description}
+    """An OpenAPI ``responses`` entry: a problem+json error (``app.api.openapi`` puts the
+    ``Problem`` schema in the document's components and types every error response)."""
+    return {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -6,9 +6,10 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
 
 from app.api.deps import ResourcesDep
+from app.api.paging import Cursor, Limit
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
     JSON_BODY_RESPONSES,
@@ -18,7 +19,17 @@ from app.api.problems import (
 from app.api.security import SessionsReader, SessionsWriter
 from app.auth.principal import Principal
 from app.errors import InvalidInputError
-from app.sessions.schemas import AnswerIn, FinalOut, SessionCreate, SessionDetail, SessionOut
+from app.sessions.schemas import (
+    ANSWER_EXAMPLE,
+    SESSION_CREATE_EXAMPLE,
+    AnswerIn,
+    FinalOut,
+    SessionCreate,
+    SessionDetail,
+    SessionList,
+    SessionOut,
+    SessionStatus,
+)
 from app.sessions.service import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -101,10 +112,22 @@ IdempotencyKey = Annotated[
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
+    operation_id="sessions_create",
     summary="Open an interview: the first question and the differential",
     responses={**ERRORS, **JSON_BODY_RESPONSES},
 )
-async def create_session(body: SessionCreate, service: WriterDep, response: Response) -> SessionOut:
+async def create_session(
+    body: Annotated[
+        SessionCreate,
+        Body(
+            openapi_examples={
+                "bank": {"summary": "A bank interview", "value": SESSION_CREATE_EXAMPLE}
+            }
+        ),
+    ],
+    service: WriterDep,
+    response: Response,
+) -> SessionOut:
     created = await service.create(body)
     response.headers["Location"] = f"/v1/sessions/{created.id}"
     _etag(response, created.version)
@@ -112,7 +135,29 @@ async def create_session(body: SessionCreate, service: WriterDep, response: Resp
 
 
 @router.get(
+    "",
+    operation_id="sessions_list",
+    summary="The tenant's sessions, newest first (summaries: no patient text)",
+    description="A page of the caller's tenant's sessions, newest first, optionally only "
+    "those of one `status`. Each item is a summary (state, policy, step, version, times); "
+    "GET a session for its transcript. Pages: send the reply's `next_cursor` as `cursor` "
+    "until it is null.",
+    responses=ERRORS,
+)
+async def list_sessions(
+    service: ReaderDep,
+    status: Annotated[
+        SessionStatus | None, Query(description="Only sessions in this status.")
+    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> SessionList:
+    return await service.page(status=status, limit=limit, cursor=cursor)
+
+
+@router.get(
     "/{session_id}",
+    operation_id="sessions_get",
     summary="The whole state: transcript, current question, the differential at every step",
     responses=ERRORS,
 )
@@ -126,12 +171,16 @@ async def get_session(
 
 @router.post(
     "/{session_id}/answers",
+    operation_id="sessions_answer",
     summary="Answer the current question: the next question and the differential",
     responses={**CHANGE_ERRORS, **JSON_BODY_RESPONSES},
 )
 async def answer_question(
     session_id: uuid.UUID,
-    body: AnswerIn,
+    body: Annotated[
+        AnswerIn,
+        Body(openapi_examples={"answer": {"summary": "An answer", "value": ANSWER_EXAMPLE}}),
+    ],
     service: WriterDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
@@ -146,6 +195,7 @@ async def answer_question(
 
 @router.post(
     "/{session_id}/finalize",
+    operation_id="sessions_finalize",
     summary="End the interview: the final top answer and set",
     responses=CHANGE_ERRORS,
 )
@@ -160,6 +210,7 @@ async def finalize_session(
 @router.delete(
     "/{session_id}",
     status_code=status.HTTP_204_NO_CONTENT,
+    operation_id="sessions_delete",
     summary="Erase the session and all its patient data",
     responses={**ERRORS, **BODY_LIMIT_RESPONSES},
 )

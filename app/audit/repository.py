@@ -10,7 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import request_id_var
+from app.db.keyset import newest_first
 from app.db.models import AuditEvent
+from app.pagination import Position
 
 _INSERT = sa.insert(cast(sa.Table, AuditEvent.__table__))
 
@@ -53,16 +55,20 @@ class AuditRepository:
         *,
         limit: int,
         before: datetime | None = None,
+        after: Position | None = None,
         tenant: str | None = None,
         resource_id: str | None = None,
     ) -> Sequence[AuditEvent]:
-        """Newest first, ``limit`` at most, optionally older than ``before``."""
-        stmt = sa.select(AuditEvent).order_by(AuditEvent.occurred_at.desc(), AuditEvent.id.desc())
+        """Newest first, after the position ``after``, optionally older than ``before``:
+        ``limit + 1`` rows (see ``newest_first``)."""
+        stmt = sa.select(AuditEvent)
         if before is not None:
             stmt = stmt.where(AuditEvent.occurred_at < before)
         if tenant is not None:
             stmt = stmt.where(AuditEvent.tenant == tenant)
         if resource_id is not None:
             stmt = stmt.where(AuditEvent.resource_id == resource_id)
-        result = await self._session.scalars(stmt.limit(limit))
-        return result.all()
+        stmt = newest_first(
+            stmt, at=AuditEvent.occurred_at, row_id=AuditEvent.id, after=after, limit=limit
+        )
+        return (await self._session.scalars(stmt)).all()

@@ -157,8 +157,9 @@ def calibrate(
         "display",
         "--purpose",
         help="display (the shown sets' thresholds, for interviews asked by --policy) | "
-        "selection (thresholds inside C-IP's objective, from interviews asking --bank's "
-        "questions in random order: steps 0..T+1, any --policy ignored)",
+        "selection (thresholds inside C-IP's objective, from interviews asking the "
+        "--question-bank-name bank's questions in random order: steps 0..T+1, any --policy "
+        "ignored)",
     ),
     max_questions: int = typer.Option(
         DEFAULT_MAX_QUESTIONS, "--max-questions", help="Calibrate steps 0..T."

@@ -23,17 +23,18 @@ from app.engine.policy import DEFAULTS, QuestionPolicy
 
 __all__ = ["FLAGS", "policy_options"]
 
-# Field -> flag. The flags predate the shared type and scripts use them.
-FLAGS: dict[str, str] = {
-    "policy": "--policy",
-    "alpha": "--alpha",
-    "question_source": "--question-source",
-    "question_bank_name": "--bank",
-    "n_candidate_questions": "--n-questions",
-    "n_answers": "--n-answers",
-    "answer_source": "--answer-source",
-    "objective": "--objective",
-    "selection_calibration_id": "--selection-calibration",
+# Field -> its flags: the field's own name first, then older flags scripts still use
+# (``--bank`` and ``--n-questions`` predate the shared type).
+FLAGS: dict[str, tuple[str, ...]] = {
+    "policy": ("--policy",),
+    "alpha": ("--alpha",),
+    "question_source": ("--question-source",),
+    "question_bank_name": ("--question-bank-name", "--bank"),
+    "n_candidate_questions": ("--n-candidate-questions", "--n-questions"),
+    "n_answers": ("--n-answers",),
+    "answer_source": ("--answer-source",),
+    "objective": ("--objective",),
+    "selection_calibration_id": ("--selection-calibration",),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +55,7 @@ def _option(name: str) -> inspect.Parameter:
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(default, FLAGS[name], help=help_text),
+        default=typer.Option(default, *FLAGS[name], help=help_text),
         annotation=annotation,
     )
 
@@ -73,7 +74,8 @@ def policy_options(*, skip: tuple[str, ...] = ()) -> Callable[[F], F]:
         def command(**kwargs: Any) -> Any:
             fields = {n: kwargs.pop(n) for n in names}
             if fields.get("question_source") != QuestionSource.BANK.value:
-                fields["question_bank_name"] = None  # --bank's default is for bank sources
+                # --question-bank-name's default is for bank sources
+                fields["question_bank_name"] = None
             if fields.get("selection_calibration_id"):
                 try:
                     fields["selection_calibration_id"] = uuid.UUID(
@@ -81,7 +83,7 @@ def policy_options(*, skip: tuple[str, ...] = ()) -> Callable[[F], F]:
                     )
                 except ValueError:
                     raise typer.BadParameter(
-                        "not a calibration id", param_hint="--selection-calibration"
+                        "not a calibration id", param_hint=FLAGS["selection_calibration_id"][0]
                     ) from None
             return fn(**kwargs, question_fields=fields)
 

@@ -27,7 +27,9 @@ from app.calibrations.matching import (
     choose,
     serving_key,
 )
+from app.db.keyset import newest_first
 from app.db.models import Calibration, CalibrationCase, CalibrationLease
+from app.pagination import Position
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 
@@ -61,13 +63,17 @@ class CalibrationRepository:
         stmt = sa.select(Calibration).where(Calibration.id == calibration_id, visible_to(owner))
         return (await self._session.scalars(stmt)).one_or_none()
 
-    async def list(self, *, owner: str | None, limit: int = 100) -> Sequence[Calibration]:
-        """The runs ``owner`` may read, newest first."""
-        stmt = (
-            sa.select(Calibration)
-            .where(visible_to(owner))
-            .order_by(Calibration.created_at.desc())
-            .limit(limit)
+    async def list(
+        self, *, owner: str | None, limit: int = 100, after: Position | None = None
+    ) -> Sequence[Calibration]:
+        """The runs ``owner`` may read, newest first, after ``after``: ``limit + 1`` rows
+        (see ``newest_first``)."""
+        stmt = newest_first(
+            sa.select(Calibration).where(visible_to(owner)),
+            at=Calibration.created_at,
+            row_id=Calibration.id,
+            after=after,
+            limit=limit,
         )
         return (await self._session.scalars(stmt)).all()
 

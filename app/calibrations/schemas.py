@@ -8,10 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.calibrations.spec import PatientKind, Purpose
+from app.engine.config import Policy
 from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.validation import reject_nul
 
 __all__ = [
+    "CALIBRATION_CREATE_EXAMPLES",
     "CalibrationCreate",
     "CalibrationList",
     "CalibrationOut",
@@ -23,32 +25,36 @@ __all__ = [
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
+# Request examples, shown in the OpenAPI document (schema and request body).
+CALIBRATION_CREATE_EXAMPLES: dict[str, dict[str, Any]] = {
+    "display": {
+        "name": "cip-a0.1-T5",
+        "dataset": "imedqa_dev",
+        "policy": "cip",
+        "alpha": 0.1,
+        "max_questions": 5,
+        "cases": 100,
+        "seed": 0,
+        "question_source": "bank",
+        "question_bank_name": "internal_medicine",
+        "n_candidate_questions": 4,
+        "n_answers": 2,
+        "activate": True,
+    },
+    "selection": {
+        "name": "selection-T5",
+        "dataset": "imedqa_dev",
+        "purpose": "selection",
+        "alpha": 0.1,
+        "max_questions": 5,
+        "cases": 100,
+        "question_bank_name": "internal_medicine",
+    },
+}
+
+
 def _examples_in_schema(schema: dict[str, Any]) -> None:
-    schema["examples"] = [
-        {
-            "name": "cip-a0.1-T5",
-            "dataset": "imedqa_dev",
-            "policy": "cip",
-            "alpha": 0.1,
-            "max_questions": 5,
-            "cases": 100,
-            "seed": 0,
-            "question_source": "bank",
-            "question_bank_name": "internal_medicine",
-            "n_candidate_questions": 4,
-            "n_answers": 2,
-            "activate": True,
-        },
-        {
-            "name": "selection-T5",
-            "dataset": "imedqa_dev",
-            "purpose": "selection",
-            "alpha": 0.1,
-            "max_questions": 5,
-            "cases": 100,
-            "question_bank_name": "internal_medicine",
-        },
-    ]
+    schema["examples"] = list(CALIBRATION_CREATE_EXAMPLES.values())
 
 
 class CalibrationCreate(QuestionPolicy):
@@ -137,7 +143,7 @@ class CalibrationOut(BaseModel):
     active: bool
     model: str
     prompt_version: str
-    policy: str
+    policy: Policy
     alpha: float
     anytime: bool
     max_questions: int
@@ -147,7 +153,10 @@ class CalibrationOut(BaseModel):
         "'platform': published by the operator for every tenant without an active run of its "
         "own (read-only to tenants)"
     )
-    params: dict[str, Any]
+    params: dict[str, Any] = Field(
+        description="The run's definition: its question policy under the sessions API's "
+        "names (question_bank_name, n_candidate_questions, ...) and the run's settings."
+    )
     progress: ProgressOut
     result: ResultOut | None
     error: str | None
@@ -162,4 +171,10 @@ class CalibrationOut(BaseModel):
 
 
 class CalibrationList(BaseModel):
+    """One page of the runs the caller may read (its own and the platform's), newest first."""
+
     calibrations: list[CalibrationOut]
+    next_cursor: str | None = Field(
+        default=None,
+        description="Send as ``cursor`` for the next page; null: this is the last page.",
+    )

@@ -32,6 +32,7 @@ from app.calibrations.selection import check_selection
 from app.calibrations.spec import RunSpec, serving_refusal
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
+from app.engine.policy import OLDER_SPELLINGS
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import (
     ConflictError,
@@ -40,6 +41,7 @@ from app.errors import (
     NotFoundError,
     UpstreamUnavailableError,
 )
+from app.pagination import Position, decode_cursor, encode_cursor, page_of
 
 __all__ = [
     "CalibrationService",
@@ -55,6 +57,7 @@ _MAX_PROBLEMS_STORED = 50
 # A running run whose worker has not heartbeated for this long is taken for dead (the
 # worker's own default lease timeout, app.calibrations.executor.DEFAULT_LEASE_TIMEOUT_S).
 RESUME_STALE_AFTER_S = 60.0
+LISTING = "calibrations"  # the cursor namespace of GET /v1/calibrations
 
 
 def dataset_dirs(data_dir: Path) -> tuple[Path, ...]:
@@ -203,13 +206,18 @@ class CalibrationService:
                 raise NotFoundError(f"no calibration {calibration_id}")
             return await _out(repo, row, runs_worker=self.runs_worker)
 
-    async def list(self, *, limit: int) -> CalibrationList:
-        """The caller's runs and the platform's, newest first."""
+    async def list(self, *, limit: int, cursor: str | None = None) -> CalibrationList:
+        """The caller's runs and the platform's, newest first, one page."""
+        after = decode_cursor(LISTING, cursor) if cursor is not None else None
         async with self.sessionmaker() as db:
             repo = CalibrationRepository(db)
-            rows = await repo.list(owner=self.owner, limit=limit)
+            rows = await repo.list(owner=self.owner, limit=limit, after=after)
+            page = page_of(
+                list(rows), limit=limit, position=lambda r: Position.of(r.created_at, r.id)
+            )
             return CalibrationList(
-                calibrations=[await _out(repo, r, runs_worker=self.runs_worker) for r in rows]
+                calibrations=[await _out(repo, r, runs_worker=self.runs_worker) for r in page.rows],
+                next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
             )
 
     async def _owned(self, repo: CalibrationRepository, calibration_id: uuid.UUID) -> Calibration:
@@ -305,8 +313,14 @@ _PRIVATE_PARAMS = frozenset({"requested_by"})
 
 
 def public_params(params: dict[str, Any]) -> dict[str, Any]:
-    """A run's params as a reply shows them: no key ids, tenant names or server paths."""
+    """A run's params as a reply shows them: no key ids, tenant names or server paths, and
+    the policy's fields under the sessions API's names (runs stored before the shared
+    policy type recorded ``bank`` and ``n_questions``)."""
     shown = {k: v for k, v in params.items() if k not in _PRIVATE_PARAMS}
+    for name, older in OLDER_SPELLINGS.items():
+        if older in shown:
+            value = shown.pop(older)
+            shown.setdefault(name, value)
     if isinstance(shown.get("dataset"), str):
         shown["dataset"] = shown.get("dataset_name") or Path(shown["dataset"]).stem
     return shown

@@ -27,13 +27,16 @@ AGE = "age"
 SEX = "sex"
 
 # Optional items that configure a new session (answer or ``initial``), with the
-# SessionCreate field each one sets.
+# SessionCreate field each one sets: the field's name in kebab case. ``question-bank`` is
+# the older linkId of ``question-bank-name``, still read (the later item wins when both are
+# given, and error messages name the newer).
 CONFIG_ITEMS: dict[str, str] = {
     "alpha": "alpha",
     "policy": "policy",
     "max-questions": "max_questions",
     "question-source": "question_source",
     "question-bank": "question_bank_name",
+    "question-bank-name": "question_bank_name",
     "n-candidate-questions": "n_candidate_questions",
     "n-answers": "n_answers",
     "objective": "objective",

@@ -8,13 +8,32 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
 
+from app.db.keyset import newest_first
 from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.pagination import Position
 
 _SESSIONS = cast(sa.Table, InterviewSession.__table__)
 # Core, built once: every GET runs it, and the ORM's per-statement overhead was most of a GET.
 _VERSION = sa.select(_SESSIONS.c.version, _SESSIONS.c.tenant).where(
     _SESSIONS.c.id == sa.bindparam("id")
+)
+
+# What a listing reads of a session: no patient text (summary, inquiry, candidates, turns).
+SUMMARY_COLUMNS = (
+    "id",
+    "tenant",
+    "status",
+    "version",
+    "step",
+    "created_at",
+    "updated_at",
+    "config",
+    "model",
+    "prompt_version",
+    "calibration_id",
+    "stop_reason",
 )
 
 
@@ -28,6 +47,28 @@ class SessionRepository:
         if row is None or (tenant is not None and row.tenant != tenant):
             return None
         return row
+
+    async def page(
+        self, *, tenant: str | None, status: str | None, after: Position | None, limit: int
+    ) -> Sequence[InterviewSession]:
+        """The tenant's sessions (None: tenancy not enforced), newest first, after ``after``;
+        ``limit + 1`` rows (see ``newest_first``). Only the columns of a summary are read:
+        patient text stays in the database (touching it raises)."""
+        stmt = sa.select(InterviewSession).options(
+            load_only(*(getattr(InterviewSession, c) for c in SUMMARY_COLUMNS), raiseload=True)
+        )
+        if tenant is not None:
+            stmt = stmt.where(InterviewSession.tenant == tenant)
+        if status is not None:
+            stmt = stmt.where(InterviewSession.status == status)
+        stmt = newest_first(
+            stmt,
+            at=InterviewSession.created_at,
+            row_id=InterviewSession.id,
+            after=after,
+            limit=limit,
+        )
+        return (await self._session.scalars(stmt)).all()
 
     async def version(self, session_id: uuid.UUID, *, tenant: str | None) -> int | None:
         """The session's version if it exists and belongs to ``tenant``: one narrow row."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.engine.config import Policy, StopReason
 from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.validation import reject_nul
 
@@ -67,6 +70,33 @@ STOP_NOTES = {
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
+class SessionStatus(StrEnum):
+    """Where a session is: asking, stopped by a rule (readable, finalizable), or ended."""
+
+    ACTIVE = "active"
+    STOPPED = "stopped"
+    FINALIZED = "finalized"
+
+
+# Why a session stopped: the engine's stop rule, or "finalized" (the clinician ended it).
+SessionStopReason = StopReason | Literal["finalized"]
+
+# Request examples, shown in the OpenAPI document (schema and request body).
+SESSION_CREATE_EXAMPLE: dict[str, Any] = {
+    "patient": {
+        "summary": "A 34-year-old woman with two days of fever and a stiff neck.",
+        "age": 34,
+        "sex": "female",
+    },
+    "inquiry": "What is the most likely diagnosis?",
+    "candidates": ["Bacterial meningitis", "Migraine", "Influenza", "Subarachnoid hemorrhage"],
+}
+ANSWER_EXAMPLE: dict[str, Any] = {
+    "question_id": "0b6f3c1e-8a2d-4f5b-9c7e-1d2a3b4c5d6e",
+    "answer": "Yes, my neck is very stiff.",
+}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,20 +119,7 @@ class SessionCreate(QuestionPolicy, Strict):
     (its fields are ``app.engine.policy.QuestionPolicy``'s, with its session defaults)."""
 
     model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "patient": {
-                        "summary": "A 34-year-old woman with two days of fever and a stiff neck.",
-                        "age": 34,
-                        "sex": "female",
-                    },
-                    "inquiry": "What is the most likely diagnosis?",
-                    "candidates": ["Bacterial meningitis", "Migraine", "Influenza"],
-                }
-            ]
-        },
+        extra="forbid", json_schema_extra={"examples": [SESSION_CREATE_EXAMPLE]}
     )
 
     patient: PatientIn
@@ -157,12 +174,7 @@ class SessionCreate(QuestionPolicy, Strict):
 
 
 class AnswerIn(Strict):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [{"question_id": "0b6f3c1e-...", "answer": "Yes, since yesterday."}]
-        },
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ANSWER_EXAMPLE]})
 
     question_id: str = Field(max_length=64, description="The id of the current question.")
     answer: Annotated[Text, StringConstraints(max_length=2000)]
@@ -180,7 +192,9 @@ class LabelOut(BaseModel):
 class CalibrationMismatch(BaseModel):
     """A session option that differs from the closest active calibration's."""
 
-    field: str = Field(description="e.g. n_answers, question_source, bank, answer_source.")
+    field: str = Field(
+        description="e.g. n_answers, question_source, question_bank_name, answer_source."
+    )
     session: str | int | float | None
     calibration: str | int | float | None = Field(description="null: not recorded.")
 
@@ -243,7 +257,7 @@ class QuestionOut(BaseModel):
     id: str
     text: str
     step: int
-    policy: str
+    policy: Policy | None = Field(description="The policy that chose it.")
     expected_set_size: float | None = Field(description="Chosen question: E[|C_{k+1}|].")
     expected_entropy: float | None
     entropy_bound: float | None = Field(
@@ -276,6 +290,12 @@ class QuestionOut(BaseModel):
     )
     runner_ups: list[CandidateOut]
 
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _unrecorded_policy(cls, value: Any) -> Any:
+        # Turns stored before the policy was typed recorded "" when no rationale was made.
+        return None if value == "" else value
+
 
 class TurnOut(BaseModel):
     step: int
@@ -286,12 +306,12 @@ class TurnOut(BaseModel):
 
 class SessionOut(BaseModel):
     id: str
-    status: Literal["active", "stopped", "finalized"]
+    status: SessionStatus
     step: int
     version: int = Field(description="Bumped by every change; sent as the ETag.")
     next_question: QuestionOut | None
     should_stop: bool
-    stop_reason: str | None
+    stop_reason: SessionStopReason | None
     stop_note: str | None = Field(
         default=None, description="The stop reason in words (null while the interview runs)."
     )
@@ -303,7 +323,7 @@ class SessionOut(BaseModel):
         "clinical reasoning; how to point Pursuit at a real vLLM.",
     )
     prompt_version: str
-    policy: str
+    policy: Policy
     calibration_id: str | None
 
 
@@ -317,3 +337,28 @@ class SessionDetail(SessionOut):
 class FinalOut(SessionOut):
     final_answer: str = Field(description="The top label at the last step (not a diagnosis).")
     final_set: list[str]
+
+
+class SessionSummary(BaseModel):
+    """A session in a listing: its state, never its patient text (GET the session for that)."""
+
+    id: str
+    status: SessionStatus
+    step: int = Field(description="Questions answered so far.")
+    version: int = Field(description="The session's ETag.")
+    policy: Policy
+    stop_reason: SessionStopReason | None
+    model: str
+    prompt_version: str
+    calibration_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionList(BaseModel):
+    """One page of the tenant's sessions, newest first."""
+
+    items: list[SessionSummary]
+    next_cursor: str | None = Field(
+        description="Send as ``cursor`` for the next page; null: this is the last page."
+    )

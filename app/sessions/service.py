@@ -55,6 +55,7 @@ from app.limits.budget import TenantBudget
 from app.llm.cache import PurgeableCache, session_scope
 from app.llm.server import demo_model_note
 from app.observability.metrics import Metrics
+from app.pagination import Position, as_utc, decode_cursor, encode_cursor, page_of
 from app.sessions.cache import DetailCache
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
@@ -75,10 +76,14 @@ from app.sessions.schemas import (
     QuestionOut,
     SessionCreate,
     SessionDetail,
+    SessionList,
     SessionOut,
+    SessionStatus,
+    SessionSummary,
 )
 
 MAX_RUNNER_UPS = 5
+LISTING = "sessions"  # the cursor namespace of GET /v1/sessions
 
 # Stop rules that pick the stopping step from the data (the budget and running out do not).
 _DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
@@ -297,6 +302,31 @@ class SessionService:
                 self.details.put(session_id, detail)
             await self._audit(db, "session.read", session_id, "success")
         return detail
+
+    async def page(
+        self, *, status: SessionStatus | None, limit: int, cursor: str | None
+    ) -> SessionList:
+        """The tenant's sessions, newest first, one page (summaries: no patient text)."""
+        after = decode_cursor(LISTING, cursor) if cursor is not None else None
+        async with self.sessionmaker.begin() as db:
+            rows = await SessionRepository(db).page(
+                tenant=self.tenant, status=status, after=after, limit=limit
+            )
+            page = page_of(
+                list(rows), limit=limit, position=lambda r: Position.of(r.created_at, r.id)
+            )
+            await AuditRepository(db).record(
+                action="session.list",
+                resource_type="session",
+                resource_id=None,
+                outcome="success",
+                actor_key_id=self.actor_key_id,
+                tenant=self.tenant,
+            )
+            return SessionList(
+                items=[_session_summary(r) for r in page.rows],
+                next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
+            )
 
     async def finalize(self, session_id: uuid.UUID, *, if_match: int | None) -> FinalOut:
         async with self.sessionmaker.begin() as db:
@@ -628,7 +658,7 @@ def _question_out(outcome: TurnOutcome, question_id: uuid.UUID, serving: _Servin
         id=str(question_id),
         text=outcome.next_question,
         step=outcome.step,
-        policy=rationale.policy.value if rationale else "",
+        policy=rationale.policy if rationale else None,
         expected_set_size=rationale.expected_set_size if rationale else None,
         expected_entropy=rationale.expected_entropy if rationale else None,
         entropy_bound=rationale.entropy_bound if rationale else None,
@@ -672,7 +702,7 @@ def _turn_row(
 def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
     """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
     finalized = row.status == "finalized"
-    stop_reason = row.stop_reason or ("finalized" if finalized else None)
+    stop_reason = _stop_reason(row)
     return {
         "id": str(row.id),
         "status": row.status,
@@ -711,6 +741,28 @@ def _session_detail(row: InterviewSession, turns: list[Turn]) -> SessionDetail:
                 }
                 for t in turns
             ],
+        }
+    )
+
+
+def _stop_reason(row: InterviewSession) -> str | None:
+    return row.stop_reason or ("finalized" if row.status == "finalized" else None)
+
+
+def _session_summary(row: InterviewSession) -> SessionSummary:
+    return SessionSummary.model_validate(
+        {
+            "id": str(row.id),
+            "status": row.status,
+            "step": row.step,
+            "version": row.version,
+            "policy": row.config["policy"],
+            "stop_reason": _stop_reason(row),
+            "model": row.model,
+            "prompt_version": row.prompt_version,
+            "calibration_id": str(row.calibration_id) if row.calibration_id else None,
+            "created_at": as_utc(row.created_at),
+            "updated_at": as_utc(row.updated_at),
         }
     )
 
