@@ -9,7 +9,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.db.models import IdempotencyRecord, InterviewSession, Turn, TurnJob
 
 _SESSIONS = cast(sa.Table, InterviewSession.__table__)
 # Core, built once: every GET runs it, and the ORM's per-statement overhead was most of a GET.
@@ -88,7 +88,8 @@ class SessionRepository:
         )
 
     async def delete(self, session_id: uuid.UUID) -> None:
-        """Erase the session and everything hanging off it."""
+        """Erase the session and everything hanging off it (its turn jobs' replies too)."""
+        await self._session.execute(sa.delete(TurnJob).where(TurnJob.session_id == session_id))
         for model in (IdempotencyRecord, Turn):
             await self._session.execute(sa.delete(model).where(model.session_id == session_id))
         await self._session.execute(
