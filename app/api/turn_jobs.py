@@ -41,6 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 FAILED_TURN: dict[int | str, dict[str, Any]] = {
     409: problem_doc("The turn failed as the synchronous call would have: a conflict"),
     429: problem_doc("The turn failed: the tenant's concurrent-turn budget was full"),
+    500: problem_doc("The turn failed with an unexpected error; nothing was applied"),
     502: problem_doc("The turn failed: the LLM server returned something unusable"),
     503: problem_doc(
         "The turn failed (LLM server or database unavailable) or was abandoned (its process "
@@ -140,6 +141,7 @@ def _stored_problem(state: JobState) -> JSONResponse:
 
 @router.get(
     "/{job_id}",
+    operation_id="turn_jobs_poll",
     summary="Poll a background turn: 202 while it runs, then the turn's reply or problem",
     response_model=SessionOut,
     responses={
@@ -178,7 +180,9 @@ async def _stream(first: JobState, jobs: TurnJobs, tenant: str) -> AsyncIterator
     sent = 0
     last_progress = None
     async for state in jobs.watch(first.id, tenant=tenant):
-        progress = job_out(state).progress
+        # A finished job's stored progress is its last heartbeat's, older than the live
+        # steps already sent: only "done" now.
+        progress = None if state.status.finished else job_out(state).progress
         if progress is not None and progress != last_progress:
             sent += 1
             yield _event("progress", progress.model_dump(mode="json"), sent)
@@ -197,6 +201,7 @@ async def _stream(first: JobState, jobs: TurnJobs, tenant: str) -> AsyncIterator
 
 @router.get(
     "/{job_id}/events",
+    operation_id="turn_jobs_events",
     summary="Server-sent events of a background turn's progress, ending with `done`",
     response_class=StreamingResponse,
     responses={

@@ -264,7 +264,8 @@ async def test_sse_progress_in_order_ending_with_done(
     accepted = await _submit(client, "/v1/sessions", _body(n_candidate_questions=4))
     location = accepted.headers["location"]
     stream = asyncio.create_task(_stream(client, location))
-    await asyncio.sleep(0.2)  # the turn now waits at the scoring stage
+    # The turn now waits at the scoring stage, long enough for a heartbeat to store it.
+    await asyncio.sleep(2.3)
     running = await client.get(location)
     assert running.status_code == 202
     assert running.json()["progress"]["stage"] == "scoring"
