@@ -20,7 +20,13 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.deps import ResourcesDep
-from app.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, Problem, problem_doc
+from app.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_RESPONSES,
+    PROBLEM_TYPE_BASE,
+    Problem,
+    problem_doc,
+)
 from app.api.security import SessionsReader
 from app.context import request_id_var
 from app.sessions.jobs import JobState, JobStatus, TurnJobs
@@ -33,14 +39,18 @@ PREFER_ASYNC = "respond-async"
 POLL_AFTER_S = 1
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
     401: problem_doc("No or an unknown API key"),
     403: problem_doc("The API key lacks the scope"),
     404: problem_doc("No such turn job for this tenant"),
+    429: problem_doc(
+        "Rate limit reached (on a poll, also: the turn failed because the tenant's "
+        "concurrent-turn budget was full); see Retry-After"
+    ),
 }
 # What a poll of a finished job can return besides the reply: the synchronous call's problem.
 FAILED_TURN: dict[int | str, dict[str, Any]] = {
     409: problem_doc("The turn failed as the synchronous call would have: a conflict"),
-    429: problem_doc("The turn failed: the tenant's concurrent-turn budget was full"),
     500: problem_doc("The turn failed with an unexpected error; nothing was applied"),
     502: problem_doc("The turn failed: the LLM server returned something unusable"),
     503: problem_doc(
