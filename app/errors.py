@@ -90,3 +90,11 @@ class RateLimitedError(PursuitError):
     status = 429
     type_slug = "rate-limited"
     title = "Too many requests"
+
+
+class TurnAbandonedError(PursuitError):
+    """A background turn stopped with its process: nothing of it was applied."""
+
+    status = 503
+    type_slug = "turn-abandoned"
+    title = "Turn abandoned"

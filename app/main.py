@@ -9,7 +9,16 @@ import structlog
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import audit, calibrations, fhir, health, metrics_endpoint, plots, sessions
+from app.api import (
+    audit,
+    calibrations,
+    fhir,
+    health,
+    metrics_endpoint,
+    plots,
+    sessions,
+    turn_jobs,
+)
 from app.api.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.api.openapi import SERVERS, install_openapi, operation_id
 from app.api.page import mount_page
@@ -80,6 +89,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(sessions.router)
+    app.include_router(turn_jobs.router)
     app.include_router(audit.router)
     app.include_router(metrics_endpoint.router)
     app.include_router(calibrations.router)

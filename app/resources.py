@@ -26,6 +26,7 @@ from app.llm.cache import PurgeableCache
 from app.llm.client import llm_http_client
 from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
+from app.sessions.jobs import TurnJobs
 from app.settings import Settings
 
 
@@ -47,6 +48,8 @@ class Resources:
     session_details: DetailCache  # per process, for GETs of unchanged sessions
     # Failed authentications per client address (refused before the key lookup).
     auth_failures: FailureThrottle
+    # Turns running in the background in this process (their state is in the database).
+    turn_jobs: TurnJobs
     provider: PosteriorProvider | None = None
     # The serving gateway's posterior cache (None without an LLM): sessions purge theirs.
     posterior_cache: PurgeableCache | None = None
@@ -107,8 +110,10 @@ class Resources:
                 cache=posterior_cache,
                 on_drop=lambda kind, reason: metrics.llm_dropped.labels(kind, reason.value).inc(),
             )
+        sessionmaker = create_sessionmaker(engine)
         return cls(
             settings=settings,
+            turn_jobs=TurnJobs(sessionmaker),
             provider=MeteredProvider(provider, metrics) if provider is not None else None,
             posterior_cache=posterior_cache,
             auth_failures=FailureThrottle(per_minute=settings.auth_failures_per_minute),
@@ -118,7 +123,7 @@ class Resources:
                 per_tenant=settings.tenant_llm_concurrency, wait_s=settings.tenant_llm_wait_s
             ),
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             redis=redis,
             llm_http=llm_http,
             session_details=DetailCache(
@@ -127,6 +132,7 @@ class Resources:
         )
 
     async def close(self) -> None:
+        await self.turn_jobs.close()
         if self.llm_http is not None:
             await self.llm_http.aclose()
         if self.redis is not None:

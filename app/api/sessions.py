@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from typing import Annotated
@@ -17,8 +18,10 @@ from app.api.problems import (
     problem_doc,
 )
 from app.api.security import SessionsReader, SessionsWriter
+from app.api.turn_jobs import ACCEPTED_DOC, JobsDep, accepted, wants_async
 from app.auth.principal import Principal
 from app.errors import InvalidInputError
+from app.sessions.jobs import JobKind
 from app.sessions.schemas import (
     ANSWER_EXAMPLE,
     SESSION_CREATE_EXAMPLE,
@@ -30,7 +33,7 @@ from app.sessions.schemas import (
     SessionOut,
     SessionStatus,
 )
-from app.sessions.service import SessionService
+from app.sessions.service import SessionService, answer_hash
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -107,6 +110,23 @@ IdempotencyKey = Annotated[
         "the same key with another body is a 422.",
     ),
 ]
+CreateIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=128,
+        description="Optional, with `Prefer: respond-async` only: the same key and body "
+        "return the same turn job (one session, never two); another body is a 422.",
+    ),
+]
+Prefer = Annotated[
+    str | None,
+    Header(
+        description="RFC 7240. `respond-async`: 202 Accepted at once with a `Location` to "
+        "poll (and `Preference-Applied: respond-async`); the turn runs in the background. "
+        "Without it the call answers when the turn is done, as always.",
+        examples=["respond-async"],
+    ),
+]
 
 
 @router.post(
@@ -114,7 +134,8 @@ IdempotencyKey = Annotated[
     status_code=status.HTTP_201_CREATED,
     operation_id="sessions_create",
     summary="Open an interview: the first question and the differential",
-    responses={**ERRORS, **JSON_BODY_RESPONSES},
+    response_model=SessionOut,
+    responses={**ERRORS, **JSON_BODY_RESPONSES, **ACCEPTED_DOC},
 )
 async def create_session(
     body: Annotated[
@@ -126,8 +147,24 @@ async def create_session(
         ),
     ],
     service: WriterDep,
+    jobs: JobsDep,
     response: Response,
-) -> SessionOut:
+    prefer: Prefer = None,
+    idempotency_key: CreateIdempotencyKey = None,
+) -> SessionOut | Response:
+    if wants_async(prefer):
+        service.check_create(body)
+        job = await jobs.submit(
+            tenant=service.tenant,
+            kind=JobKind.CREATE,
+            target="create",
+            idempotency_key=idempotency_key,
+            request_hash=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+            session_id=None,
+            success_status=status.HTTP_201_CREATED,
+            work=lambda progress, commit: service.create(body, progress=progress, commit=commit),
+        )
+        return accepted(job)
     created = await service.create(body)
     response.headers["Location"] = f"/v1/sessions/{created.id}"
     _etag(response, created.version)
@@ -173,7 +210,8 @@ async def get_session(
     "/{session_id}/answers",
     operation_id="sessions_answer",
     summary="Answer the current question: the next question and the differential",
-    responses={**CHANGE_ERRORS, **JSON_BODY_RESPONSES},
+    response_model=SessionOut,
+    responses={**CHANGE_ERRORS, **JSON_BODY_RESPONSES, **ACCEPTED_DOC},
 )
 async def answer_question(
     session_id: uuid.UUID,
@@ -182,12 +220,37 @@ async def answer_question(
         Body(openapi_examples={"answer": {"summary": "An answer", "value": ANSWER_EXAMPLE}}),
     ],
     service: WriterDep,
+    jobs: JobsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
     if_match: IfMatch = None,
-) -> SessionOut:
+    prefer: Prefer = None,
+) -> SessionOut | Response:
+    version = _if_match(if_match)
+    if wants_async(prefer):
+        await service.check_answer(
+            session_id, body, idempotency_key=idempotency_key, if_match=version
+        )
+        job = await jobs.submit(
+            tenant=service.tenant,
+            kind=JobKind.ANSWER,
+            target=f"answer:{session_id}",
+            idempotency_key=idempotency_key,
+            request_hash=answer_hash(body),
+            session_id=session_id,
+            success_status=status.HTTP_200_OK,
+            work=lambda progress, commit: service.answer(
+                session_id,
+                body,
+                idempotency_key=idempotency_key,
+                if_match=version,
+                progress=progress,
+                commit=commit,
+            ),
+        )
+        return accepted(job)
     result = await service.answer(
-        session_id, body, idempotency_key=idempotency_key, if_match=_if_match(if_match)
+        session_id, body, idempotency_key=idempotency_key, if_match=version
     )
     _etag(response, result.version)
     return result

@@ -19,6 +19,7 @@ __all__ = [
     "IdempotencyRecord",
     "InterviewSession",
     "Turn",
+    "TurnJob",
 ]
 
 
@@ -107,6 +108,39 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(sa.Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class TurnJob(Base):
+    """A turn run in the background (``Prefer: respond-async``): its state, then its reply.
+
+    Written by the process running it (progress and a heartbeat every few seconds; the reply
+    in the same transaction as the turn itself), read by any process a poll lands on. A job
+    whose heartbeat stops is ``abandoned``; its turn was never applied. ``result`` is the
+    reply the synchronous call would have sent, or its problem+json, never anything else.
+    """
+
+    __tablename__ = "turn_jobs"
+    # One job per tenant, target and Idempotency-Key (NULL keys never collide).
+    __table_args__ = (sa.UniqueConstraint("tenant", "target", "idempotency_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
+    tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    # "create", or "answer:<session id>": what an Idempotency-Key is scoped to.
+    target: Mapped[str] = mapped_column(sa.String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(sa.String(128))
+    request_hash: Mapped[str] = mapped_column(sa.String(64))
+    # The session it changes (a create's once it exists): erased with the session.
+    session_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, index=True)
+    status: Mapped[str] = mapped_column(sa.String(16))
+    owner: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # {"stage", "done", "total"}: counts only.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status_code: Mapped[int | None] = mapped_column(sa.Integer)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class Calibration(Base):

@@ -34,6 +34,7 @@ from app.engine.outcomes import (
     TurnOutcome,
     make_differential,
 )
+from app.engine.progress import ProgressFn, Stage, TurnProgress
 from app.engine.scoring import (
     conformal_p_values,
     entropy,
@@ -60,14 +61,17 @@ __all__ = [
     "InterviewConfig",
     "Objective",
     "Policy",
+    "ProgressFn",
     "QuestionRationale",
     "QuestionSource",
     "SelectionRule",
+    "Stage",
     "StepThresholds",
     "StepwiseThresholds",
     "StopReason",
     "Trajectory",
     "TurnOutcome",
+    "TurnProgress",
     "conformal_p_values",
     "dedupe_questions",
     "entropy",

@@ -56,6 +56,7 @@ from app.engine.outcomes import (
     TurnOutcome,
     make_differential,
 )
+from app.engine.progress import ProgressFn, Stage, TurnProgress, scoring_progress_var
 from app.engine.scoring import improves, score_candidates
 from app.engine.thresholds import StepThresholds
 from app.engine.types import (
@@ -114,6 +115,7 @@ async def plan_turn(
     asked: Collection[str] = (),
     selection_thresholds: StepThresholds | None = None,
     draws: Sequence[AnswerDraw] | None = None,
+    progress: ProgressFn | None = None,
 ) -> TurnOutcome:
     """Differential at step len(history), and the next question or why to stop.
 
@@ -121,7 +123,9 @@ async def plan_turn(
     ``config.alpha``). ``selection_thresholds`` give the sets inside the C-IP objective
     (None: nominal). ``asked`` lists questions to exclude besides those in ``history``.
     ``draws`` are the step's draws when ``config.answer_source`` is ``sampled``.
+    ``progress`` is told each stage's counts as the turn runs (``app.engine.progress``).
     """
+    tell = _Teller(progress)
     label_tuple = _check_labels(labels)
     history = tuple(history)
     if thresholds is not None and not math.isclose(thresholds.alpha, config.alpha):
@@ -137,7 +141,9 @@ async def plan_turn(
     chosen: str | None = None
     budget_reached = step >= config.max_questions
     if config.policy is not Policy.NONE and not budget_reached:
+        tell(Stage.QUESTIONS, 0, 1)
         pool = await _candidate_pool(provider, case, history, inquiry, label_tuple, config, exclude)
+        tell(Stage.QUESTIONS, 1, 1)
         if pool:
             to_score, chosen = _pick_for_scoring(pool, config, rng)
 
@@ -146,10 +152,13 @@ async def plan_turn(
             raise InvalidInputError("answer source 'sampled' needs the step's draws")
         answers = await _sampled_answers(to_score, draws or (), label_tuple)
     else:
+        answered = tell.counter(Stage.ANSWERS, len(to_score))
         answer_sets = await asyncio.gather(
             *(
-                provider.simulate_answers(
-                    case=case, history=history, question=q, m=config.n_answers
+                answered(
+                    provider.simulate_answers(
+                        case=case, history=history, question=q, m=config.n_answers
+                    )
                 )
                 for q in to_score
             )
@@ -164,9 +173,16 @@ async def plan_turn(
     row_of: list[list[int]] = []
     for q, q_answers in zip(to_score, answers, strict=True):
         row_of.append([rows.setdefault((*history, QA(q, a.text)), len(rows)) for a in q_answers])
-    posteriors = await provider.label_posteriors(
-        case=case, histories=list(rows), inquiry=inquiry, labels=label_tuple
-    )
+    candidate_answers = len(rows) - 1
+    tell(Stage.SCORING, 0, candidate_answers)
+    told = scoring_progress_var.set(tell.fraction(Stage.SCORING, candidate_answers))
+    try:
+        posteriors = await provider.label_posteriors(
+            case=case, histories=list(rows), inquiry=inquiry, labels=label_tuple
+        )
+    finally:
+        scoring_progress_var.reset(told)
+    tell(Stage.SCORING, candidate_answers, candidate_answers)
     posteriors = _check_posteriors(posteriors, len(rows), len(label_tuple))
 
     display_tau = None if thresholds is None else thresholds.threshold_for_step(step)
@@ -326,6 +342,47 @@ async def run_interview(
             return Trajectory(turns=tuple(turns), history=history)
         answer = await answer_fn(turn.next_question)
         history = (*history, QA(turn.next_question, answer))
+
+
+class _Teller:
+    """Tells ``progress`` (if any) each stage's counts, never the same count twice."""
+
+    def __init__(self, progress: ProgressFn | None) -> None:
+        self._progress = progress
+        self._last: TurnProgress | None = None
+
+    def __call__(self, stage: Stage, done: int, total: int) -> None:
+        if self._progress is None:
+            return
+        now = TurnProgress(stage=stage, done=min(done, total), total=total)
+        if now != self._last:
+            self._last = now
+            self._progress(now)
+
+    def counter(
+        self, stage: Stage, total: int
+    ) -> Callable[[Awaitable[list[WeightedAnswer]]], Awaitable[list[WeightedAnswer]]]:
+        """Wraps each of ``total`` awaitables; tells the count as each one finishes."""
+        done = 0
+        self(stage, 0, total)
+
+        async def counted(work: Awaitable[list[WeightedAnswer]]) -> list[WeightedAnswer]:
+            nonlocal done
+            result = await work
+            done += 1
+            self(stage, done, total)
+            return result
+
+        return counted
+
+    def fraction(self, stage: Stage, total: int) -> Callable[[int, int], None]:
+        """A provider's (parts done, parts) as a count out of ``total``."""
+
+        def told(done: int, parts: int) -> None:
+            if parts > 0:
+                self(stage, (done * total) // parts, total)
+
+        return told
 
 
 def finite_sample_alpha(alpha: float, selection: StepThresholds | None, step: int) -> float:

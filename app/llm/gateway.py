@@ -33,6 +33,7 @@ import numpy.typing as npt
 import structlog
 
 from app.context import cache_scope_var
+from app.engine.progress import scoring_progress_var
 from app.engine.types import CaseContext, History, ProviderInfo, WeightedAnswer
 from app.errors import InvalidInputError, UpstreamBadOutputError
 from app.llm import prompts
@@ -410,8 +411,22 @@ class LLMGateway:
         # No "prime the prefix with one prompt first": measured, vLLM already computes a
         # prefix shared within one list request once (2504 vs 2520 prompt tokens computed).
         chunks = _chunks(misses, self._settings.llm_batch_size)
+        # The engine's progress (if a turn listens): prompts scored, cache hits first.
+        tell = scoring_progress_var.get()
+        scored = len(unique) - len(misses)
+        if tell is not None:
+            tell(scored, len(unique))
+
+        async def score(chunk: list[str]) -> list[Probs]:
+            nonlocal scored
+            probs = await self._score_chunk(chunk, letter_ids)
+            scored += len(chunk)
+            if tell is not None:
+                tell(scored, len(unique))
+            return probs
+
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._score_chunk(chunk, letter_ids)) for chunk in chunks]
+            tasks = [group.create_task(score(chunk)) for chunk in chunks]
         fresh: dict[str, Probs] = {}
         for chunk, task in zip(chunks, tasks, strict=True):
             fresh.update(zip(chunk, task.result(), strict=True))

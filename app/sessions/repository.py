@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
 from app.db.keyset import newest_first
-from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.db.models import IdempotencyRecord, InterviewSession, Turn, TurnJob
 from app.pagination import Position
 
 _SESSIONS = cast(sa.Table, InterviewSession.__table__)
@@ -129,7 +129,8 @@ class SessionRepository:
         )
 
     async def delete(self, session_id: uuid.UUID) -> None:
-        """Erase the session and everything hanging off it."""
+        """Erase the session and everything hanging off it (its turn jobs' replies too)."""
+        await self._session.execute(sa.delete(TurnJob).where(TurnJob.session_id == session_id))
         for model in (IdempotencyRecord, Turn):
             await self._session.execute(sa.delete(model).where(model.session_id == session_id))
         await self._session.execute(

@@ -362,3 +362,24 @@ class SessionList(BaseModel):
     next_cursor: str | None = Field(
         description="Send as ``cursor`` for the next page; null: this is the last page."
     )
+
+
+class TurnProgressOut(BaseModel):
+    """How far a background turn got: counts only, never patient text."""
+
+    stage: Literal["questions", "answers", "scoring"]
+    done: int
+    total: int
+    message: str = Field(examples=["scored 12 of 32 candidate answers"])
+
+
+class TurnJobOut(BaseModel):
+    """A turn running in the background (``Prefer: respond-async``), while it runs."""
+
+    id: str
+    kind: Literal["create", "answer"]
+    status: Literal["running", "succeeded", "failed", "abandoned"]
+    session_id: str | None = Field(description="The session it changes (a create's once done).")
+    progress: TurnProgressOut | None
+    location: str = Field(description="Poll here: 202 while running, then the turn's reply.")
+    events: str = Field(description="Server-sent events of its progress, ending with `done`.")

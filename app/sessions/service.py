@@ -5,6 +5,11 @@ Long LLM work never runs inside a database transaction. Each change is: read a s
 transaction guarded by the session's version (optimistic concurrency). Two concurrent
 answers both plan, exactly one applies, the other gets 409; a crash or a client disconnect
 before the apply leaves the session exactly as it was.
+
+A turn run in the background (``app.sessions.jobs``) is the same call with two hooks: a
+``progress`` callback the engine tells as it scores, and a ``commit`` hook that writes the
+job's reply inside the apply transaction, so the turn and its job's result are committed
+together or not at all.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import math
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,7 @@ from app.engine import (
     plan_turn,
 )
 from app.engine.policy import QuestionPolicy
+from app.engine.progress import ProgressFn
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import (
     ConflictError,
@@ -84,6 +91,10 @@ from app.sessions.schemas import (
 
 MAX_RUNNER_UPS = 5
 LISTING = "sessions"  # the cursor namespace of GET /v1/sessions
+
+# Called inside a turn's apply transaction with the session id and the reply (turn jobs
+# record their result there); raising rolls the turn back.
+TurnCommit = Callable[[AsyncSession, uuid.UUID, SessionOut], Awaitable[None]]
 
 # Stop rules that pick the stopping step from the data (the budget and running out do not).
 _DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
@@ -143,7 +154,18 @@ class SessionService:
 
     # -- commands ---------------------------------------------------------------------------
 
-    async def create(self, body: SessionCreate) -> SessionOut:
+    def check_create(self, body: SessionCreate) -> None:
+        """Refuse now what ``create`` would refuse before any LLM work (async turns)."""
+        self._require_provider()
+        _config_from(_question_policy(body), body.model_dump())
+
+    async def create(
+        self,
+        body: SessionCreate,
+        *,
+        progress: ProgressFn | None = None,
+        commit: TurnCommit | None = None,
+    ) -> SessionOut:
         provider = self._require_provider()
         question = _question_policy(body)
         config = _config_from(question, body.model_dump())
@@ -169,6 +191,7 @@ class SessionService:
             config=config,
             calibration=calibration,
             seed=seed,
+            progress=progress,
         )
         async with self.sessionmaker.begin() as db:
             question_id = uuid.uuid4() if outcome.next_question else None
@@ -196,7 +219,10 @@ class SessionService:
             turn = _turn_row(row, outcome, question_id, serving)
             await repo.add(turn)
             await self._audit(db, "session.create", session_id, "success")
-            return _session_out(row, turn)
+            created = _session_out(row, turn)
+            if commit is not None:
+                await commit(db, session_id, created)
+            return created
 
     async def answer(
         self,
@@ -205,31 +231,16 @@ class SessionService:
         *,
         idempotency_key: str | None,
         if_match: int | None,
+        progress: ProgressFn | None = None,
+        commit: TurnCommit | None = None,
     ) -> SessionOut:
-        request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-        async with self.sessionmaker() as db:
-            repo = SessionRepository(db)
-            row = await self._load(db, session_id, "session.answer")
-            if idempotency_key is not None:
-                record = await repo.idempotency_record(session_id, idempotency_key)
-                if record is not None:
-                    if record.request_hash != request_hash:
-                        raise InvalidInputError(
-                            "this Idempotency-Key was used with a different request body"
-                        )
-                    return SessionOut.model_validate(record.response)
-            _check_if_match(row, if_match)
-            if row.status != "active":
-                raise ConflictError(f"the session is {row.status}; it takes no more answers")
-            if body.question_id != str(row.current_question_id):
-                raise ConflictError(
-                    f"question {body.question_id} is not the current question "
-                    f"({row.current_question_id})"
-                )
-            turns = list(await repo.turns(session_id))
-            calibration = await self._calibration_by_id(
-                db, row.calibration_id, specialty=row.config.get("specialty")
-            )
+        request_hash = answer_hash(body)
+        snapshot = await self._answer_snapshot(
+            session_id, body, idempotency_key=idempotency_key, if_match=if_match
+        )
+        if isinstance(snapshot, SessionOut):
+            return snapshot
+        row, turns, calibration = snapshot
         serving = _Serving.from_config(calibration, row.config)
         # Read the turns as of the session row we loaded: a concurrent answer may have added
         # a later turn since (it wins; this one then loses the version check below).
@@ -251,6 +262,7 @@ class SessionService:
             config=config,
             calibration=calibration,
             seed=row.seed,
+            progress=progress,
         )
         async with self.sessionmaker.begin() as db:
             repo = SessionRepository(db)
@@ -282,7 +294,59 @@ class SessionService:
                     )
                 )
             await self._audit(db, "session.answer", session_id, "success")
+            if commit is not None:
+                await commit(db, session_id, response)
         return response
+
+    async def check_answer(
+        self,
+        session_id: uuid.UUID,
+        body: AnswerIn,
+        *,
+        idempotency_key: str | None,
+        if_match: int | None,
+    ) -> None:
+        """Refuse now what ``answer`` would refuse before any LLM work (async turns)."""
+        snapshot = await self._answer_snapshot(
+            session_id, body, idempotency_key=idempotency_key, if_match=if_match
+        )
+        if not isinstance(snapshot, SessionOut):
+            self._require_provider(snapshot[0])
+
+    async def _answer_snapshot(
+        self,
+        session_id: uuid.UUID,
+        body: AnswerIn,
+        *,
+        idempotency_key: str | None,
+        if_match: int | None,
+    ) -> SessionOut | tuple[InterviewSession, list[Turn], _Calibrated | None]:
+        """The replayed reply of a used Idempotency-Key, else the state the answer plans
+        from (the session, its turns, its calibration), after every check an answer passes."""
+        async with self.sessionmaker() as db:
+            repo = SessionRepository(db)
+            row = await self._load(db, session_id, "session.answer")
+            if idempotency_key is not None:
+                record = await repo.idempotency_record(session_id, idempotency_key)
+                if record is not None:
+                    if record.request_hash != answer_hash(body):
+                        raise InvalidInputError(
+                            "this Idempotency-Key was used with a different request body"
+                        )
+                    return SessionOut.model_validate(record.response)
+            _check_if_match(row, if_match)
+            if row.status != "active":
+                raise ConflictError(f"the session is {row.status}; it takes no more answers")
+            if body.question_id != str(row.current_question_id):
+                raise ConflictError(
+                    f"question {body.question_id} is not the current question "
+                    f"({row.current_question_id})"
+                )
+            turns = list(await repo.turns(session_id))
+            calibration = await self._calibration_by_id(
+                db, row.calibration_id, specialty=row.config.get("specialty")
+            )
+        return row, turns, calibration
 
     async def get(self, session_id: uuid.UUID) -> SessionDetail:
         """The whole state; an unchanged session's comes from ``details`` (read audited still)."""
@@ -416,6 +480,7 @@ class SessionService:
         config: InterviewConfig,
         calibration: _Calibrated | None,
         seed: int,
+        progress: ProgressFn | None = None,
     ) -> TurnOutcome:
         # Past the calibrated steps 0..T there is no calibrated set: the nominal one, so said.
         if calibration is not None and not calibration.covers(len(history)):
@@ -434,6 +499,7 @@ class SessionService:
                     thresholds=calibration.thresholds if calibration else None,
                     selection_thresholds=calibration.selection if calibration else None,
                     rng=np.random.default_rng([seed, len(history)]),
+                    progress=progress,
                 )
         finally:
             cache_scope_var.reset(scope)
@@ -485,6 +551,11 @@ async def _resolve(
         selection=thresholds_from_result(selection) if selection else None,
         selection_id=(selection or {}).get("calibration_id"),
     )
+
+
+def answer_hash(body: AnswerIn) -> str:
+    """What an Idempotency-Key of an answer is bound to: the SHA-256 of its body."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
 def _unmatched(match: Match) -> _Serving:

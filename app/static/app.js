@@ -9,17 +9,73 @@ $("api-key").addEventListener("change", () => sessionStorage.setItem("pursuit-ke
 
 function authorization() { return { Authorization: `Bearer ${$("api-key").value.trim()}` }; }
 
+function problemError(status, problem) {
+  return new Error(`${problem.title || status}: ${problem.detail || ""} (request ${problem.request_id || "?"})`);
+}
+
 async function call(method, path, body) {
   $("error").hidden = true;
   const headers = authorization();
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = response.status === 204 ? null : await response.json();
-  if (!response.ok) {
-    const problem = data || {};
-    throw new Error(`${problem.title || response.status}: ${problem.detail || ""} (request ${problem.request_id || "?"})`);
-  }
+  if (!response.ok) throw problemError(response.status, data || {});
   return data;
+}
+
+// A turn (open or answer) is sent with "Prefer: respond-async": the server answers 202 at
+// once, the page follows the turn's progress events, then reads the reply from the poll URL.
+async function turn(path, body, button) {
+  $("error").hidden = true;
+  const headers = { ...authorization(), "Content-Type": "application/json", Prefer: "respond-async" };
+  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  const data = await response.json();
+  if (!response.ok) throw problemError(response.status, data || {});
+  if (response.status !== 202) return data; // answered synchronously after all
+  await followProgress(data.events, button);
+  return poll(response.headers.get("Location"), button);
+}
+
+function showProgress(button, progress) {
+  if (progress) button.textContent = `Working… ${progress.message}`;
+}
+
+// Server-sent events over fetch (EventSource cannot send the API key) until "done".
+async function followProgress(url, button) {
+  try {
+    const response = await fetch(url, { headers: { ...authorization(), Accept: "text/event-stream" } });
+    if (!response.ok || !response.body) return;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const lines = buffer.slice(0, end).split("\n");
+        buffer = buffer.slice(end + 2);
+        const field = (name) => (lines.find((l) => l.startsWith(`${name}: `)) || "").slice(name.length + 2);
+        if (field("event") === "progress") showProgress(button, JSON.parse(field("data")));
+        if (field("event") === "done") { reader.cancel(); return; }
+      }
+    }
+  } catch (error) {
+    // The stream broke: the poll below still finds the turn's end.
+  }
+}
+
+async function poll(location, button) {
+  for (;;) {
+    const response = await fetch(location, { headers: authorization() });
+    const data = await response.json();
+    if (response.status !== 202) {
+      if (!response.ok) throw problemError(response.status, data || {});
+      return data;
+    }
+    showProgress(button, data.progress);
+    await new Promise((resolve) => setTimeout(resolve, 1000 * Number(response.headers.get("Retry-After") || 1)));
+  }
 }
 
 function showError(error) {
@@ -31,7 +87,7 @@ function busy(button, on) {
   document.body.dataset.busy = on ? "true" : "false";
   button.disabled = on;
   button.dataset.label = button.dataset.label || button.textContent;
-  button.textContent = on ? "Working… (the model may take a few seconds)" : button.dataset.label;
+  button.textContent = on ? "Working… (starting the turn)" : button.dataset.label;
 }
 
 function pct(x) { return `${(100 * x).toFixed(1)}%`; }
@@ -172,7 +228,7 @@ $("start-form").addEventListener("submit", async (event) => {
   try {
     $("transcript").replaceChildren();
     $("final").hidden = true;
-    render(await call("POST", "/v1/sessions", body));
+    render(await turn("/v1/sessions", body, $("start")));
   } catch (error) { showError(error); } finally { busy($("start"), false); }
 });
 
@@ -182,7 +238,7 @@ $("answer-form").addEventListener("submit", async (event) => {
   const answer = $("answer").value;
   busy($("submit-answer"), true);
   try {
-    const next = await call("POST", `/v1/sessions/${session.id}/answers`, { question_id: question.id, answer });
+    const next = await turn(`/v1/sessions/${session.id}/answers`, { question_id: question.id, answer }, $("submit-answer"));
     addTranscript(question.text, answer);
     $("answer").value = "";
     render(next);

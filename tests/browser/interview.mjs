@@ -4,7 +4,8 @@
 //   PURSUIT_URL, PURSUIT_API_KEY, ARTIFACTS (screenshot folder), CHROMIUM (executable),
 //   INTERVIEW (JSON: summary, age, sex, candidates, source, answers, nQuestions, nAnswers,
 //   maxQuestions, expectCalibrated).
-// Output: one JSON line on stdout describing what the page showed; exit 1 on any failure.
+// Output: one JSON line on stdout describing what the page showed (with the turns it sent
+// and the progress its buttons showed while they ran); exit 1 on any failure.
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -34,12 +35,35 @@ try {
   page.setDefaultTimeout(TURN_MS);
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   page.on("console", (msg) => { if (msg.type() === "error") problems.push(`console: ${msg.text()}`); });
+  // Every turn the page sends (POST /v1/sessions, .../answers): its Prefer header and status.
+  const turns = [];
+  page.on("response", async (response) => {
+    const request = response.request();
+    if (request.method() === "POST" && /\/v1\/sessions(\/[^/]+\/answers)?$/.test(new URL(request.url()).pathname)) {
+      turns.push({
+        path: new URL(request.url()).pathname,
+        prefer: (await request.allHeaders()).prefer || null,
+        status: response.status(),
+        location: response.headers().location || null,
+      });
+    }
+  });
 
   const idle = () => page.waitForFunction(() => document.body.dataset.busy !== "true");
   const shot = (name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
   const errorShown = async () => ((await page.locator("#error").isVisible()) ? page.locator("#error").textContent() : null);
 
   await page.goto(url);
+  // What the busy buttons say while a turn runs ("Working… scored 4 of 6 candidate answers").
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    new MutationObserver(() => {
+      for (const id of ["start", "submit-answer"]) {
+        const text = document.getElementById(id).textContent;
+        if (text.startsWith("Working") && window.progressSeen.at(-1) !== text) window.progressSeen.push(text);
+      }
+    }).observe(document.body, { subtree: true, childList: true, characterData: true });
+  });
   check((await page.title()).includes("Pursuit"), "the page title");
   await page.fill("#api-key", apiKey);
   await page.locator("#api-key").dispatchEvent("change");
@@ -118,6 +142,8 @@ try {
     bundleKinds: bundle.entry.map((e) => e.resource.resourceType),
     bundleType: bundle.type,
     downloadName: download.suggestedFilename(),
+    turns,
+    progressSeen: await page.evaluate(() => window.progressSeen),
     problems,
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);

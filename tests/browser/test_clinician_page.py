@@ -1,5 +1,7 @@
 """The clinician page end to end: uvicorn on real PostgreSQL and the real local vLLM server,
-driven in Debian's headless Chromium by tests/browser/interview.mjs (playwright-core).
+driven in Debian's headless Chromium by tests/browser/interview.mjs (playwright-core). The
+page sends every turn with ``Prefer: respond-async`` and follows its progress events, so this
+is also the end-to-end test of async turns.
 
 Needs ``scripts/browser-setup.sh`` (Chromium, ``npm ci``) and the local vLLM server (started
 by the ``live_server`` fixture). Screenshots go to artifacts/browser/; with
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import AsyncIterator
@@ -217,6 +220,15 @@ async def test_a_whole_interview_in_the_browser(
         *["Condition"] * len(in_set),
         "RiskAssessment",
     ]
+
+    # The async path: every turn sent with Prefer: respond-async, accepted with 202 and a
+    # Location, and the buttons showed the real scoring's progress instead of "Working...".
+    assert [t["path"].rsplit("/", 1)[-1] for t in page["turns"]] == ["sessions"] + ["answers"] * 3
+    assert all(t["prefer"] == "respond-async" and t["status"] == 202 for t in page["turns"])
+    assert all(t["location"].startswith("/v1/turn-jobs/") for t in page["turns"])
+    scored = [text for text in page["progressSeen"] if re.search(r"scored \d+ of \d+", text)]
+    assert scored, page["progressSeen"]
+    assert all("fever" not in text and "stiff" not in text for text in page["progressSeen"])
 
     async with httpx.AsyncClient(
         base_url=live_app, headers={"Authorization": f"Bearer {api_key}"}

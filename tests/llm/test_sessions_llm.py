@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -114,3 +115,64 @@ async def test_an_injected_answer_does_not_choose_the_next_question(
     assert following is not None
     assert screen_question(following["text"], [injected]) is None
     assert "password" not in following["text"].casefold()
+
+
+async def _events(client: httpx.AsyncClient, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """The job's server-sent events as they arrive, until ``done``."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with client.stream("GET", path, timeout=None) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: ") and name is not None:
+                events.append((name, json.loads(line.removeprefix("data: "))))
+                if name == "done":
+                    break
+    return events
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_an_async_turn_reports_the_real_scoring_then_replies(
+    live_client: httpx.AsyncClient,
+) -> None:
+    """One answer sent with Prefer: respond-async to the real server: 202, progress events
+    from the gateway's scoring, then the same reply a synchronous answer gives."""
+    created = await live_client.post("/v1/sessions", json=_body())
+    assert created.status_code == 201, created.text
+    session = created.json()
+    answer = {"question_id": session["next_question"]["id"], "answer": ANSWERS[0]}
+    accepted = await live_client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json=answer,
+        headers={"Prefer": "respond-async", "Idempotency-Key": "live-async-1"},
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.headers["preference-applied"] == "respond-async"
+    job = accepted.json()
+    events = await _events(live_client, job["events"])
+    assert events[-1][0] == "done" and events[-1][1]["status"] == "succeeded"
+    progress = [data for name, data in events if name == "progress"]
+    scoring = [p for p in progress if p["stage"] == "scoring"]
+    # 3 bank questions x 2 simulated answers, scored by the gateway (duplicates merged).
+    assert scoring and scoring[-1]["done"] == scoring[-1]["total"] <= 6
+    assert (
+        scoring[-1]["message"]
+        == f"scored {scoring[-1]['total']} of {scoring[-1]['total']} candidate answers"
+    )
+    assert all(ANSWERS[0] not in json.dumps(p) for p in progress)
+
+    polled = await live_client.get(accepted.headers["location"])
+    assert polled.status_code == 200, polled.text
+    reply = polled.json()
+    assert reply["id"] == session["id"] and reply["step"] == 1 and reply["version"] == 2
+    assert polled.headers["etag"] == '"2"'
+    # The synchronous resend with the key replays the very same turn.
+    again = await live_client.post(
+        f"/v1/sessions/{session['id']}/answers",
+        json=answer,
+        headers={"Idempotency-Key": "live-async-1"},
+    )
+    assert again.status_code == 200 and again.json() == reply
