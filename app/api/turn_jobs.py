@@ -151,7 +151,7 @@ def _stored_problem(state: JobState) -> JSONResponse:
 
 @router.get(
     "/{job_id}",
-    operation_id="turn_jobs_poll",
+    operation_id="sessions_turn_job",
     summary="Poll a background turn: 202 while it runs, then the turn's reply or problem",
     response_model=SessionOut,
     responses={
@@ -211,7 +211,7 @@ async def _stream(first: JobState, jobs: TurnJobs, tenant: str) -> AsyncIterator
 
 @router.get(
     "/{job_id}/events",
-    operation_id="turn_jobs_events",
+    operation_id="sessions_turn_job_events",
     summary="Server-sent events of a background turn's progress, ending with `done`",
     response_class=StreamingResponse,
     responses={

@@ -19,6 +19,8 @@ OPERATIONS = {
     ("get", "/metrics"): "health_metrics",
     ("post", "/v1/sessions"): "sessions_create",
     ("get", "/v1/sessions"): "sessions_list",
+    ("get", "/v1/turn-jobs/{job_id}"): "sessions_turn_job",
+    ("get", "/v1/turn-jobs/{job_id}/events"): "sessions_turn_job_events",
     ("get", "/v1/sessions/{session_id}"): "sessions_get",
     ("post", "/v1/sessions/{session_id}/answers"): "sessions_answer",
     ("post", "/v1/sessions/{session_id}/finalize"): "sessions_finalize",

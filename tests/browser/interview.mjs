@@ -3,7 +3,7 @@
 // Run by tests/browser/test_clinician_page.py against a live server. Input (environment):
 //   PURSUIT_URL, PURSUIT_API_KEY, ARTIFACTS (screenshot folder), CHROMIUM (executable),
 //   INTERVIEW (JSON: summary, age, sex, candidates, source, answers, nQuestions, nAnswers,
-//   maxQuestions, expectCalibrated).
+//   maxQuestions, expectCalibrated; useDefaults: leave the page's defaults as they are).
 // Output: one JSON line on stdout describing what the page showed (with the turns it sent
 // and the progress its buttons showed while they ran); exit 1 on any failure.
 import { mkdirSync, readFileSync } from "node:fs";
@@ -71,22 +71,29 @@ try {
   if (interview.age !== undefined) await page.fill("#age", String(interview.age));
   if (interview.sex !== undefined) await page.fill("#sex", interview.sex);
   await page.fill("#candidates", interview.candidates.join("\n"));
-  await page.selectOption("#policy", "cip");
-  await page.fill("#max-questions", String(interview.maxQuestions));
-  await page.selectOption("#source", interview.source);
-  await page.click("#advanced summary");
-  await page.fill("#n-questions", String(interview.nQuestions));
-  await page.fill("#n-answers", String(interview.nAnswers));
-  await page.setChecked("#stop-on-no-gain", false);
+  if (!interview.useDefaults) {  // else: the page's own defaults, which are the API's
+    await page.selectOption("#policy", "cip");
+    await page.fill("#max-questions", String(interview.maxQuestions));
+    await page.selectOption("#source", interview.source);
+    await page.click("#advanced summary");
+    await page.fill("#n-questions", String(interview.nQuestions));
+    await page.fill("#n-answers", String(interview.nAnswers));
+    await page.setChecked("#stop-on-no-gain", false);
+  }
   await shot("01-form");
 
-  await page.click("#start");
+  // A mouse click here, right after a full-page screenshot with the button below the fold,
+  // reaches no handler in headless Chromium (the form never submits); the button's own click
+  // event does what a user's click does.
+  await page.locator("#start").dispatchEvent("click");
   await page.waitForFunction(() => !document.getElementById("interview").hidden || !document.getElementById("error").hidden);
   await idle();
   check((await errorShown()) === null, `start failed: ${await errorShown()}`);
   await shot("02-first-question");
 
   const whyFirst = (await page.textContent("#why-body")).trim();
+  // Once started, the interview is on top and the form is out of the way.
+  const formHiddenAfterStart = await page.isHidden("#start-form");
   const asked = [];
   const turnSeconds = [];
   for (const [n, answer] of interview.answers.entries()) {
@@ -127,6 +134,8 @@ try {
   const bundle = JSON.parse(readFileSync(bundlePath, "utf8"));
 
   const result = {
+    banner: (await page.isVisible("#model-banner")) ? (await page.textContent("#model-banner")).trim() : null,
+    formHiddenAfterStart,
     asked,
     whyFirst,
     turnSeconds,

@@ -18,7 +18,7 @@ import shutil
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 import numpy as np
@@ -26,6 +26,7 @@ import pytest
 
 from app.calibrations.thresholds import calibration_result
 from app.conformal import lac_threshold
+from app.engine.policy import DEFAULT_BANK, QuestionPolicy, named_bank
 from app.llm.prompts import PROMPT_VERSION
 from app.settings import Settings
 from tests.conftest import insert_calibration
@@ -95,6 +96,25 @@ async def calibration(settings: Settings, live_server: tuple[str, str]) -> str:
 
 
 @pytest.fixture
+async def default_calibration(settings: Settings, live_server: tuple[str, str]) -> str:
+    """A synthetic active calibration for the live model and the default policy (steps 0..5):
+    what the demo calibration is for the embedded default (the same shape, other scores)."""
+    rng = np.random.default_rng(11)
+    scores = [sorted(float(x) for x in rng.beta(5, 2, 60)) for _ in range(6)]
+    taus = [lac_threshold(np.asarray(s), 0.1) for s in scores]
+    return await insert_calibration(
+        settings,
+        name="browser-test defaults (synthetic scores)",
+        model=live_server[1],
+        prompt_version=PROMPT_VERSION,
+        params=QuestionPolicy.build().to_json(),
+        result=calibration_result(
+            thresholds=taus, scores=scores, alpha=0.1, step_alpha=0.1, n_per_step=[60] * 6
+        ),
+    )
+
+
+@pytest.fixture
 async def live_app(
     settings: Settings,
     live_server: tuple[str, str],
@@ -153,23 +173,8 @@ async def live_app(
         log.close()
 
 
-@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_whole_interview_in_the_browser(
-    live_app: str, api_key: str, calibration: str
-) -> None:
-    _require_browser()
-    interview = {
-        "summary": "A 34-year-old woman with two days of fever, headache and a stiff neck.",
-        "age": 34,
-        "sex": "female",
-        "candidates": CANDIDATES,
-        "source": "bank:neurology",
-        "answers": ANSWERS,
-        "nQuestions": 3,
-        "nAnswers": 2,
-        "maxQuestions": 3,
-        "expectCalibrated": True,
-    }
+async def _run_browser(live_app: str, api_key: str, interview: dict[str, Any]) -> dict[str, Any]:
+    """Run interview.mjs against the live app; what the page showed (its JSON line)."""
     node = await asyncio.create_subprocess_exec(
         "node",
         str(HERE / "interview.mjs"),
@@ -191,7 +196,28 @@ async def test_a_whole_interview_in_the_browser(
         node.kill()
         pytest.fail("the browser script ran over 15 minutes")
     assert node.returncode == 0, f"{stderr.decode()}\nscreenshots: {ARTIFACTS}"
-    page = json.loads(stdout.decode().strip().splitlines()[-1])
+    shown: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return shown
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_whole_interview_in_the_browser(
+    live_app: str, api_key: str, calibration: str
+) -> None:
+    _require_browser()
+    interview = {
+        "summary": "A 34-year-old woman with two days of fever, headache and a stiff neck.",
+        "age": 34,
+        "sex": "female",
+        "candidates": CANDIDATES,
+        "source": "bank:neurology",
+        "answers": ANSWERS,
+        "nQuestions": 3,
+        "nAnswers": 2,
+        "maxQuestions": 3,
+        "expectCalibrated": True,
+    }
+    page = await _run_browser(live_app, api_key, interview)
 
     assert page["problems"] == []
     # Why this question, in words: the rule that counted the sets (no selection calibration
@@ -206,9 +232,14 @@ async def test_a_whole_interview_in_the_browser(
     assert in_set and all(r["cells"][3] == ("✓" if r["inSet"] else "") for r in page["rows"])
     total = sum(float(r["cells"][1].rstrip("%")) for r in page["rows"])
     assert total == pytest.approx(100, abs=0.5)
-    # The coverage statement of a calibrated set, with what it does and does not cover.
-    assert page["coverageUncalibrated"] is False
-    assert "probability ≥ 90.0%, calibrated on 60 cases" in page["coverage"]
+    # The coverage statement of a calibrated set, with what it does and does not cover; a
+    # set of every candidate is not shown as authoritative (it narrows nothing).
+    full = len(in_set) == len(CANDIDATES)
+    assert page["coverageUncalibrated"] is full
+    if full:
+        assert "Calibrated on 60 cases, but the set is the full list" in page["coverage"]
+    else:
+        assert "probability ≥ 90.0%, calibrated on 60 cases" in page["coverage"]
     assert "marginally" in page["coverage"] and "not a diagnosis" in page["coverage"]
     assert page["calibrationShown"] and page["plotWidth"] > 0
     assert page["final"].startswith('Final: most probable "') and "Not a diagnosis" in page["final"]
@@ -239,3 +270,36 @@ async def test_a_whole_interview_in_the_browser(
     assert [t["answer"] for t in detail["transcript"][: len(ANSWERS)]] == ANSWERS
 
     _keep_screenshots()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_the_pages_defaults_interview_and_are_served_by_the_default_calibration(
+    live_app: str, api_key: str, default_calibration: str
+) -> None:
+    """A newcomer types the patient and the candidates and presses Start: the page's
+    defaults (the API's) ask a question from the default bank, and the calibration made for
+    those defaults serves the set; the demo model is flagged before and after."""
+    _require_browser()
+    page = await _run_browser(
+        live_app,
+        api_key,
+        {
+            "summary": "A 34-year-old woman with two days of fever and headache.",
+            "candidates": CANDIDATES,
+            "answers": ANSWERS[:2],
+            "useDefaults": True,
+            "expectCalibrated": True,
+        },
+    )
+    assert page["problems"] == []
+    assert page["banner"] and page["banner"].startswith("Demo model: ")
+    assert page["formHiddenAfterStart"] is True
+    assert all(q in named_bank(DEFAULT_BANK) for q in page["asked"])
+    assert page["calibrationShown"] and page["plotWidth"] > 0
+    async with httpx.AsyncClient(
+        base_url=live_app, headers={"Authorization": f"Bearer {api_key}"}
+    ) as http:
+        session_id = page["downloadName"].removeprefix("pursuit-").removesuffix(".fhir.json")
+        detail = (await http.get(f"/v1/sessions/{session_id}")).json()
+    assert detail["calibration_id"] == default_calibration
+    assert detail["differential"]["calibration_id"] == default_calibration
