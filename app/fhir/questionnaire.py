@@ -17,10 +17,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir.resources.questionnaireresponse import QuestionnaireResponse
+from fhir.resources.R4B.questionnaireresponse import (
+    QuestionnaireResponse as QuestionnaireResponseR4,
+)
 from pydantic import ValidationError
 
 from app.errors import InvalidInputError
 from app.fhir.differential import anonymous_subject, differential_resources, method_text
+from app.fhir.versions import DEFAULT_FHIR_VERSION, FhirVersion
 from app.fhir.vocab import (
     AGE,
     ALPHA,
@@ -277,8 +281,10 @@ class PostedResponse:
         return [_text(CANDIDATES, key, value) for key, value in _values(options)]
 
 
-def read_next_question_input(body: Any) -> PostedResponse:
-    """A ``Parameters`` (``questionnaire-response``) or a bare QR, validated as FHIR R5."""
+def read_next_question_input(
+    body: Any, *, version: FhirVersion = DEFAULT_FHIR_VERSION
+) -> PostedResponse:
+    """A ``Parameters`` (``questionnaire-response``) or a bare QR, validated as ``version``."""
     if not isinstance(body, dict):
         raise InvalidInputError("the body must be a FHIR resource (a JSON object)")
     resource_type = body.get("resourceType")
@@ -301,7 +307,7 @@ def read_next_question_input(body: Any) -> PostedResponse:
         )
     response = copy.deepcopy(body)
     _link_contained_questionnaire(response)
-    _validate(response)
+    _validate(response, version)
     posted = PostedResponse(response=response, session_id=None)
     return replace(posted, session_id=_session_id(posted))
 
@@ -320,17 +326,19 @@ def _link_contained_questionnaire(response: Json) -> None:
         response["questionnaire"] = f"#{contained[0]['id']}"
 
 
-def _validate(response: Json) -> None:
+def _validate(response: Json, version: FhirVersion) -> None:
+    # R4 is checked with fhir.resources' R4B models (it ships no R4): the same QR structure.
+    model = QuestionnaireResponseR4 if version is FhirVersion.R4 else QuestionnaireResponse
     try:
-        QuestionnaireResponse.model_validate(response)
+        model.model_validate(response)
     except ValidationError as exc:
         # Where and why only, never the input: it may be patient text.
         raise InvalidInputError(
-            f"not a valid FHIR R5 QuestionnaireResponse: {_first_message(exc)}"
+            f"not a valid FHIR {version.name} QuestionnaireResponse: {_first_message(exc)}"
         ) from None
     except (KeyError, TypeError, ValueError) as exc:  # e.g. an unknown contained resourceType
         raise InvalidInputError(
-            f"not a valid FHIR R5 QuestionnaireResponse ({type(exc).__name__})"
+            f"not a valid FHIR {version.name} QuestionnaireResponse ({type(exc).__name__})"
         ) from None
     _contained_questionnaire(response)
 
