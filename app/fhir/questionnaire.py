@@ -28,6 +28,7 @@ from app.fhir.versions import DEFAULT_FHIR_VERSION, FhirVersion
 from app.fhir.vocab import (
     AGE,
     ALPHA,
+    ANSWER_OPTION_SYSTEM,
     CALIBRATION_ID,
     CANDIDATES,
     CONFIG_ITEMS,
@@ -95,6 +96,8 @@ class Asked:
     selection_rule: str | None = None
     selection_calibration_id: str | None = None
     objective: str | None = None
+    # The question's answer options, (code, display) each; empty: free text only.
+    options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, q: QuestionOut, answer: str | None = None) -> Asked:
@@ -105,7 +108,38 @@ class Asked:
             selection_rule=q.selection_rule,
             selection_calibration_id=q.selection_calibration_id,
             objective=q.objective,
+            options=tuple((o.code, o.display) for o in q.answer_options or ()),
         )
+
+    def definition(self) -> Json:
+        """The Questionnaire item (R5): ``string``, or ``coding`` with its options and free
+        text allowed (``optionsOrString``; R4: ``open-choice``)."""
+        item: Json = {"linkId": self.id, "text": self.text, "type": "string"}
+        if self.extensions():
+            item = {"extension": self.extensions(), **item}
+        if self.options:
+            item["type"] = "coding"
+            item["answerConstraint"] = "optionsOrString"
+            item["answerOption"] = [{"valueCoding": self._coding(c, d)} for c, d in self.options]
+        return item
+
+    def answer_value(self) -> Json:
+        """The recorded answer as a QR answer: an option's coding when it is one's text."""
+        assert self.answer is not None
+        for code, display in self.options:
+            if self.answer == display:
+                return {"valueCoding": self._coding(code, display)}
+        return {"valueString": self.answer}
+
+    def option_text(self, coding: Any) -> str | None:
+        """The display text of the option a posted ``valueCoding`` names (by code), if any."""
+        if not isinstance(coding, dict) or coding.get("system") not in (None, ANSWER_OPTION_SYSTEM):
+            return None
+        return next((d for c, d in self.options if c == coding.get("code")), None)
+
+    @staticmethod
+    def _coding(code: str, display: str) -> Json:
+        return {"system": ANSWER_OPTION_SYSTEM, "code": code, "display": display}
 
     def extensions(self) -> list[Json]:
         """Item extensions saying which rule chose the question (absent values left out)."""
@@ -191,17 +225,24 @@ class PostedResponse:
         """The caller ends the interview (status ``completed``)."""
         return self.response.get("status") == "completed"
 
-    def answer(self, link_id: str) -> str | None:
-        """The text the QR answers the top-level item ``link_id`` with (several: joined)."""
+    def answer(self, link_id: str, asked: Asked | None = None) -> str | None:
+        """The text the QR answers the top-level item ``link_id`` with (several: joined); a
+        ``valueCoding`` naming one of ``asked``'s options by code reads as its display text."""
         item = _find(self.response.get("item"), link_id)
         if item is None or not item.get("answer"):
             return None
-        texts = [_text(link_id, key, value) for key, value in _values(item.get("answer"))]
+        texts = [
+            (asked.option_text(value) if asked and key == "valueCoding" else None)
+            or _text(link_id, key, value)
+            for key, value in _values(item.get("answer"))
+        ]
         return "; ".join(texts) if texts else None
 
-    def answer_in(self, question_id: str) -> AnswerIn | None:
-        """The posted answer to a question, as the sessions API takes it."""
-        text = self.answer(question_id)
+    def answer_in(self, asked: Asked) -> AnswerIn | None:
+        """The posted answer to an asked question, as the sessions API takes it (an option
+        as its display text, which is what the session stores either way)."""
+        question_id = asked.id
+        text = self.answer(question_id, asked)
         if text is None:
             return None
         try:
@@ -423,7 +464,7 @@ def conflicting_answer(posted: PostedResponse, state: SessionState) -> str | Non
     for asked in state.asked:
         if asked.answer is None:
             continue
-        posted_answer = posted.answer(asked.id)
+        posted_answer = posted.answer(asked.id, asked)
         if posted_answer is not None and posted_answer.strip() != asked.answer:
             return (
                 f"question {asked.id} was already answered differently in session "
@@ -540,10 +581,7 @@ def write_state(
     session_item["initial"] = [{"valueString": state.session_id}]
     for asked in state.asked:
         if asked.id not in known:
-            item: Json = {"linkId": asked.id, "text": asked.text, "type": "string"}
-            if asked.extensions():
-                item = {"extension": asked.extensions(), **item}
-            definitions.append(item)
+            definitions.append(asked.definition())
 
     d = state.differential
     values: dict[str, list[Json] | None] = {
@@ -561,7 +599,7 @@ def write_state(
     for asked in state.asked:
         existing = _find(answers, asked.id)
         if asked.answer is not None and (existing is None or not existing.get("answer")):
-            _set_answer(answers, asked.id, [{"valueString": asked.answer}], text=asked.text)
+            _set_answer(answers, asked.id, [asked.answer_value()], text=asked.text)
     order = {item.get("linkId"): n for n, item in enumerate(definitions)}
     answers.sort(key=lambda item: order.get(item.get("linkId"), len(order)))
     response["status"] = "in-progress" if state.status == "active" else "completed"

@@ -66,7 +66,7 @@ class FhirInterviews:
                     f"session {session_id} is {state.status}; it takes no more answers "
                     f"(question {unapplied[0]} stays unanswered)"
                 )
-        answer = posted.answer_in(current.id) if current is not None else None
+        answer = posted.answer_in(current) if current is not None else None
         if current is None or answer is None:
             # Nothing new (a re-post, or the current question left unanswered): the state.
             return state
@@ -83,4 +83,5 @@ class FhirInterviews:
             ):
                 return state
             raise
+        assert answer.answer is not None  # the FHIR reader always sends text
         return state.advanced(out, answered=(current.id, answer.answer))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.engine.policy import QuestionPolicy
 from app.validation import reject_nul
@@ -135,15 +142,33 @@ class SessionCreate(QuestionPolicy, Strict):
 
 
 class AnswerIn(Strict):
+    """The answer to the current question: free text, or the code of one of its options."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"question_id": "0b6f3c1e-...", "answer": "Yes, since yesterday."}]
+            "examples": [
+                {"question_id": "0b6f3c1e-...", "answer": "Yes, since yesterday."},
+                {"question_id": "0b6f3c1e-...", "option": "yes"},
+            ]
         },
     )
 
     question_id: str = Field(max_length=64, description="The id of the current question.")
-    answer: Annotated[Text, StringConstraints(max_length=2000)]
+    answer: Annotated[Text, StringConstraints(max_length=2000)] | None = Field(
+        default=None, description="The patient's answer as text (always possible)."
+    )
+    option: Annotated[Text, StringConstraints(max_length=64)] | None = Field(
+        default=None,
+        description="Instead of answer: the code of one of the question's answer_options. "
+        "It is stored and scored as that option's display text, as if typed.",
+    )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> AnswerIn:
+        if (self.answer is None) == (self.option is None):
+            raise ValueError("give the answer as text (answer) or as an option code (option)")
+        return self
 
 
 class LabelOut(BaseModel):
@@ -207,9 +232,22 @@ class CandidateOut(BaseModel):
     entropy_bound: float
 
 
+class AnswerOptionOut(BaseModel):
+    code: str = Field(description="What to send as AnswerIn.option.", examples=["yes"])
+    display: str = Field(
+        description="The button's text; the answer is stored and scored as this text.",
+        examples=["Yes"],
+    )
+
+
 class QuestionOut(BaseModel):
     id: str
     text: str
+    answer_options: list[AnswerOptionOut] | None = Field(
+        default=None,
+        description="Structured answers the question offers (yes / no / unsure, or its "
+        "bank's own); null: free text only. Free text is always accepted.",
+    )
     step: int
     policy: str
     expected_set_size: float | None = Field(description="Chosen question: E[|C_{k+1}|].")
