@@ -201,7 +201,8 @@ class SessionService:
         idempotency_key: str | None,
         if_match: int | None,
     ) -> SessionOut:
-        request_hash = hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+        # exclude_none: an answer as text hashes as it did before answers could be options.
+        request_hash = hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
         async with self.sessionmaker() as db:
             repo = SessionRepository(db)
             row = await self._load(db, session_id, "session.answer")
