@@ -123,6 +123,21 @@ _NEGOTIATION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _or_outcome(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Error responses that are an OperationOutcome when Accept prefers FHIR (documented)."""
+    # No "model": FastAPI would file the Problem schema under the route's own media type
+    # (application/fhir+json); each media type gets its own schema instead.
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    outcome = {"schema": {"type": "object", "description": "A FHIR OperationOutcome"}}
+    return {
+        status: {
+            "description": entry["description"],
+            "content": {PROBLEM_MEDIA_TYPE: problem, FHIR_MEDIA_TYPE: outcome},
+        }
+        for status, entry in responses.items()
+    }
+
+
 async def _fhir_json(request: Request) -> Any:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
@@ -170,12 +185,17 @@ def _depth(value: Any) -> int:
     openapi_extra={"requestBody": _BODY},
     responses={
         200: _FHIR_OK,
-        **ERRORS,
-        **BODY_LIMIT_RESPONSES,
-        **_NEGOTIATION_ERRORS,
-        409: problem_doc("The QR contradicts the session (a question answered otherwise)"),
-        415: problem_doc(
-            "Not application/fhir+json or application/json, or a fhirVersion other than 4.0 and 5.0"
+        **_or_outcome(
+            {
+                **ERRORS,
+                **BODY_LIMIT_RESPONSES,
+                **_NEGOTIATION_ERRORS,
+                409: problem_doc("The QR contradicts the session (a question answered otherwise)"),
+                415: problem_doc(
+                    "Not application/fhir+json or application/json, or a fhirVersion other "
+                    "than 4.0 and 5.0"
+                ),
+            }
         ),
     },
 )
@@ -194,7 +214,7 @@ async def next_question(
     response_class=FhirJSONResponse,
     summary="The session as a FHIR Bundle (QuestionnaireResponse, Conditions, RiskAssessment)",
     description="A `collection` Bundle." + _VERSIONS_DOC,
-    responses={200: _FHIR_OK, **ERRORS, **_NEGOTIATION_ERRORS},
+    responses={200: _FHIR_OK, **_or_outcome({**ERRORS, **_NEGOTIATION_ERRORS})},
     tags=["sessions"],
 )
 async def session_bundle(
@@ -210,7 +230,7 @@ async def session_bundle(
     summary="The CapabilityStatement of the FHIR surface (no API key needed)",
     description="What the FHIR base supports: the SDC `$next-question` operation on "
     "Questionnaire, JSON, a bearer API key." + _VERSIONS_DOC,
-    responses={200: _FHIR_OK, **_NEGOTIATION_ERRORS},
+    responses={200: _FHIR_OK, **_or_outcome(_NEGOTIATION_ERRORS)},
 )
 async def metadata(request: Request) -> FhirJSONResponse:
     negotiated = _negotiated(request)

@@ -24,6 +24,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _provider
 from tests.conftest import open_client
+from tests.engine.scripted import ScriptedProvider
 from tests.fhir.fhir_helpers import (
     Json,
     answer,
@@ -226,3 +227,37 @@ async def test_errors_stay_problem_json_otherwise(client: httpx.AsyncClient) -> 
 def test_the_middleware_is_outermost(app: FastAPI) -> None:
     outermost: Any = app.user_middleware[0].cls
     assert outermost is FhirErrorsMiddleware
+
+
+class _Broken(ScriptedProvider):
+    async def label_posteriors(self, **_: Any) -> Any:
+        raise RuntimeError("an unexpected failure")
+
+
+async def test_an_unexpected_error_is_an_operation_outcome_too(
+    settings: Settings, api_key: str
+) -> None:
+    broken = _Broken(table={(): [0.25, 0.25, 0.25, 0.25]})
+    async for client in open_client(create_app(settings, provider=broken), api_key=api_key):
+        headers = {"accept": R4, "content-type": R5}  # an R5 body, an R4 reply
+        response = await client.post(URL, json=questionnaire_response(), headers=headers)
+    outcome = _outcome(response, status=500, code="exception", r4=True)
+    assert "an unexpected failure" not in str(outcome)
+
+
+async def test_the_openapi_document_declares_both_error_shapes(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, method in (
+        ("/fhir/Questionnaire/$next-question", "post"),
+        ("/v1/sessions/{session_id}/fhir", "get"),
+        ("/fhir/metadata", "get"),
+    ):
+        for status, response in paths[path][method]["responses"].items():
+            if status.startswith(("4", "5")):
+                content = response["content"]
+                assert content["application/problem+json"]["schema"] == {
+                    "$ref": "#/components/schemas/Problem"
+                }, (path, status)
+                assert (
+                    "OperationOutcome" in content["application/fhir+json"]["schema"]["description"]
+                )
