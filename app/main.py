@@ -87,6 +87,8 @@ def create_app(
     # Added last = outermost: the request id exists before the body limit can refuse.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    # Outermost: FHIR clients' errors become OperationOutcomes, whichever layer raised them.
+    app.add_middleware(fhir.FhirErrorsMiddleware)
     app.include_router(health.router)
     app.include_router(sessions.router)
     app.include_router(turn_jobs.router)

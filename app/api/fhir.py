@@ -1,41 +1,65 @@
-"""FHIR R5 surface: the SDC adaptive ``$next-question`` operation and a session as a Bundle.
+"""FHIR surface (R5, or R4 on request): the SDC ``$next-question`` operation, a session as a
+Bundle, and the CapabilityStatement.
 
-Thin: check the media type, parse JSON, call ``app.fhir``; errors stay problem+json like
-every other route (see docs/fhir.md).
+Thin: negotiate the FHIR version (``fhirVersion`` on the media type), check the media type,
+parse JSON, call ``app.fhir``. Errors are problem+json like every other route, or an
+OperationOutcome when the client's Accept prefers ``application/fhir+json``
+(``FhirErrorsMiddleware``, so 401s, 413s and 500s are covered too). See docs/fhir.md.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import BODY_LIMIT_RESPONSES, problem_doc
+from app import __version__
+from app.api.problems import BODY_LIMIT_RESPONSES, PROBLEM_MEDIA_TYPE, problem_doc
 from app.api.security import SessionsWriter
 from app.api.sessions import ERRORS, ReaderDep, WriterDep
-from app.auth.keys import Scope
+from app.auth.keys import Scope as KeyScope
 from app.errors import InvalidInputError, PursuitError
 from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
+from app.fhir.capability import capability_statement
+from app.fhir.outcome import operation_outcome
 from app.fhir.service import FhirInterviews
+from app.fhir.versions import (
+    DEFAULT_FHIR_VERSION,
+    Negotiated,
+    UnsupportedMediaTypeError,
+    downgrade,
+    negotiate,
+    wants_fhir_errors,
+)
 
 router = APIRouter(tags=["fhir"])
 
 ACCEPTED_MEDIA_TYPES = frozenset({FHIR_MEDIA_TYPE, "application/json"})
 # A QuestionnaireResponse nests a few levels per item; hundreds means an attack or a bug.
 MAX_JSON_DEPTH = 64
+# The routes whose errors may be OperationOutcomes: the FHIR base and the session Bundle.
+_FHIR_PATH = re.compile(r"^(/fhir(/.*)?|/v1/sessions/[^/]+/fhir/?)$")
 
 
 class FhirJSONResponse(JSONResponse):
     media_type = FHIR_MEDIA_TYPE
 
 
-class UnsupportedMediaTypeError(PursuitError):
-    status = 415
-    type_slug = "unsupported-media-type"
-    title = "Unsupported media type"
+def _negotiated(request: Request) -> Negotiated:
+    return negotiate(
+        content_type=request.headers.get("content-type", ""),
+        accept=request.headers.get("accept", ""),
+    )
+
+
+def _reply(resource: dict[str, Any], negotiated: Negotiated) -> FhirJSONResponse:
+    return FhirJSONResponse(downgrade(resource, negotiated.reply), media_type=negotiated.media_type)
 
 
 def _resource_example() -> dict[str, Any]:
@@ -99,6 +123,29 @@ _BODY = {
     },
 }
 _FHIR_OK = {"content": {FHIR_MEDIA_TYPE: {"schema": _FHIR_REF}}}
+_VERSIONS_DOC = (
+    " R5 by default; R4 (4.0.1) with `fhirVersion=4.0` on `application/fhir+json` "
+    "(Content-Type: the body's version, Accept: the reply's). Errors are problem+json, or an "
+    "OperationOutcome when Accept prefers `application/fhir+json`."
+)
+_NEGOTIATION_ERRORS: dict[int | str, dict[str, Any]] = {
+    406: problem_doc("Accept names only FHIR versions Pursuit does not speak"),
+}
+
+
+def _or_outcome(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Error responses that are an OperationOutcome when Accept prefers FHIR (documented)."""
+    # No "model": FastAPI would file the Problem schema under the route's own media type
+    # (application/fhir+json); each media type gets its own schema instead.
+    problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    outcome = {"schema": {"type": "object", "description": "A FHIR OperationOutcome"}}
+    return {
+        status: {
+            "description": entry["description"],
+            "content": {PROBLEM_MEDIA_TYPE: problem, FHIR_MEDIA_TYPE: outcome},
+        }
+        for status, entry in responses.items()
+    }
 
 
 async def _fhir_json(request: Request) -> Any:
@@ -139,36 +186,124 @@ def _depth(value: Any) -> int:
     "/fhir/Questionnaire/$next-question",
     response_class=FhirJSONResponse,
     operation_id="fhir_next_question",
-    summary=f"SDC adaptive questionnaire: the next question (FHIR R5, {FHIR_VERSION})",
+    summary=f"SDC adaptive questionnaire: the next question (FHIR R5 {FHIR_VERSION} or R4)",
     description="Post the QuestionnaireResponse (or Parameters `questionnaire-response`); the "
     "same comes back with the next question appended, or with status `completed` when the "
     "interview stops. The differential is contained as Conditions (verificationStatus "
     "differential) and a RiskAssessment. Needs `sessions:write` to start an interview, and "
-    "`sessions:read` as well to continue one (the reply carries its recorded answers).",
+    "`sessions:read` as well to continue one (the reply carries its recorded answers)."
+    + _VERSIONS_DOC,
     openapi_extra={"requestBody": _BODY},
     responses={
         200: _FHIR_OK,
-        **ERRORS,
-        **BODY_LIMIT_RESPONSES,
-        409: problem_doc("The QR contradicts the session (a question answered otherwise)"),
-        415: problem_doc("Not application/fhir+json or application/json"),
+        **_or_outcome(
+            {
+                **ERRORS,
+                **BODY_LIMIT_RESPONSES,
+                **_NEGOTIATION_ERRORS,
+                409: problem_doc("The QR contradicts the session (a question answered otherwise)"),
+                415: problem_doc(
+                    "Not application/fhir+json or application/json, or a fhirVersion other "
+                    "than 4.0 and 5.0"
+                ),
+            }
+        ),
     },
 )
 async def next_question(
     request: Request, service: WriterDep, principal: SessionsWriter
 ) -> FhirJSONResponse:
+    negotiated = _negotiated(request)
     body = await _fhir_json(request)
-    may_read = Scope.SESSIONS_READ.value in principal.scopes
-    return FhirJSONResponse(await FhirInterviews(service, may_read=may_read).next_question(body))
+    may_read = KeyScope.SESSIONS_READ.value in principal.scopes
+    interviews = FhirInterviews(service, may_read=may_read)
+    return _reply(await interviews.next_question(body, version=negotiated.body), negotiated)
 
 
 @router.get(
     "/v1/sessions/{session_id}/fhir",
     response_class=FhirJSONResponse,
     operation_id="fhir_session_bundle",
-    summary="The session as a FHIR R5 Bundle (QuestionnaireResponse, Conditions, RiskAssessment)",
-    responses={200: _FHIR_OK, **ERRORS},
+    summary="The session as a FHIR Bundle (QuestionnaireResponse, Conditions, RiskAssessment)",
+    description="A `collection` Bundle." + _VERSIONS_DOC,
+    responses={200: _FHIR_OK, **_or_outcome({**ERRORS, **_NEGOTIATION_ERRORS})},
     tags=["sessions"],
 )
-async def session_bundle(session_id: uuid.UUID, service: ReaderDep) -> FhirJSONResponse:
-    return FhirJSONResponse(await FhirInterviews(service).bundle(session_id))
+async def session_bundle(
+    request: Request, session_id: uuid.UUID, service: ReaderDep
+) -> FhirJSONResponse:
+    negotiated = _negotiated(request)
+    return _reply(await FhirInterviews(service).bundle(session_id), negotiated)
+
+
+@router.get(
+    "/fhir/metadata",
+    response_class=FhirJSONResponse,
+    summary="The CapabilityStatement of the FHIR surface (no API key needed)",
+    description="What the FHIR base supports: the SDC `$next-question` operation on "
+    "Questionnaire, JSON, a bearer API key." + _VERSIONS_DOC,
+    responses={200: _FHIR_OK, **_or_outcome(_NEGOTIATION_ERRORS)},
+)
+async def metadata(request: Request) -> FhirJSONResponse:
+    negotiated = _negotiated(request)
+    base_url = str(request.base_url).rstrip("/") + "/fhir"
+    statement = capability_statement(
+        version=negotiated.reply, base_url=base_url, software_version=__version__
+    )
+    # Built per version (fhirVersion differs): nothing to downgrade.
+    return FhirJSONResponse(statement, media_type=negotiated.media_type)
+
+
+class FhirErrorsMiddleware:
+    """On FHIR routes, rewrite a problem+json error as an OperationOutcome (same status and
+    headers) when the request's Accept prefers ``application/fhir+json``; pure ASGI, so the
+    errors of other middleware (413, 500) and of authentication are covered too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _FHIR_PATH.match(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not wants_fhir_errors(headers.get("accept", "")):
+            await self.app(scope, receive, send)
+            return
+        try:
+            negotiated = negotiate(
+                content_type=headers.get("content-type", ""), accept=headers.get("accept", "")
+            )
+        except PursuitError:  # the very error being reported: say it in the default version
+            negotiated = Negotiated(DEFAULT_FHIR_VERSION, DEFAULT_FHIR_VERSION, named=False)
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+                if content_type.startswith(PROBLEM_MEDIA_TYPE):
+                    start = message  # held until the body is complete
+                    return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            outcome = downgrade(operation_outcome(json.loads(b"".join(chunks))), negotiated.reply)
+            body = json.dumps(outcome, separators=(",", ":")).encode()
+            kept = [
+                (k, v)
+                for k, v in start.get("headers", [])
+                if k.lower() not in (b"content-type", b"content-length")
+            ]
+            kept += [
+                (b"content-type", negotiated.media_type.encode("latin-1")),
+                (b"content-length", str(len(body)).encode("latin-1")),
+            ]
+            await send({**start, "headers": kept})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, rewrite)

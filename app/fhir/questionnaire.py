@@ -17,13 +17,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fhir.resources.questionnaireresponse import QuestionnaireResponse
+from fhir.resources.R4B.questionnaireresponse import (
+    QuestionnaireResponse as QuestionnaireResponseR4,
+)
 from pydantic import ValidationError
 
 from app.errors import InvalidInputError
 from app.fhir.differential import anonymous_subject, differential_resources, method_text
+from app.fhir.versions import DEFAULT_FHIR_VERSION, FhirVersion
 from app.fhir.vocab import (
     AGE,
     ALPHA,
+    ANSWER_OPTION_SYSTEM,
     CALIBRATION_ID,
     CANDIDATES,
     CONFIG_ITEMS,
@@ -91,6 +96,8 @@ class Asked:
     selection_rule: str | None = None
     selection_calibration_id: str | None = None
     objective: str | None = None
+    # The question's answer options, (code, display) each; empty: free text only.
+    options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, q: QuestionOut, answer: str | None = None) -> Asked:
@@ -101,7 +108,38 @@ class Asked:
             selection_rule=q.selection_rule,
             selection_calibration_id=q.selection_calibration_id,
             objective=q.objective,
+            options=tuple((o.code, o.display) for o in q.answer_options or ()),
         )
+
+    def definition(self) -> Json:
+        """The Questionnaire item (R5): ``string``, or ``coding`` with its options and free
+        text allowed (``optionsOrString``; R4: ``open-choice``)."""
+        item: Json = {"linkId": self.id, "text": self.text, "type": "string"}
+        if self.extensions():
+            item = {"extension": self.extensions(), **item}
+        if self.options:
+            item["type"] = "coding"
+            item["answerConstraint"] = "optionsOrString"
+            item["answerOption"] = [{"valueCoding": self._coding(c, d)} for c, d in self.options]
+        return item
+
+    def answer_value(self) -> Json:
+        """The recorded answer as a QR answer: an option's coding when it is one's text."""
+        assert self.answer is not None
+        for code, display in self.options:
+            if self.answer == display:
+                return {"valueCoding": self._coding(code, display)}
+        return {"valueString": self.answer}
+
+    def option_text(self, coding: Any) -> str | None:
+        """The display text of the option a posted ``valueCoding`` names (by code), if any."""
+        if not isinstance(coding, dict) or coding.get("system") not in (None, ANSWER_OPTION_SYSTEM):
+            return None
+        return next((d for c, d in self.options if c == coding.get("code")), None)
+
+    @staticmethod
+    def _coding(code: str, display: str) -> Json:
+        return {"system": ANSWER_OPTION_SYSTEM, "code": code, "display": display}
 
     def extensions(self) -> list[Json]:
         """Item extensions saying which rule chose the question (absent values left out)."""
@@ -187,17 +225,24 @@ class PostedResponse:
         """The caller ends the interview (status ``completed``)."""
         return self.response.get("status") == "completed"
 
-    def answer(self, link_id: str) -> str | None:
-        """The text the QR answers the top-level item ``link_id`` with (several: joined)."""
+    def answer(self, link_id: str, asked: Asked | None = None) -> str | None:
+        """The text the QR answers the top-level item ``link_id`` with (several: joined); a
+        ``valueCoding`` naming one of ``asked``'s options by code reads as its display text."""
         item = _find(self.response.get("item"), link_id)
         if item is None or not item.get("answer"):
             return None
-        texts = [_text(link_id, key, value) for key, value in _values(item.get("answer"))]
+        texts = [
+            (asked.option_text(value) if asked and key == "valueCoding" else None)
+            or _text(link_id, key, value)
+            for key, value in _values(item.get("answer"))
+        ]
         return "; ".join(texts) if texts else None
 
-    def answer_in(self, question_id: str) -> AnswerIn | None:
-        """The posted answer to a question, as the sessions API takes it."""
-        text = self.answer(question_id)
+    def answer_in(self, asked: Asked) -> AnswerIn | None:
+        """The posted answer to an asked question, as the sessions API takes it (an option
+        as its display text, which is what the session stores either way)."""
+        question_id = asked.id
+        text = self.answer(question_id, asked)
         if text is None:
             return None
         try:
@@ -277,8 +322,10 @@ class PostedResponse:
         return [_text(CANDIDATES, key, value) for key, value in _values(options)]
 
 
-def read_next_question_input(body: Any) -> PostedResponse:
-    """A ``Parameters`` (``questionnaire-response``) or a bare QR, validated as FHIR R5."""
+def read_next_question_input(
+    body: Any, *, version: FhirVersion = DEFAULT_FHIR_VERSION
+) -> PostedResponse:
+    """A ``Parameters`` (``questionnaire-response``) or a bare QR, validated as ``version``."""
     if not isinstance(body, dict):
         raise InvalidInputError("the body must be a FHIR resource (a JSON object)")
     resource_type = body.get("resourceType")
@@ -301,7 +348,7 @@ def read_next_question_input(body: Any) -> PostedResponse:
         )
     response = copy.deepcopy(body)
     _link_contained_questionnaire(response)
-    _validate(response)
+    _validate(response, version)
     posted = PostedResponse(response=response, session_id=None)
     return replace(posted, session_id=_session_id(posted))
 
@@ -320,17 +367,19 @@ def _link_contained_questionnaire(response: Json) -> None:
         response["questionnaire"] = f"#{contained[0]['id']}"
 
 
-def _validate(response: Json) -> None:
+def _validate(response: Json, version: FhirVersion) -> None:
+    # R4 is checked with fhir.resources' R4B models (it ships no R4): the same QR structure.
+    model = QuestionnaireResponseR4 if version is FhirVersion.R4 else QuestionnaireResponse
     try:
-        QuestionnaireResponse.model_validate(response)
+        model.model_validate(response)
     except ValidationError as exc:
         # Where and why only, never the input: it may be patient text.
         raise InvalidInputError(
-            f"not a valid FHIR R5 QuestionnaireResponse: {_first_message(exc)}"
+            f"not a valid FHIR {version.name} QuestionnaireResponse: {_first_message(exc)}"
         ) from None
     except (KeyError, TypeError, ValueError) as exc:  # e.g. an unknown contained resourceType
         raise InvalidInputError(
-            f"not a valid FHIR R5 QuestionnaireResponse ({type(exc).__name__})"
+            f"not a valid FHIR {version.name} QuestionnaireResponse ({type(exc).__name__})"
         ) from None
     _contained_questionnaire(response)
 
@@ -415,7 +464,7 @@ def conflicting_answer(posted: PostedResponse, state: SessionState) -> str | Non
     for asked in state.asked:
         if asked.answer is None:
             continue
-        posted_answer = posted.answer(asked.id)
+        posted_answer = posted.answer(asked.id, asked)
         if posted_answer is not None and posted_answer.strip() != asked.answer:
             return (
                 f"question {asked.id} was already answered differently in session "
@@ -532,10 +581,7 @@ def write_state(
     session_item["initial"] = [{"valueString": state.session_id}]
     for asked in state.asked:
         if asked.id not in known:
-            item: Json = {"linkId": asked.id, "text": asked.text, "type": "string"}
-            if asked.extensions():
-                item = {"extension": asked.extensions(), **item}
-            definitions.append(item)
+            definitions.append(asked.definition())
 
     d = state.differential
     values: dict[str, list[Json] | None] = {
@@ -553,7 +599,7 @@ def write_state(
     for asked in state.asked:
         existing = _find(answers, asked.id)
         if asked.answer is not None and (existing is None or not existing.get("answer")):
-            _set_answer(answers, asked.id, [{"valueString": asked.answer}], text=asked.text)
+            _set_answer(answers, asked.id, [asked.answer_value()], text=asked.text)
     order = {item.get("linkId"): n for n, item in enumerate(definitions)}
     answers.sort(key=lambda item: order.get(item.get("linkId"), len(order)))
     response["status"] = "in-progress" if state.status == "active" else "completed"

@@ -15,6 +15,7 @@ from app.fhir.questionnaire import (
     next_question_response,
     read_next_question_input,
 )
+from app.fhir.versions import DEFAULT_FHIR_VERSION, FhirVersion
 from app.sessions.service import SessionService
 
 Json = dict[str, Any]
@@ -28,9 +29,12 @@ class FhirInterviews:
     # Whether the caller may read sessions: continuing one returns its recorded answers.
     may_read: bool = True
 
-    async def next_question(self, body: Any) -> Json:
-        """Apply the posted QR to its session (creating it on the first call); the next QR."""
-        posted = read_next_question_input(body)
+    async def next_question(
+        self, body: Any, *, version: FhirVersion = DEFAULT_FHIR_VERSION
+    ) -> Json:
+        """Apply the posted QR (FHIR ``version``) to its session (creating it on the first
+        call); the next QR, as R5 (``app.fhir.versions.downgrade`` writes it as R4)."""
+        posted = read_next_question_input(body, version=version)
         if posted.session_id is None:
             state = SessionState.started(await self.sessions.create(posted.session_create()))
         else:
@@ -62,7 +66,7 @@ class FhirInterviews:
                     f"session {session_id} is {state.status}; it takes no more answers "
                     f"(question {unapplied[0]} stays unanswered)"
                 )
-        answer = posted.answer_in(current.id) if current is not None else None
+        answer = posted.answer_in(current) if current is not None else None
         if current is None or answer is None:
             # Nothing new (a re-post, or the current question left unanswered): the state.
             return state
@@ -79,4 +83,5 @@ class FhirInterviews:
             ):
                 return state
             raise
+        assert answer.answer is not None  # the FHIR reader always sends text
         return state.advanced(out, answered=(current.id, answer.answer))

@@ -1,8 +1,9 @@
-"""The FHIR version, media type, code systems, extensions and linkIds of the FHIR surface."""
+"""The FHIR versions, media type, code systems, extensions and linkIds of the FHIR surface."""
 
 from __future__ import annotations
 
-FHIR_VERSION = "5.0.0"  # R5, the default model set of fhir.resources 8
+FHIR_VERSION = "5.0.0"  # R5, the default model set of fhir.resources 8, and the default here
+FHIR_R4_VERSION = "4.0.1"
 FHIR_MEDIA_TYPE = "application/fhir+json"
 
 HIDDEN_EXTENSION = "http://hl7.org/fhir/StructureDefinition/questionnaire-hidden"
@@ -15,6 +16,13 @@ OBJECTIVE_EXTENSION = PURSUIT_EXTENSION_BASE + "objective"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+# The codes of a question's answer options (``AnswerOption.code``: yes, no, unsure, or a bank's).
+ANSWER_OPTION_SYSTEM = "https://pursuit.invalid/fhir/CodeSystem/answer-option"
+# OperationOutcome: the request id to quote to support, and the problem type of the error.
+REQUEST_ID_EXTENSION = PURSUIT_EXTENSION_BASE + "request-id"
+PROBLEM_TYPE_SYSTEM = "https://pursuit.dev/problems"
+SDC_NEXT_QUESTION = "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-next-question"
+SDC_IMPLEMENTATION_GUIDE = "http://hl7.org/fhir/uv/sdc/ImplementationGuide/hl7.fhir.uv.sdc"
 
 # The $next-question input parameter (SDC OperationDefinition Questionnaire-next-question).
 PARAMETER_NAME = "questionnaire-response"

@@ -9,7 +9,8 @@ a set of candidates the provider builds (and keeps, LRU) the naive-Bayes model o
 
 Questions are "Does the patient have <term name>?" over those terms (``propose_questions``,
 the most even split first); answers are read by their first word (yes / no / anything
-else: no information). A question outside the candidates' terms is an ``InvalidInputError``.
+else: no information), so every question offers the options yes / no / unsure
+(``answer_options``), whose display texts read that way. A question outside the candidates' terms is an ``InvalidInputError``.
 
 Candidate answers (``simulate_answers``, which the engine calls without the candidates):
 the same naive Bayes over every disease of the knowledge base, so a question's "yes"
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.engine.banks import dedupe_questions, normalize_question
+from app.engine.options import YES_NO_UNSURE, AnswerOptions
 from app.engine.types import CaseContext, History, ProviderInfo, WeightedAnswer
 from app.errors import InvalidInputError
 from app.kb.hpo import Disease, HpoKb
@@ -151,6 +153,10 @@ class HpoProvider:
         """The first ``n`` unasked questions on the candidates' discriminating terms."""
         questions = self.model(labels).questions
         return dedupe_questions(questions, exclude=[qa.question for qa in history])[: max(n, 0)]
+
+    def answer_options(self, question: str) -> AnswerOptions | None:
+        """Yes / no / unsure for a question on an HPO term ("Unsure" carries no information)."""
+        return YES_NO_UNSURE if normalize_question(question) in self._term_of else None
 
     def _annotated(self, term: int) -> npt.NDArray[np.bool_]:
         out = np.zeros(len(self.kb.diseases), dtype=np.bool_)

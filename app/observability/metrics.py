@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from app.engine.options import AnswerOptions, provider_options
 from app.engine.types import CaseContext, History, PosteriorProvider, ProviderInfo, WeightedAnswer
 from app.llm.cache import Probs, PurgeableCache
 
@@ -117,6 +118,10 @@ class MeteredProvider:
     @property
     def info(self) -> ProviderInfo:
         return self._inner.info
+
+    def answer_options(self, question: str) -> AnswerOptions | None:
+        """The wrapped provider's options for its question (not an LLM call: not metered)."""
+        return provider_options(self._inner, question)
 
     async def _timed(self, operation: str, call: Any) -> Any:
         started = time.perf_counter()

@@ -6,7 +6,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from app.engine.config import Policy, StopReason
 from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
@@ -95,6 +102,10 @@ ANSWER_EXAMPLE: dict[str, Any] = {
     "question_id": "0b6f3c1e-8a2d-4f5b-9c7e-1d2a3b4c5d6e",
     "answer": "Yes, my neck is very stiff.",
 }
+ANSWER_BY_OPTION_EXAMPLE: dict[str, Any] = {
+    "question_id": "0b6f3c1e-8a2d-4f5b-9c7e-1d2a3b4c5d6e",
+    "option": "yes",
+}
 
 
 class Strict(BaseModel):
@@ -174,10 +185,28 @@ class SessionCreate(QuestionPolicy, Strict):
 
 
 class AnswerIn(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ANSWER_EXAMPLE]})
+    """The answer to the current question: free text, or the code of one of its options."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [ANSWER_EXAMPLE, ANSWER_BY_OPTION_EXAMPLE]},
+    )
 
     question_id: str = Field(max_length=64, description="The id of the current question.")
-    answer: Annotated[Text, StringConstraints(max_length=2000)]
+    answer: Annotated[Text, StringConstraints(max_length=2000)] | None = Field(
+        default=None, description="The patient's answer as text (always possible)."
+    )
+    option: Annotated[Text, StringConstraints(max_length=64)] | None = Field(
+        default=None,
+        description="Instead of answer: the code of one of the question's answer_options. "
+        "It is stored and scored as that option's display text, as if typed.",
+    )
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> AnswerIn:
+        if (self.answer is None) == (self.option is None):
+            raise ValueError("give the answer as text (answer) or as an option code (option)")
+        return self
 
 
 class LabelOut(BaseModel):
@@ -253,9 +282,22 @@ class CandidateOut(BaseModel):
     entropy_bound: float
 
 
+class AnswerOptionOut(BaseModel):
+    code: str = Field(description="What to send as AnswerIn.option.", examples=["yes"])
+    display: str = Field(
+        description="The button's text; the answer is stored and scored as this text.",
+        examples=["Yes"],
+    )
+
+
 class QuestionOut(BaseModel):
     id: str
     text: str
+    answer_options: list[AnswerOptionOut] | None = Field(
+        default=None,
+        description="Structured answers the question offers (yes / no / unsure, or its "
+        "bank's own); null: free text only. Free text is always accepted.",
+    )
     step: int
     policy: Policy | None = Field(description="The policy that chose it.")
     expected_set_size: float | None = Field(description="Chosen question: E[|C_{k+1}|].")

@@ -48,6 +48,8 @@ from app.engine import (
     TurnOutcome,
     plan_turn,
 )
+from app.engine.banks import shipped_bank_options
+from app.engine.options import AnswerOptions, provider_options
 from app.engine.policy import QuestionPolicy
 from app.engine.progress import ProgressFn
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
@@ -75,6 +77,7 @@ from app.sessions.schemas import (
     GUARANTEE_UNCALIBRATED,
     STOP_NOTES,
     AnswerIn,
+    AnswerOptionOut,
     CalibrationMismatch,
     CandidateOut,
     DifferentialOut,
@@ -216,7 +219,8 @@ class SessionService:
             )
             repo = SessionRepository(db)
             await repo.add(row)
-            turn = _turn_row(row, outcome, question_id, serving)
+            options = self._answer_options(question.question_bank_name, outcome.next_question)
+            turn = _turn_row(row, outcome, question_id, serving, options=options)
             await repo.add(turn)
             await self._audit(db, "session.create", session_id, "success")
             created = _session_out(row, turn)
@@ -247,9 +251,10 @@ class SessionService:
         earlier = [t for t in turns if t.step < row.step]
         current = next(t for t in turns if t.step == row.step)
         assert current.question is not None
+        answer = _answer_text(body, current)
         history: History = (
             *(QA(t.question, t.answer) for t in earlier if t.question and t.answer is not None),
-            QA(current.question, body.answer),
+            QA(current.question, answer),
         )
         config = _config_from_json(row.config)
         outcome = await self._plan(
@@ -277,10 +282,14 @@ class SessionService:
                 raise ConflictError(
                     "the session changed while this answer was processed; reload it"
                 )
-            await repo.record_answer(current.id, body.answer)
+            await repo.record_answer(current.id, answer)
             fresh = await repo.get(session_id, tenant=self.tenant)
             assert fresh is not None
-            turn = _turn_row(fresh, outcome, question_id, serving)
+            bank_name = row.config.get("question_bank_name")
+            options = self._answer_options(
+                bank_name if isinstance(bank_name, str) else None, outcome.next_question
+            )
+            turn = _turn_row(fresh, outcome, question_id, serving, options=options)
             await repo.add(turn)
             response = _session_out(fresh, turn)
             if idempotency_key is not None:
@@ -311,7 +320,9 @@ class SessionService:
             session_id, body, idempotency_key=idempotency_key, if_match=if_match
         )
         if not isinstance(snapshot, SessionOut):
-            self._require_provider(snapshot[0])
+            row, turns, _ = snapshot
+            _answer_text(body, next(t for t in turns if t.step == row.step))  # a bad option
+            self._require_provider(row)
 
     async def _answer_snapshot(
         self,
@@ -424,6 +435,16 @@ class SessionService:
             await self.posterior_cache.purge(session_scope(session_id))
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _answer_options(self, bank_name: str | None, question: str | None) -> AnswerOptions | None:
+        """A question's options: its shipped bank's, else the provider's (generated: none)."""
+        if question is None:
+            return None
+        if bank_name is not None:
+            from_bank = shipped_bank_options(bank_name, question)
+            if from_bank is not None:
+                return from_bank
+        return provider_options(self.provider, question)
 
     def _require_provider(self, row: InterviewSession | None = None) -> PosteriorProvider:
         if self.provider is None:
@@ -554,8 +575,9 @@ async def _resolve(
 
 
 def answer_hash(body: AnswerIn) -> str:
-    """What an Idempotency-Key of an answer is bound to: the SHA-256 of its body."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    """What an Idempotency-Key of an answer is bound to: the SHA-256 of its body (without
+    unset fields: an answer as text hashes as it did before answers could be options)."""
+    return hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
 
 
 def _unmatched(match: Match) -> _Serving:
@@ -720,7 +742,30 @@ def _differential_out(
     )
 
 
-def _question_out(outcome: TurnOutcome, question_id: uuid.UUID, serving: _Serving) -> QuestionOut:
+def _answer_text(body: AnswerIn, turn: Turn) -> str:
+    """The answer as the engine and the transcript see it: an option is its display text."""
+    if body.answer is not None:
+        return body.answer
+    options = (turn.rationale or {}).get("answer_options") or []
+    for option in options:
+        if option["code"] == body.option:
+            return str(option["display"])
+    if not options:
+        raise InvalidInputError(
+            f"question {body.question_id} offers no answer options: send the answer as text"
+        )
+    codes = ", ".join(str(o["code"]) for o in options)
+    raise InvalidInputError(
+        f"question {body.question_id} offers no option with that code; its codes: {codes}"
+    )
+
+
+def _question_out(
+    outcome: TurnOutcome,
+    question_id: uuid.UUID,
+    serving: _Serving,
+    options: AnswerOptions | None,
+) -> QuestionOut:
     assert outcome.next_question is not None
     rationale = outcome.rationale
     calibrated = rationale is not None and rationale.selection_rule is SelectionRule.CALIBRATED
@@ -728,6 +773,9 @@ def _question_out(outcome: TurnOutcome, question_id: uuid.UUID, serving: _Servin
     return QuestionOut(
         id=str(question_id),
         text=outcome.next_question,
+        answer_options=(
+            [AnswerOptionOut(code=o.code, display=o.display) for o in options] if options else None
+        ),
         step=outcome.step,
         policy=rationale.policy if rationale else None,
         expected_set_size=rationale.expected_set_size if rationale else None,
@@ -756,8 +804,11 @@ def _turn_row(
     outcome: TurnOutcome,
     question_id: uuid.UUID | None,
     serving: _Serving,
+    *,
+    options: AnswerOptions | None,
 ) -> Turn:
-    question = _question_out(outcome, question_id, serving) if question_id else None
+    # The question's options are stored with it (in its rationale JSON, as the reply has them).
+    question = _question_out(outcome, question_id, serving, options) if question_id else None
     differential = _differential_out(outcome.differential, serving, outcome.stop_reason)
     return Turn(
         session_id=row.id,

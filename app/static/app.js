@@ -193,6 +193,7 @@ function render(s) {
   const q = s.next_question;
   $("question-box").hidden = !q;
   if (q) { $("question").textContent = q.text; renderWhy(q); }
+  renderOptions(q);
   $("stopped").hidden = !s.should_stop;
   $("stopped").textContent = s.should_stop ? `The interview stopped. ${s.stop_note || s.stop_reason}` : "";
   $("finalize").hidden = s.status === "finalized";
@@ -232,17 +233,45 @@ $("start-form").addEventListener("submit", async (event) => {
   } catch (error) { showError(error); } finally { busy($("start"), false); }
 });
 
-$("answer-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
+// Structured answers: one button per option (sent as its code, stored as its display text);
+// the text box stays for anything else.
+function renderOptions(q) {
+  const box = $("answer-options");
+  const options = (q && q.answer_options) || [];
+  box.hidden = options.length === 0;
+  $("answer").required = options.length === 0;
+  box.replaceChildren(...options.map((option) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary";
+    button.dataset.code = option.code;
+    button.textContent = option.display;
+    button.addEventListener("click", () => sendAnswer({ option: option.code }, option.display, button));
+    return button;
+  }));
+}
+
+async function sendAnswer(payload, shown, button) {
   const question = session.next_question;
-  const answer = $("answer").value;
-  busy($("submit-answer"), true);
+  const others = [...document.querySelectorAll("#answer-options button, #submit-answer")].filter((b) => b !== button);
+  others.forEach((b) => { b.disabled = true; });  // one answer per question, even on a double click
+  busy(button, true);
   try {
-    const next = await turn(`/v1/sessions/${session.id}/answers`, { question_id: question.id, answer }, $("submit-answer"));
-    addTranscript(question.text, answer);
+    const next = await turn(`/v1/sessions/${session.id}/answers`, { question_id: question.id, ...payload }, button);
+    addTranscript(question.text, shown);
     $("answer").value = "";
     render(next);
-  } catch (error) { showError(error); } finally { busy($("submit-answer"), false); }
+  } catch (error) { showError(error); } finally {
+    busy(button, false);
+    others.forEach((b) => { b.disabled = false; });
+  }
+}
+
+$("answer-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const answer = $("answer").value.trim();
+  if (!answer) { showError(new Error("Type the patient's answer, or pick one of the options.")); return; }
+  await sendAnswer({ answer }, answer, $("submit-answer"));
 });
 
 $("new-interview").addEventListener("click", () => {

@@ -50,7 +50,8 @@ AUTH_EXAMPLES = 2  # per operation and per missing or bad credential
 # Floors: fewer cases than this means the pass silently stopped testing.
 MIN_CASES_PER_OPERATION = 5
 MIN_STATEFUL_CALLS = 50
-PUBLIC = frozenset({"GET /healthz", "GET /readyz", "GET /metrics"})
+# /fhir/metadata: FHIR clients read the CapabilityStatement before they have a key.
+PUBLIC = frozenset({"GET /healthz", "GET /readyz", "GET /metrics", "GET /fhir/metadata"})
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",

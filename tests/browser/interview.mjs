@@ -2,8 +2,10 @@
 //
 // Run by tests/browser/test_clinician_page.py against a live server. Input (environment):
 //   PURSUIT_URL, PURSUIT_API_KEY, ARTIFACTS (screenshot folder), CHROMIUM (executable),
-//   INTERVIEW (JSON: summary, age, sex, candidates, source, answers, nQuestions, nAnswers,
-//   maxQuestions, expectCalibrated; useDefaults: leave the page's defaults as they are).
+//   INTERVIEW (JSON: summary, age, sex, candidates, source, policy (default cip), answers,
+//   nQuestions, nAnswers, maxQuestions, expectCalibrated; useDefaults: leave the page's
+//   defaults as they are). An answer is text to type, or {"option": "<display>"} to click
+//   that answer-option button.
 // Output: one JSON line on stdout describing what the page showed (with the turns it sent
 // and the progress its buttons showed while they ran); exit 1 on any failure.
 import { mkdirSync, readFileSync } from "node:fs";
@@ -72,7 +74,7 @@ try {
   if (interview.sex !== undefined) await page.fill("#sex", interview.sex);
   await page.fill("#candidates", interview.candidates.join("\n"));
   if (!interview.useDefaults) {  // else: the page's own defaults, which are the API's
-    await page.selectOption("#policy", "cip");
+    await page.selectOption("#policy", interview.policy || "cip");
     await page.fill("#max-questions", String(interview.maxQuestions));
     await page.selectOption("#source", interview.source);
     await page.click("#advanced summary");
@@ -95,14 +97,23 @@ try {
   // Once started, the interview is on top and the form is out of the way.
   const formHiddenAfterStart = await page.isHidden("#start-form");
   const asked = [];
+  const optionsShown = [];
   const turnSeconds = [];
   for (const [n, answer] of interview.answers.entries()) {
     const question = (await page.textContent("#question")).trim();
     check(question.length > 0 && (await page.isVisible("#question-box")), `a question at step ${n}`);
     asked.push(question);
-    await page.fill("#answer", answer);
+    optionsShown.push((await page.isVisible("#answer-options"))
+      ? await page.$$eval("#answer-options button", (bs) => bs.map((b) => b.textContent))
+      : []);
     const started = Date.now();
-    await page.click("#submit-answer");
+    if (typeof answer === "string") {
+      await page.fill("#answer", answer);
+      await page.click("#submit-answer");
+    } else {
+      check(optionsShown[n].includes(answer.option), `an option button "${answer.option}" at step ${n}`);
+      await page.click(`#answer-options button:text-is("${answer.option}")`);
+    }
     await page.waitForFunction(
       (count) => document.querySelectorAll("#transcript li").length === count || !document.getElementById("error").hidden,
       n + 1,
@@ -137,6 +148,7 @@ try {
     banner: (await page.isVisible("#model-banner")) ? (await page.textContent("#model-banner")).trim() : null,
     formHiddenAfterStart,
     asked,
+    optionsShown,
     whyFirst,
     turnSeconds,
     transcript: await page.$$eval("#transcript li", (lis) => lis.map((li) => li.textContent)),

@@ -26,6 +26,7 @@ import pytest
 
 from app.calibrations.thresholds import calibration_result
 from app.conformal import lac_threshold
+from app.engine.banks import load_query_bank
 from app.engine.policy import DEFAULT_BANK, QuestionPolicy, named_bank
 from app.llm.prompts import PROMPT_VERSION
 from app.settings import Settings
@@ -173,8 +174,8 @@ async def live_app(
         log.close()
 
 
-async def _run_browser(live_app: str, api_key: str, interview: dict[str, Any]) -> dict[str, Any]:
-    """Run interview.mjs against the live app; what the page showed (its JSON line)."""
+async def _run_page(live_app: str, api_key: str, interview: dict[str, Any]) -> dict[str, Any]:
+    """Drive interview.mjs through ``interview``; what the page showed."""
     node = await asyncio.create_subprocess_exec(
         "node",
         str(HERE / "interview.mjs"),
@@ -196,8 +197,46 @@ async def _run_browser(live_app: str, api_key: str, interview: dict[str, Any]) -
         node.kill()
         pytest.fail("the browser script ran over 15 minutes")
     assert node.returncode == 0, f"{stderr.decode()}\nscreenshots: {ARTIFACTS}"
-    shown: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
-    return shown
+    page: dict[str, Any] = json.loads(stdout.decode().strip().splitlines()[-1])
+    return page
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_an_option_button_answers_in_the_browser(live_app: str, api_key: str) -> None:
+    """Policy fixed asks the neurology bank in order: a closed question (yes / no / unsure
+    buttons, one clicked), then one naming its own alternatives (free text only)."""
+    _require_browser()
+    bank = load_query_bank("neurology")
+    page = await _run_page(
+        live_app,
+        api_key,
+        {
+            "summary": "A 58-year-old man with episodes of dizziness and nausea.",
+            "candidates": ["Vestibular migraine", "Meniere disease", "Vestibular neuritis"],
+            "source": "bank:neurology",
+            "policy": "fixed",
+            "answers": [{"option": "Yes"}, "Only the left ear."],
+            "nQuestions": 2,
+            "nAnswers": 2,
+            "maxQuestions": 2,
+            "expectCalibrated": False,
+        },
+    )
+    assert page["problems"] == []
+    assert page["asked"] == [bank[0], bank[1]]
+    assert page["optionsShown"] == [["Yes", "No", "Unsure"], []]
+    assert page["transcript"] == [f"{bank[0]} — Yes", f"{bank[1]} — Only the left ear."]
+    async with httpx.AsyncClient(
+        base_url=live_app, headers={"Authorization": f"Bearer {api_key}"}
+    ) as http:
+        session_id = page["downloadName"].removeprefix("pursuit-").removesuffix(".fhir.json")
+        detail = (await http.get(f"/v1/sessions/{session_id}")).json()
+    # The click was sent as the option's code and stored as its display text.
+    assert [t["answer"] for t in detail["transcript"][:2]] == ["Yes", "Only the left ear."]
+    assert detail["transcript"][0]["question"]["answer_options"][0] == {
+        "code": "yes",
+        "display": "Yes",
+    }
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
@@ -217,7 +256,7 @@ async def test_a_whole_interview_in_the_browser(
         "maxQuestions": 3,
         "expectCalibrated": True,
     }
-    page = await _run_browser(live_app, api_key, interview)
+    page = await _run_page(live_app, api_key, interview)
 
     assert page["problems"] == []
     # Why this question, in words: the rule that counted the sets (no selection calibration
@@ -280,7 +319,7 @@ async def test_the_pages_defaults_interview_and_are_served_by_the_default_calibr
     defaults (the API's) ask a question from the default bank, and the calibration made for
     those defaults serves the set; the demo model is flagged before and after."""
     _require_browser()
-    page = await _run_browser(
+    page = await _run_page(
         live_app,
         api_key,
         {

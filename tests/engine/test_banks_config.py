@@ -20,6 +20,8 @@ from app.engine import (
     load_query_banks,
     normalize_question,
 )
+from app.engine.banks import load_query_bank_options, shipped_bank_options
+from app.engine.options import YES_NO_UNSURE, AnswerOption
 from app.errors import InvalidInputError, NotFoundError
 
 
@@ -96,3 +98,64 @@ def test_stepwise_thresholds_from_scores_and_horizon() -> None:
     assert step0 is not None
     np.testing.assert_array_equal(step0, np.sort(steps[0]))
     assert t.max_step == 1
+
+
+def test_banks_may_give_answer_options_per_bank_or_per_question(tmp_path: Path) -> None:
+    left_right = [{"code": "left", "display": "Left ear"}, {"code": "right", "display": "Right"}]
+    path = write(
+        tmp_path,
+        {
+            "old": ["Headache?"],
+            "neuro": {
+                "options": "yes-no-unsure",
+                "questions": [
+                    "Headache?",
+                    {"text": "Which ear?", "options": left_right},
+                    {"text": "What brings you in?", "options": None},
+                    {"text": "Dizzy?"},
+                ],
+            },
+            "peds": [{"text": "Fever?", "options": "yes-no"}, "Rash?"],
+        },
+    )
+    assert load_query_banks(path) == {
+        "old": ("Headache?",),
+        "neuro": ("Headache?", "Which ear?", "What brings you in?", "Dizzy?"),
+        "peds": ("Fever?", "Rash?"),
+    }
+    options = load_query_bank_options(path)
+    assert options["old"] == {}
+    assert options["neuro"] == {
+        "headache?": YES_NO_UNSURE,
+        "which ear?": (AnswerOption("left", "Left ear"), AnswerOption("right", "Right")),
+        "dizzy?": YES_NO_UNSURE,
+    }
+    assert options["peds"] == {"fever?": YES_NO_UNSURE[:2]}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "maybe",
+        [{"code": "a", "display": "A"}],
+        [{"code": "a", "display": "A"}, {"code": "a", "display": "B"}],
+        [{"code": "a"}, {"code": "b", "display": "B"}],
+        [{"code": "a", "display": "A", "score": 1}, {"code": "b", "display": "B"}],
+        {"yes": "Yes"},
+    ],
+)
+def test_malformed_answer_options_are_refused(tmp_path: Path, options: object) -> None:
+    path = write(tmp_path, {"neuro": [{"text": "Headache?", "options": options}]})
+    with pytest.raises(InvalidInputError, match="neuro"):
+        load_query_banks(path)
+
+
+def test_the_shipped_banks_offer_yes_no_unsure_on_closed_questions() -> None:
+    banks = load_query_banks()
+    for name, questions in banks.items():
+        marked = [q for q in questions if shipped_bank_options(name, q) is not None]
+        assert 0.3 * len(questions) < len(marked) < 0.8 * len(questions), name
+        assert all(shipped_bank_options(name, q) == YES_NO_UNSURE for q in marked)
+    # The first neurology question is closed, the second offers its own alternatives.
+    assert shipped_bank_options("neurology", banks["neurology"][0]) == YES_NO_UNSURE
+    assert shipped_bank_options("neurology", banks["neurology"][1]) is None

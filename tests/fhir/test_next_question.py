@@ -230,7 +230,10 @@ async def test_input_variants_and_media_types(
 ) -> None:
     response = await client.post(URL, json=questionnaire_response(**variant), headers=headers)
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"] == "application/fhir+json"
+    # A version named in the request is named in the reply too.
+    named = "fhirVersion" in headers["content-type"]
+    expected = "application/fhir+json" + ("; fhirVersion=5.0" if named else "")
+    assert response.headers["content-type"] == expected
     session_id = answer_value(validate(response.json()).model_dump(), "session-id")
     session = (await client.get(f"/v1/sessions/{session_id}")).json()
     assert session["inquiry"] == INQUIRY and session["candidates"] == LABELS

@@ -16,6 +16,7 @@ from app.kb.hpo import HpoKb
 from app.kb.provider import HpoProvider
 from app.main import create_app
 from app.settings import Settings
+from app.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, parse_answer
 from tests.conftest import make_key, open_client
 
 CASE = CaseContext(summary="A child with tall stature and lens dislocation.")
@@ -93,6 +94,23 @@ def test_unknown_or_duplicate_candidates_and_foreign_questions_are_invalid(
         provider._term("Do you like jazz?")
 
 
+async def test_its_questions_offer_yes_no_unsure(provider: HpoProvider, hpo: HpoKb) -> None:
+    labels = _labels(hpo)
+    (question,) = await provider.propose_questions(
+        case=CaseContext(summary="x"), history=(), inquiry="?", labels=labels, n=1
+    )
+    options = provider.answer_options(question)
+    assert options is not None
+    assert [(o.code, o.display) for o in options] == [
+        ("yes", "Yes"),
+        ("no", "No"),
+        ("unsure", "Unsure"),
+    ]
+    # Each display reads as its answer: yes, no, and no information.
+    assert [parse_answer(o.display) for o in options] == [ANSWER_YES, ANSWER_NO, ANSWER_UNKNOWN]
+    assert provider.answer_options("What brings you in today?") is None
+
+
 def test_info_names_the_release_for_calibrations(provider: HpoProvider) -> None:
     info = provider.info
     assert info.model == "hpo:2025-11-24:sens=0.8:bg=0.05:terms=300"
@@ -124,12 +142,20 @@ async def test_a_rare_disease_interview_through_the_api_with_no_llm(
     assert response.status_code == 201, response.text
     session = response.json()
     assert session["next_question"]["text"].startswith("Does the patient have ")
+    # The knowledge base's questions are yes / no / unsure by nature.
+    assert [o["code"] for o in session["next_question"]["answer_options"]] == [
+        "yes",
+        "no",
+        "unsure",
+    ]
     assert {x["label"] for x in session["differential"]["all_labels"]} == set(labels)
     answered = await hpo_client.post(
         f"/v1/sessions/{session['id']}/answers",
-        json={"question_id": session["next_question"]["id"], "answer": "yes"},
+        json={"question_id": session["next_question"]["id"], "option": "yes"},
     )
     assert answered.status_code == 200, answered.text
     assert answered.json()["step"] == 1
+    detail = (await hpo_client.get(f"/v1/sessions/{session['id']}")).json()
+    assert detail["transcript"][0]["answer"] == "Yes"  # read as "yes" by its first word
     bad = await hpo_client.post("/v1/sessions", json={**body, "candidates": ["x", "y"]})
     assert bad.status_code in (400, 422), bad.text

@@ -3,11 +3,11 @@ copied questions never reach a clinician; clinical questions pass."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import pytest
 
+from app.engine.banks import load_query_banks
 from app.engine.types import QA, CaseContext
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
@@ -53,9 +53,7 @@ def test_a_question_copying_an_answer_is_dropped_a_short_quote_is_not() -> None:
 
 def test_every_shipped_bank_question_passes() -> None:
     """No false positives on 4,330 real clinical questions (the three MediQ banks)."""
-    with open("app/data/query_banks.json", encoding="utf-8") as f:
-        banks: dict[str, list[str]] = json.load(f)
-    questions = [q for bank in banks.values() for q in bank]
+    questions = [q for bank in load_query_banks().values() for q in bank]
     assert len(questions) > 4000
     assert [q for q in questions if screen_question(q) is not None] == []
 
