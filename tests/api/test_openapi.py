@@ -19,6 +19,7 @@ OPERATIONS = {
     ("get", "/metrics"): "health_metrics",
     ("post", "/v1/sessions"): "sessions_create",
     ("get", "/v1/sessions"): "sessions_list",
+    ("get", "/fhir/metadata"): "fhir_metadata",
     ("get", "/v1/turn-jobs/{job_id}"): "sessions_turn_job",
     ("get", "/v1/turn-jobs/{job_id}/events"): "sessions_turn_job_events",
     ("get", "/v1/sessions/{session_id}"): "sessions_get",
@@ -69,7 +70,10 @@ def test_every_error_is_a_typed_problem_under_problem_json(document: dict[str, A
             if status[0] not in "45":
                 continue
             where = f"{method.upper()} {path} {status}"
-            assert set(response["content"]) == {"application/problem+json"}, where
+            # FHIR routes also declare the OperationOutcome a FHIR client may ask for.
+            fhir = path.startswith("/fhir/") or path.endswith("/fhir")
+            extra = {"application/fhir+json"} if fhir else set()
+            assert set(response["content"]) - extra == {"application/problem+json"}, where
             model = "ValidationProblem" if status == "422" else "Problem"
             assert response["content"]["application/problem+json"]["schema"] == {
                 "$ref": f"#/components/schemas/{model}"

@@ -111,6 +111,18 @@ async def test_the_first_call_opens_a_session_and_appends_its_first_question(
         assert hidden(definition) and definition["readOnly"] is True
     question = last_question(qr)
     base = "https://pursuit.invalid/fhir/StructureDefinition/"
+    options = session["next_question"]["answer_options"]
+    answerable: dict[str, Any] = (
+        {
+            "type": "coding",
+            "answerConstraint": "optionsOrString",
+            "answerOption": [
+                {"valueCoding": {"code": o["code"], "display": o["display"]}} for o in options
+            ],
+        }
+        if options
+        else {"type": "string"}
+    )
     assert question == {
         # Which rule chose it, as the session's reply says (nominal: no selection calibration).
         "extension": [
@@ -119,7 +131,7 @@ async def test_the_first_call_opens_a_session_and_appends_its_first_question(
         ],
         "linkId": session["next_question"]["id"],
         "text": session["next_question"]["text"],
-        "type": "string",
+        **answerable,
     }
     # The API's defaults: a question of the default bank.
     assert session["next_question"]["text"] in named_bank(DEFAULT_BANK)

@@ -255,8 +255,9 @@ async def test_the_openapi_document_declares_both_error_shapes(client: httpx.Asy
         for status, response in paths[path][method]["responses"].items():
             if status.startswith(("4", "5")):
                 content = response["content"]
+                model = "ValidationProblem" if status == "422" else "Problem"
                 assert content["application/problem+json"]["schema"] == {
-                    "$ref": "#/components/schemas/Problem"
+                    "$ref": f"#/components/schemas/{model}"
                 }, (path, status)
                 assert (
                     "OperationOutcome" in content["application/fhir+json"]["schema"]["description"]
