@@ -38,6 +38,8 @@ __all__ = ["StubConfig", "create_stub_app", "decode", "encode", "serve"]
 
 DEFAULT_MODEL = "pursuit-stub"
 MAX_MODEL_LEN = 8192
+# The response shapes are vLLM 0.32's (the version ``pursuit llm up`` installs).
+FINGERPRINT = "pursuit-stub-vllm-0.32"
 _SPACE_LETTER = 0x110000  # " X" is _SPACE_LETTER + ord("X"): past every code point
 _ANSWERS = (
     "Yes.",
@@ -252,7 +254,22 @@ class _Stub:
             "root": model,
             "parent": None,
             "max_model_len": MAX_MODEL_LEN,
-            "permission": [],
+            "permission": [
+                {
+                    "id": "modelperm-stub",
+                    "object": "model_permission",
+                    "created": int(time.time()),
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
+                }
+            ],
         }
         return JSONResponse({"object": "list", "data": [card]})
 
@@ -316,7 +333,10 @@ class _Stub:
                         "logprobs": made.logprobs,
                         "finish_reason": made.finish_reason,
                         "stop_reason": None,
+                        "token_ids": None,
                         "prompt_logprobs": None,
+                        "prompt_token_ids": None,
+                        "routed_experts": None,
                     }
                 )
         await self._wait(steps)
@@ -327,10 +347,12 @@ class _Stub:
                 "created": int(time.time()),
                 "model": self.config.model,
                 "choices": choices,
-                "usage": _usage(prompt_tokens, completion_tokens),
                 "service_tier": None,
-                "system_fingerprint": None,
+                "system_fingerprint": FINGERPRINT,
+                "usage": _usage(prompt_tokens, completion_tokens),
                 "kv_transfer_params": None,
+                "ec_transfer_params": None,
+                "metrics": None,
             }
         )
 
@@ -361,20 +383,25 @@ class _Stub:
                             "annotations": None,
                             "audio": None,
                             "function_call": None,
-                            "tool_calls": [],
-                            "reasoning_content": None,
+                            "reasoning": None,
                         },
                         "logprobs": None,
                         "finish_reason": c.finish_reason,
                         "stop_reason": None,
+                        "token_ids": None,
+                        "routed_experts": None,
                     }
                     for j, c in enumerate(made)
                 ],
-                "usage": _usage(len(encode(prompt)), sum(c.tokens for c in made)),
                 "service_tier": None,
-                "system_fingerprint": None,
+                "system_fingerprint": FINGERPRINT,
+                "usage": _usage(len(encode(prompt)), sum(c.tokens for c in made)),
                 "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "prompt_text": None,
                 "kv_transfer_params": None,
+                "ec_transfer_params": None,
+                "metrics": None,
             }
         )
 
@@ -385,6 +412,7 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
 
 
