@@ -111,7 +111,9 @@ async def test_n_workers_share_one_run_and_store_each_case_once(
     reference = await _stored(maker, reference_id)
 
     calibration_id = await _queue(maker, tmp_path)
-    await _run_together(maker, calibration_id, [worker(maker, f"w{i}") for i in range(n)])
+    # 50 ms per answer: the first worker cannot finish before the others have joined.
+    workers = [worker(maker, f"w{i}", SlowPatient(delay_s=0.05)) for i in range(n)]
+    await _run_together(maker, calibration_id, workers)
     got = await _stored(maker, calibration_id)
     assert got["row"].status == "succeeded"
     assert len(got["cases"]) == len(set(got["cases"])) == CASES
