@@ -261,11 +261,9 @@ async def _calibrate(
             )
         else:
             calibration_id = resume
+        worker = f"cli:{socket.gethostname()}:{os.getpid()}"
         token = await claim_run(
-            sessionmaker,
-            calibration_id,
-            worker=f"cli:{socket.gethostname()}:{os.getpid()}",
-            lease_timeout_s=lease_timeout,
+            sessionmaker, calibration_id, worker=worker, lease_timeout_s=lease_timeout
         )
         update, close = _progress_bar("calibrate")
         started = time.perf_counter()
@@ -277,6 +275,8 @@ async def _calibrate(
                 provider=provider,
                 patient=patient,
                 heartbeat_s=min(DEFAULT_HEARTBEAT_S, max(lease_timeout / 3, 0.5)),
+                lease_timeout_s=lease_timeout,
+                worker=worker,
                 progress=update,
             )
         finally:

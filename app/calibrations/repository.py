@@ -3,8 +3,16 @@
 Claiming is a compare-and-set on ``calibration_leases.token`` (an UPDATE whose WHERE names
 the token the claimer saw; rowcount 1 = won), which is atomic on PostgreSQL (the second
 updater re-checks the WHERE after the first commits) and on SQLite (one writer at a time).
-Every later write of the run (a finished case, progress, the result) is guarded by the
-claimer's token, so a worker that lost its lease can no longer change the run.
+Every later write of the run (progress, the result) is guarded by the claimer's token, so
+a worker that lost its lease can no longer change the run.
+
+Cases are shared: every worker on a run (its owner, holding the run lease, and any number
+of helpers) claims cases one at a time in ``calibration_case_claims`` (``claim_case``: an
+UPDATE of one unclaimed or stale row chosen ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+concurrent claimers never wait on each other; on SQLite the one statement is atomic, one
+writer at a time). A case is stored only by the holder of its claim, in the transaction
+that marks the claim done (``finish_case``), so it is stored once even when a worker that
+was thought dead comes back.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from app.calibrations.matching import (
     choose,
     serving_key,
 )
+from app.db.base import utcnow
 from app.db.keyset import newest_first
-from app.db.models import Calibration, CalibrationCase, CalibrationLease
+from app.db.models import Calibration, CalibrationCase, CalibrationCaseClaim, CalibrationLease
 from app.pagination import Position
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -341,6 +350,17 @@ class CalibrationRepository:
         )
         return True
 
+    async def running_progress(
+        self, calibration_id: uuid.UUID, *, progress_done: int, progress_total: int
+    ) -> None:
+        """Progress written by a helper: only while the run is running (no lease needed)."""
+        await self._session.execute(
+            sa.update(Calibration)
+            .where(Calibration.id == calibration_id, Calibration.status == RUNNING)
+            .values(progress_done=progress_done, progress_total=progress_total)
+            .execution_options(synchronize_session=False)
+        )
+
     async def guarded_update(
         self, calibration_id: uuid.UUID, token: uuid.UUID, **values: Any
     ) -> bool:
@@ -360,6 +380,177 @@ class CalibrationRepository:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
+
+
+class CaseClaimRepository:
+    """The per-case claims of runs (see the module docstring)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def seed(self, calibration_id: uuid.UUID, cases: Sequence[tuple[int, str]]) -> None:
+        """One claim row per (position, case id), unless present; stored cases start done."""
+        stored = await CalibrationRepository(self._session).case_ids(calibration_id)
+        have = set(
+            (
+                await self._session.scalars(
+                    sa.select(CalibrationCaseClaim.position).where(
+                        CalibrationCaseClaim.calibration_id == calibration_id
+                    )
+                )
+            ).all()
+        )
+        rows = [
+            {
+                "calibration_id": calibration_id,
+                "position": position,
+                "case_id": case_id,
+                "attempts": 0,
+                "done_at": utcnow() if case_id in stored else None,
+            }
+            for position, case_id in cases
+            if position not in have
+        ]
+        if rows:
+            dialect = self._session.get_bind().dialect.name
+            insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            await self._session.execute(
+                insert(CalibrationCaseClaim).values(rows).on_conflict_do_nothing()
+            )
+
+    async def claim_case(
+        self,
+        calibration_id: uuid.UUID,
+        *,
+        token: uuid.UUID,
+        worker: str,
+        now: datetime,
+        stale_before: datetime,
+    ) -> tuple[int, int] | None:
+        """Claim the first unclaimed (or stale) unfinished case: (position, attempts), or None."""
+        claimable = (
+            CalibrationCaseClaim.calibration_id == calibration_id,
+            CalibrationCaseClaim.done_at.is_(None),
+            sa.or_(
+                CalibrationCaseClaim.token.is_(None),
+                CalibrationCaseClaim.heartbeat_at < stale_before,
+            ),
+        )
+        pick = (
+            sa.select(CalibrationCaseClaim.position)
+            .where(*claimable)
+            .order_by(CalibrationCaseClaim.position)
+            .limit(1)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite renders nothing
+            .scalar_subquery()
+        )
+        row = (
+            await self._session.execute(
+                sa.update(CalibrationCaseClaim)
+                .where(*claimable, CalibrationCaseClaim.position == pick)
+                .values(
+                    token=token,
+                    worker=worker,
+                    heartbeat_at=now,
+                    attempts=CalibrationCaseClaim.attempts + 1,
+                )
+                .returning(CalibrationCaseClaim.position, CalibrationCaseClaim.attempts)
+                .execution_options(synchronize_session=False)
+            )
+        ).first()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    async def finish_case(self, case: CalibrationCase, *, token: uuid.UUID, now: datetime) -> bool:
+        """Store a finished case if ``token`` still holds its claim; True when stored."""
+        result = await self._session.execute(
+            sa.update(CalibrationCaseClaim)
+            .where(
+                CalibrationCaseClaim.calibration_id == case.calibration_id,
+                CalibrationCaseClaim.position == case.position,
+                CalibrationCaseClaim.token == token,
+                CalibrationCaseClaim.done_at.is_(None),
+            )
+            .values(done_at=now, token=None)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(result) != 1:
+            return False
+        return await CalibrationRepository(self._session).add_case(case)
+
+    async def release(self, calibration_id: uuid.UUID, token: uuid.UUID) -> None:
+        """Give back this token's unfinished cases (a worker leaving, or failing)."""
+        await self._session.execute(
+            sa.update(CalibrationCaseClaim)
+            .where(
+                CalibrationCaseClaim.calibration_id == calibration_id,
+                CalibrationCaseClaim.token == token,
+                CalibrationCaseClaim.done_at.is_(None),
+            )
+            .values(token=None, worker=None, heartbeat_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def heartbeat(self, calibration_id: uuid.UUID, token: uuid.UUID, now: datetime) -> int:
+        """Renew this token's unfinished claims; how many it still holds."""
+        result = await self._session.execute(
+            sa.update(CalibrationCaseClaim)
+            .where(
+                CalibrationCaseClaim.calibration_id == calibration_id,
+                CalibrationCaseClaim.token == token,
+                CalibrationCaseClaim.done_at.is_(None),
+            )
+            .values(heartbeat_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return _rowcount(result)
+
+    async def unfinished(self, calibration_id: uuid.UUID) -> int:
+        """Cases of the run not stored yet (claimed or not); 0 once seeded and done."""
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(CalibrationCaseClaim)
+            .where(
+                CalibrationCaseClaim.calibration_id == calibration_id,
+                CalibrationCaseClaim.done_at.is_(None),
+            )
+        )
+        return int((await self._session.execute(stmt)).scalar_one())
+
+    async def joinable(
+        self, *, model: str, prompt_version: str, stale_before: datetime, limit: int = 5
+    ) -> Sequence[uuid.UUID]:
+        """Running runs of this provider with a case nobody (alive) holds: for helpers."""
+        open_case = (
+            sa.select(CalibrationCaseClaim.position)
+            .where(
+                CalibrationCaseClaim.calibration_id == Calibration.id,
+                CalibrationCaseClaim.done_at.is_(None),
+                sa.or_(
+                    CalibrationCaseClaim.token.is_(None),
+                    CalibrationCaseClaim.heartbeat_at < stale_before,
+                ),
+            )
+            .exists()
+        )
+        stmt = (
+            sa.select(Calibration.id)
+            .where(
+                Calibration.model == model,
+                Calibration.prompt_version == prompt_version,
+                Calibration.status == RUNNING,
+                open_case,
+            )
+            .order_by(Calibration.created_at)
+            .limit(limit)
+        )
+        return (await self._session.scalars(stmt)).all()
+
+    async def attempts(self, calibration_id: uuid.UUID) -> dict[int, int]:
+        """Claims per case position (1: done by its first claimer)."""
+        stmt = sa.select(CalibrationCaseClaim.position, CalibrationCaseClaim.attempts).where(
+            CalibrationCaseClaim.calibration_id == calibration_id
+        )
+        return {int(p): int(a) for p, a in (await self._session.execute(stmt)).all()}
 
 
 def _lease_is(

@@ -16,6 +16,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Calibration",
+    "CalibrationCaseClaim",
     "IdempotencyRecord",
     "InterviewSession",
     "Turn",
@@ -229,3 +230,22 @@ class CalibrationLease(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True), index=True)
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+
+
+class CalibrationCaseClaim(Base):
+    """Who interviews one case of a run: any worker on the run claims it (a compare-and-set
+    on ``token``, ``SKIP LOCKED`` on PostgreSQL) and keeps it by heartbeats; ``done_at`` is
+    set in the transaction that stores the case, by the token holder only."""
+
+    __tablename__ = "calibration_case_claims"
+
+    calibration_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("calibrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    case_id: Mapped[str] = mapped_column(sa.String(128))
+    token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)
+    worker: Mapped[str | None] = mapped_column(sa.String(128))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    done_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))

@@ -70,6 +70,33 @@ def env(port: int | None = typer.Option(None, "--port")) -> None:
 
 
 @llm_app.command()
+def stub(
+    port: int = typer.Option(18401, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    model: str = typer.Option("pursuit-stub", "--model", help="Served model name."),
+    latency_ms: float = typer.Option(0.0, "--latency-ms", help="Added to every request."),
+    per_token_ms: float = typer.Option(
+        0.0, "--per-token-ms", help="Per generated token of a request's longest choice."
+    ),
+    max_concurrency: int = typer.Option(
+        0, "--max-concurrency", help="Requests served at once (like --max-num-seqs); 0: all."
+    ),
+) -> None:
+    """Run the stub LLM server (vLLM's API, deterministic outputs, no model) for capacity work."""
+    from app.llm.stub import StubConfig, serve
+
+    typer.echo(f"stub LLM server at http://{host}:{port} (model {model}); Ctrl-C stops it")
+    typer.echo(f"export PURSUIT_LLM_BASE_URL=http://{host}:{port} PURSUIT_LLM_MODEL={model}")
+    config = StubConfig(
+        model=model,
+        latency_ms=latency_ms,
+        per_token_ms=per_token_ms,
+        max_concurrency=max_concurrency,
+    )
+    serve(config, host=host, port=port)
+
+
+@llm_app.command()
 def down(port: int | None = typer.Option(None, "--port")) -> None:
     """Stop the server started by `up`."""
     server.down(_settings(port), echo=typer.echo)

@@ -1,7 +1,9 @@
 """``pursuit worker``: a loop that claims calibration runs and executes them.
 
 Any number of workers may run against one database (PostgreSQL, or the embedded SQLite
-file for one machine). A worker only claims runs made for its own provider (model and
+file for one machine), and any number work on one run together: the first to claim a run
+owns it (its lease, its status, its thresholds); the others join it as helpers and claim
+its cases one at a time beside the owner (``execute_run`` / ``help_run``). A worker only claims runs made for its own provider (model and
 prompt version), so a worker pointed at another model never computes thresholds that
 serving would mislabel. SIGTERM/SIGINT give the current run back to the queue; a worker
 killed outright leaves a stale heartbeat, and another worker reclaims the run after
@@ -26,6 +28,8 @@ from app.calibrations.executor import (
     RunOutcome,
     claim_next,
     execute_run,
+    help_run,
+    join_next,
 )
 from app.calibrations.runner import SimulatedPatient
 from app.calibrations.serving import open_serving
@@ -54,7 +58,7 @@ class Worker:
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
 
     async def run_once(self) -> RunOutcome | None:
-        """Claim one run and execute it; None when nothing was claimable."""
+        """Own a claimable run, else help a running one; None when there is neither."""
         info = self.provider.info
         claimed = await claim_next(
             self.sessionmaker,
@@ -63,16 +67,34 @@ class Worker:
             prompt_version=info.prompt_version,
             lease_timeout_s=self.lease_timeout_s,
         )
-        if claimed is None:
-            return None
-        calibration_id, token = claimed
-        return await execute_run(
+        if claimed is not None:
+            calibration_id, token = claimed
+            return await execute_run(
+                self.sessionmaker,
+                calibration_id,
+                token,
+                provider=self.provider,
+                patient=self.patient,
+                heartbeat_s=self.heartbeat_s,
+                lease_timeout_s=self.lease_timeout_s,
+                worker=self.name,
+            )
+        joinable = await join_next(
             self.sessionmaker,
-            calibration_id,
-            token,
+            model=info.model,
+            prompt_version=info.prompt_version,
+            lease_timeout_s=self.lease_timeout_s,
+        )
+        if joinable is None:
+            return None
+        return await help_run(
+            self.sessionmaker,
+            joinable,
             provider=self.provider,
             patient=self.patient,
+            worker=self.name,
             heartbeat_s=self.heartbeat_s,
+            lease_timeout_s=self.lease_timeout_s,
         )
 
     async def run(self, *, once: bool = False) -> None:
@@ -96,7 +118,10 @@ class Worker:
                     computed=outcome.computed_cases,
                     resumed=outcome.skipped_cases,
                 )
-                continue
+                # A helper that got nothing done (a failing case, a race for the last one)
+                # waits like an idle worker rather than spinning on the same run.
+                if outcome.status != "helped" or outcome.computed_cases:
+                    continue
             if once:
                 return
             await asyncio.sleep(self.poll_s)

@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--max-connections", type=int, default=64)
     parser.add_argument("--out", type=Path, help="folder for get_<rate>.json summaries")
+    parser.add_argument("--port", type=int, default=0, help="API port (0: any free one)")
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also serve benchmarks/load/bare_app.py (the same row read, bare FastAPI) and "
+        "report the API CPU per GET of the service over the bare app's",
+    )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             llm_model=None,
         )
         sessions = asyncio.run(_seed(settings, key, args.sessions))
-        port = free_port()
+        port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
             **os.environ,
@@ -127,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
             "PURSUIT_RATE_LIMIT_PER_MINUTE": "10000000",
             "PURSUIT_LOG_JSON": "true",
         }
-        server = subprocess.Popen(
-            [
+        commands = {
+            "service": [
                 str(ROOT / ".venv" / "bin" / "pursuit"),
                 "serve",
                 "--port",
@@ -136,42 +143,80 @@ def main(argv: list[str] | None = None) -> None:
                 "--workers",
                 str(args.workers),
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        _wait_ready(url)
+        }
+        if args.bare:
+            commands["bare"] = [
+                str(ROOT / ".venv" / "bin" / "uvicorn"),
+                "benchmarks.load.bare_app:app",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
         with contextlib.suppress(ImportError):
             import uvloop
 
             uvloop.install()
-        watched = {"api": server.pid}
-        for name, command in (("postgres", "postgres"), ("redis", "redis-server")):
-            if (pid := cpu.oldest_pid(command)) is not None:
-                watched[name] = pid  # PostgreSQL: the postmaster, whose tree has the backends
-        for rate in rates:
-            samples, usage = asyncio.run(
-                fixed_rate.run(
-                    url=url,
-                    key=key,
-                    sessions=sessions,
-                    rate=rate,
-                    duration=args.duration,
-                    warmup=args.warmup,
-                    request_timeout_s=10.0,
-                    max_connections=args.max_connections,
-                    watch_pids=watched,
+        per_get: dict[str, dict[float, float]] = {}
+        for label, command in commands.items():
+            server = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+            _wait_ready(url)
+            watched = {"api": server.pid}
+            for name_, command_ in (("postgres", "postgres"), ("redis", "redis-server")):
+                if (pid := cpu.oldest_pid(command_)) is not None:
+                    watched[name_] = pid  # PostgreSQL: the postmaster, whose tree has the backends
+            for rate in rates:
+                samples, usage = asyncio.run(
+                    fixed_rate.run(
+                        url=url,
+                        key=key,
+                        sessions=sessions,
+                        rate=rate,
+                        duration=args.duration,
+                        warmup=args.warmup,
+                        request_timeout_s=10.0,
+                        max_connections=args.max_connections,
+                        watch_pids=watched,
+                    )
                 )
-            )
-            summary = fixed_rate.summarize(
-                samples, rate=rate, duration=args.duration, goal_p99_ms=25.0
-            )
-            summary.update(workers=args.workers, sessions=len(sessions), cpu=usage)
-            print(_line(summary), flush=True)
-            if args.out:
-                args.out.mkdir(parents=True, exist_ok=True)
-                (args.out / f"get_{rate:g}.json").write_text(json.dumps(summary, indent=2) + "\n")
+                summary = fixed_rate.summarize(
+                    samples, rate=rate, duration=args.duration, goal_p99_ms=25.0
+                )
+                summary.update(workers=args.workers, sessions=len(sessions), cpu=usage)
+                print(f"{label}: {_line(summary)}", flush=True)
+                api = usage.get("api")
+                api_ms = api.get("cpu_ms_per_request") if isinstance(api, dict) else None
+                if isinstance(api_ms, int | float):
+                    per_get.setdefault(label, {})[rate] = float(api_ms)
+                if args.out:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    suffix = "" if label == "service" else f"_{label}"
+                    (args.out / f"get_{rate:g}{suffix}.json").write_text(
+                        json.dumps(summary, indent=2) + "\n"
+                    )
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+            server = None
+        if "bare" in per_get:
+            for rate, bare_ms in per_get["bare"].items():
+                service_ms = per_get.get("service", {}).get(rate)
+                if service_ms is not None and bare_ms > 0:
+                    print(
+                        f"{rate:g} req/s: API CPU per GET, service {service_ms:.2f} ms / bare "
+                        f"{bare_ms:.2f} ms = {service_ms / bare_ms:.2f}x (goal 1.3x)",
+                        flush=True,
+                    )
     finally:
         if server is not None:
             with contextlib.suppress(ProcessLookupError):

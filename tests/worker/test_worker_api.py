@@ -108,14 +108,23 @@ async def test_activate_on_post_and_a_worker_that_dies_is_resumed_by_another(
     assert mid["status"] == "running" and mid["progress"]["done"] == 3
     assert mid["progress"]["n_per_step"] == [3, 3, 3]
 
-    # A live-looking lease is left alone; once it is stale, another worker resumes the run.
+    # A live-looking lease is left alone, but its unclaimed cases are not: a helper does the
+    # 8 nobody holds (the dead owner's 4th case is still claimed) and leaves the run running.
+    helper_provider, helper_patient = scripted_provider(), StubPatient()
+    helper = make_worker(maker, helper_provider, patient=helper_patient, lease_timeout_s=60)
+    helped = await helper.run_once()
+    assert helped is not None and (helped.status, helped.computed_cases) == ("helped", 8)
+    assert len(helper_patient.calls) == 8 * 2
+    assert (await client.get(f"/v1/calibrations/{run['id']}")).json()["status"] == "running"
     assert await make_worker(maker, provider, lease_timeout_s=60).run_once() is None
+    # Once the lease is stale, another worker owns the run, redoes the dead owner's case
+    # (once) and computes the thresholds.
     fresh_provider, patient = scripted_provider(), StubPatient()
     second = make_worker(maker, fresh_provider, patient=patient, lease_timeout_s=0)
     outcome = await second.run_once()
     assert outcome is not None and outcome.status == "succeeded"
-    assert (outcome.computed_cases, outcome.skipped_cases) == (9, 3)
-    assert len(patient.calls) == 9 * 2 and len(fresh_provider.posterior_calls) == 9 * 3
+    assert (outcome.computed_cases, outcome.skipped_cases) == (1, 11)
+    assert len(patient.calls) == 1 * 2 and len(fresh_provider.posterior_calls) == 1 * 3
 
     final = (await client.get(f"/v1/calibrations/{run['id']}")).json()
     assert final["status"] == "succeeded" and final["active"] is True
