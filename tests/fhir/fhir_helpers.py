@@ -1,5 +1,6 @@
 """Building $next-question inputs and checking every produced resource against FHIR R5 (or
-R4: with fhir.resources' R4B models, the nearest it ships; see app/fhir/versions.py)."""
+R4: with fhir.resources' R4B models, the nearest it ships, and fhirclient's R4 models; see
+app/fhir/versions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from fhir.resources import get_fhir_model_class
 from fhir.resources.R4B import get_fhir_model_class as get_r4_model_class
+from fhirclient.models.fhirelementfactory import FHIRElementFactory
 
 from app.fhir.vocab import CONDITION_VER_STATUS, HIDDEN_EXTENSION
 
@@ -94,7 +96,10 @@ def as_parameters(response: Json) -> Json:
 
 def validate(resource: Json, *, r4: bool = False) -> Any:
     """Parse with fhir.resources (R5, or R4B for ``r4``) and check the invariants it does not
-    check itself."""
+    check itself; ``r4`` output is also parsed strictly by fhirclient's R4 (4.0.1) models,
+    which refuse any element R4 does not define (R4B's and R5's additions)."""
+    if r4:
+        FHIRElementFactory.instantiate(resource["resourceType"], copy.deepcopy(resource))
     model_class = (get_r4_model_class if r4 else get_fhir_model_class)(resource["resourceType"])
     model = model_class.model_validate(copy.deepcopy(resource))
     # The JSON it serialises back is again a valid resource of the same type.

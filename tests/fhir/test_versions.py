@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from app.api.fhir import FhirErrorsMiddleware
 from app.fhir.versions import (
@@ -262,3 +263,14 @@ async def test_the_openapi_document_declares_both_error_shapes(client: httpx.Asy
                 assert (
                     "OperationOutcome" in content["application/fhir+json"]["schema"]["description"]
                 )
+
+
+def test_the_r4_check_refuses_what_only_r5_defines() -> None:
+    """The R4 validator is no rubber stamp: R5's answerConstraint in an R4 item is refused
+    (Pursuit's R4 output drops it, app/fhir/versions.py)."""
+    item = {"linkId": "a", "type": "open-choice", "answerConstraint": "optionsOrString"}
+    questionnaire = {"resourceType": "Questionnaire", "status": "active", "item": [item]}
+    with pytest.raises(FHIRValidationError):
+        validate(questionnaire, r4=True)
+    del item["answerConstraint"]
+    validate(questionnaire, r4=True)
