@@ -17,7 +17,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,7 +106,10 @@ class CalibrationFile(BaseModel):
             tenant=None,
             name=self.name,
             status=SUCCEEDED,
-            created_at=self.created_at,
+            # SQLite hands back naive times (UTC); PostgreSQL's timestamptz needs aware ones.
+            created_at=self.created_at
+            if self.created_at.tzinfo
+            else self.created_at.replace(tzinfo=UTC),
             dataset_hash=self.dataset_hash,
             params={**self.params, "imported": self.made_with},
             progress_done=n,

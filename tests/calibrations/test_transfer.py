@@ -153,6 +153,19 @@ async def test_the_demo_installs_only_for_its_own_model_and_never_displaces_an_a
     assert active == {data["id"]: True, second["id"]: False}
 
 
+async def test_the_shipped_demo_imports_into_either_database(settings: Settings) -> None:
+    """The file came out of SQLite (a naive time); PostgreSQL takes it as well."""
+    data = json.loads(DEMO_CALIBRATION.read_text(encoding="utf-8"))
+    engine = create_engine(settings.effective_database_url)
+    try:
+        row, inserted = await import_calibration(create_sessionmaker(engine), data, activate=True)
+    finally:
+        await engine.dispose()
+    assert inserted and str(row.id) == data["id"]
+    (stored,) = await _rows(settings.effective_database_url, Calibration)
+    assert stored.active and stored.result == data["result"]
+
+
 def test_the_shipped_demo_calibration_was_made_for_the_defaults_and_the_demo_model() -> None:
     """When the prompts, the defaults or the model change, this fails until the demo file is
     made again (README, "Calibrating for the defaults")."""
