@@ -19,6 +19,7 @@ from app.auth.keys import Scope
 from app.db.engine import create_engine
 from app.db.models import InterviewSession, Turn
 from app.engine.policy import DEFAULT_BANK, QuestionPolicy, named_bank
+from app.fhir.vocab import ANSWER_OPTION_SYSTEM
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _provider
@@ -117,7 +118,14 @@ async def test_the_first_call_opens_a_session_and_appends_its_first_question(
             "type": "coding",
             "answerConstraint": "optionsOrString",
             "answerOption": [
-                {"valueCoding": {"code": o["code"], "display": o["display"]}} for o in options
+                {
+                    "valueCoding": {
+                        "system": ANSWER_OPTION_SYSTEM,
+                        "code": o["code"],
+                        "display": o["display"],
+                    }
+                }
+                for o in options
             ],
         }
         if options
