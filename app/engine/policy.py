@@ -253,7 +253,9 @@ def split_policy_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict
 
 def apply_defaults(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     """``fields`` over ``defaults``; a default bank is dropped when the fields choose
-    another question source or give a bank of their own (under any spelling)."""
+    another question source or give a bank of their own (under any spelling). A bank field
+    sent as null counts as not sent (generated clients send nulls)."""
+    fields = {k: v for k, v in fields.items() if v is not None or k not in _BANK_FIELDS}
     merged = {**defaults, **fields}
     for name, older in OLDER_SPELLINGS.items():
         if name in defaults and older in fields and name not in fields:  # the older name
@@ -267,6 +269,9 @@ def apply_defaults(defaults: Mapping[str, Any], fields: Mapping[str, Any]) -> di
         ):
             del merged["question_bank_name"]
     return merged
+
+
+_BANK_FIELDS = frozenset({"question_bank_name", "question_bank", *OLDER_SPELLINGS.values()})
 
 
 @functools.cache

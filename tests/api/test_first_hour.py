@@ -76,6 +76,18 @@ def test_the_page_starts_from_the_apis_defaults_which_are_the_calibrations() -> 
     assert run.max_questions == session["max_questions"].default
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [{}, {"question_source": "bank"}, {"question_bank_name": None, "question_bank": None}],
+)
+def test_a_bank_left_out_or_sent_as_null_is_the_default_bank(sent: dict[str, Any]) -> None:
+    assert SessionCreate.model_validate({**BASE, **sent}).question_bank_name == DEFAULT_BANK
+    generated = SessionCreate.model_validate({**BASE, **sent, "question_source": "generated"})
+    assert generated.question_bank_name is None
+    own = SessionCreate.model_validate({**BASE, **sent, "question_bank": ["Any fever?"]})
+    assert own.question_bank_name is None and own.question_bank == ("Any fever?",)
+
+
 @pytest.mark.parametrize("model", [MODELS["smollm2"].served_name, "meta-llama/Llama-3.1-8B", None])
 async def test_the_page_flags_the_demo_model_before_the_first_request(
     settings: Settings, model: str | None
