@@ -22,6 +22,7 @@ from app.calibrations.thresholds import thresholds_from_result
 from app.conformal import conformal_threshold, lac_threshold
 from app.datasets import MediQDataset, load_mediq
 from app.engine import Policy, QuestionSource
+from app.engine.policy import DEFAULT_BANK
 from app.engine.types import CaseContext
 from app.errors import InvalidInputError
 from tests.calibrations.fakes import StubPatient, scripted_provider, write_dataset
@@ -151,7 +152,10 @@ def test_a_spec_round_trips_and_refuses_nonsense(dataset: MediQDataset) -> None:
     with pytest.raises(InvalidInputError):
         spec_for(dataset, alpha=1.5)
     with pytest.raises(InvalidInputError, match="bank"):
-        spec_for(dataset, question_source=QuestionSource.BANK, bank=None)
+        spec_for(dataset, question_source=QuestionSource.BANK, bank="cardiology")
+    # A bank source with no bank (null) is the default bank, as for sessions.
+    defaulted = spec_for(dataset, question_source=QuestionSource.BANK, bank=None)
+    assert defaulted.question.question_bank_name == DEFAULT_BANK
 
 
 async def test_estimation_answers_come_from_estimation_patients(
