@@ -436,31 +436,30 @@ def rank_candidates(config: InterviewConfig, scored: Sequence[CandidateScore]) -
     return np.lexsort((np.arange(len(scored)), second, first))
 
 
-def _ties(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> int:
-    """How many other candidates share the best one's first key (after rounding)."""
+def _tied(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> list[CandidateScore]:
+    """The other candidates that share the best one's first key (after rounding)."""
     decimals = _first_key_decimals(config)
     best = round(_objective(config, ranked[0]), decimals)
-    return sum(1 for c in ranked[1:] if round(_objective(config, c), decimals) == best)
+    return [c for c in ranked[1:] if round(_objective(config, c), decimals) == best]
+
+
+def _ties(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> int:
+    """How many other candidates share the best one's first key (after rounding)."""
+    return len(_tied(config, ranked))
 
 
 def _tie_break(config: InterviewConfig, ranked: Sequence[CandidateScore]) -> str | None:
     """What decided among the candidates tied on the first key: the second key
     (``expected_entropy`` for cip, ``expected_set_size`` for ip), ``candidate_order`` when
     some tied on both, None when nothing tied (``rank_candidates``' order)."""
-    decimals = _first_key_decimals(config)
-    best = ranked[0]
-    tied = [
-        c
-        for c in ranked[1:]
-        if round(_objective(config, c), decimals) == round(_objective(config, best), decimals)
-    ]
+    tied = _tied(config, ranked)
     if not tied:
         return None
     if config.policy is Policy.IP:
         key, second_decimals = "expected_set_size", _SIZE_DECIMALS
     else:
         key, second_decimals = "expected_entropy", _ENTROPY_DECIMALS
-    mine = round(getattr(best, key), second_decimals)
+    mine = round(getattr(ranked[0], key), second_decimals)
     if any(round(getattr(c, key), second_decimals) == mine for c in tied):
         return "candidate_order"
     return key

@@ -79,9 +79,12 @@ MODELS: dict[str, ModelSpec] = {
 DEFAULT_MODEL = "smollm2"
 
 
+_DEMO_NAMES = frozenset(spec.served_name for spec in MODELS.values())
+
+
 def demo_model_note(served_name: str | None) -> str | None:
     """What a reply says when its model is one of the local CPU demo models; None otherwise."""
-    if served_name not in {spec.served_name for spec in MODELS.values()}:
+    if served_name not in _DEMO_NAMES:
         return None
     return (
         f"Demo model: {served_name} is the small local CPU model that `make run` starts. It "
