@@ -9,9 +9,8 @@ run:  ## Set up and serve on the embedded default (SQLite, local CPU vLLM)
 test:  ## Set up, start PostgreSQL/Redis if down, lint, type-check, check migrations, run tests
 	scripts/test.sh
 
-lint: setup
-	.venv/bin/ruff check .
-	.venv/bin/ruff format --check .
+lint: setup  ## ruff (rules, format) and the import layers (import-linter)
+	scripts/lint.sh
 
 format: setup
 	.venv/bin/ruff check --fix .

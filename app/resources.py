@@ -12,8 +12,6 @@ from app.audit.refusals import RefusalAudit
 from app.auth.principal import Principal
 from app.db.engine import create_engine, create_sessionmaker
 from app.engine.types import PosteriorProvider
-from app.kb.hpo import load_hpo
-from app.kb.provider import HpoProvider
 from app.limits.budget import TenantBudget
 from app.limits.ratelimit import (
     FailureThrottle,
@@ -28,6 +26,8 @@ from app.observability.metrics import MeteredCache, MeteredProvider, Metrics
 from app.sessions.cache import DetailCache
 from app.sessions.jobs import TurnJobs
 from app.settings import Settings
+from app.worlds.kb.hpo import load_hpo
+from app.worlds.kb.provider import HpoProvider
 
 
 def _hpo_provider() -> PosteriorProvider:

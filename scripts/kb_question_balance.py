@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.kb.bench import KbBenchConfig, run_kb_sync
+from app.research.kb import KbBenchConfig, run_kb_sync
 
 
 def main() -> None:

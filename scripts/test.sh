@@ -5,9 +5,9 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 # Which case this run tests: bf16 CPUs serve bfloat16 (posteriors move with batching), others
-# float32. Flags and dtype come from app.llm.server, the code `pursuit llm up` decides with.
+# float32. Flags and dtype come from app.tooling.local_llm, the code `pursuit llm up` decides with.
 read -r served_dtype cpu_flags < <(.venv/bin/python -c '
-from app.llm.server import BF16_FLAGS, cpu_dtype, cpu_flags
+from app.tooling.local_llm import BF16_FLAGS, cpu_dtype, cpu_flags
 from app.settings import Settings
 print(cpu_dtype(Settings()), *sorted(cpu_flags() & {"avx2", "avx512f", "amx_tile", *BF16_FLAGS}))')
 echo "== CPU flags: ${cpu_flags:-none of avx2/avx512f/bf16/amx} -> the local vLLM serves $served_dtype"
@@ -15,8 +15,7 @@ scripts/browser-setup.sh
 scripts/ensure-services.sh
 
 echo "== lint"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+scripts/lint.sh
 scripts/validate-deploy.sh
 echo "== typecheck"
 .venv/bin/mypy

@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from app.auth.keys import TENANT_SCOPES, Scope
 from app.auth.service import create_key
-from app.calibrations.thresholds import calibration_result
+from app.calibrations.results import calibration_result
 from app.conformal import lac_threshold
 from app.db.engine import create_engine
 from app.db.migrate import upgrade_head
@@ -29,15 +29,24 @@ from app.db.models import Base, Calibration, CalibrationCase
 from app.logging import configure_logging
 from app.main import create_app
 from app.settings import Settings
+from app.worlds.kb.hpo import HpoKb, load_hpo
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "PURSUIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("PURSUIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
+pytest_plugins = ["tests.live_llm"]  # the real local vLLM server's fixtures
+
 
 def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def hpo() -> HpoKb:
+    """One HPO load per test session (the wheel's ontology, about 1.5 s)."""
+    return load_hpo()
 
 
 @pytest.fixture(scope="session")

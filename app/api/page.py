@@ -10,7 +10,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from app.llm.server import demo_model_note
+from app.llm.demo import demo_model_note
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 # Swagger UI from the npm package swagger-ui-dist 5.35.0 (Apache-2.0, LICENSE and NOTICE

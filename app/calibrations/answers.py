@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from app.calibrations.runner import SimulatedPatient, patient_answer
+from app.calibrations.interviews import SimulatedPatient, patient_answer
 from app.datasets import MediQCase
 from app.engine import normalize_question
 from app.engine.types import (

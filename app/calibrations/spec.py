@@ -59,7 +59,7 @@ class PatientKind(StrEnum):
     """Who answers the interview's questions from a case's facts in runs and benchmarks."""
 
     LLM = "llm"  # MediQ's fact-select patient: the LLM picks the facts (a generation)
-    RETRIEVAL = "retrieval"  # the most similar fact by MiniLM embeddings (app.retrieval)
+    RETRIEVAL = "retrieval"  # the most similar fact by MiniLM embeddings (app.patients)
 
 
 class Purpose(StrEnum):

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.repository import AuditRepository
 from app.calibrations.matching import Match, SessionPolicy
 from app.calibrations.repository import CalibrationRepository
-from app.calibrations.thresholds import (
+from app.calibrations.results import (
     GROUP_FIELD,
     ServingThresholds,
     serving_thresholds,
@@ -62,7 +62,7 @@ from app.errors import (
 )
 from app.limits.budget import TenantBudget
 from app.llm.cache import PurgeableCache, session_scope
-from app.llm.server import demo_model_note
+from app.llm.demo import demo_model_note
 from app.observability.metrics import Metrics
 from app.pagination import Position, as_utc, decode_cursor, encode_cursor, page_of
 from app.sessions.cache import DetailCache

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 
 import structlog
 
-from app.calibrations.serving import simulated_patient
 from app.calibrations.transfer import DEMO_CALIBRATION, install_demo
 from app.resources import Resources
+from app.worker.providers import simulated_patient
 from app.worker.worker import Worker, default_worker_name
 
 __all__ = ["embedded_services"]

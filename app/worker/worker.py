@@ -31,10 +31,10 @@ from app.calibrations.executor import (
     help_run,
     join_next,
 )
-from app.calibrations.runner import SimulatedPatient
-from app.calibrations.serving import open_serving
+from app.calibrations.interviews import SimulatedPatient
 from app.engine.types import PosteriorProvider
 from app.settings import Settings
+from app.worker.providers import open_serving
 
 __all__ = ["Worker", "default_worker_name", "run_worker"]
 

@@ -1,6 +1,6 @@
 """Entrypoint of the vLLM CPU image: start vLLM with the command ``pursuit llm up`` would use.
 
-The command line and environment come from app/llm/server.py (``server_command``,
+The command line and environment come from app/tooling/local_llm.py (``server_command``,
 ``server_env``), computed here, at start, on the CPU that runs the model (the dtype follows its
 bf16 support). Settings are the usual ``PURSUIT_LLM_*`` variables (the image sets
 ``PURSUIT_LLM_HOME``, ``PURSUIT_LLM_HOST``, ``PURSUIT_LLM_PORT``); ``PURSUIT_VLLM_MODEL`` names
@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import sys
 
-from app.llm import server
+from app.llm import demo
 from app.settings import Settings
+from app.tooling import local_llm
 
 
 def cpu_ranges(cpus: set[int]) -> str:
@@ -41,12 +42,12 @@ def command(extra: list[str]) -> tuple[list[str], dict[str, str]]:
         # os.cpu_count() is the host's; the container may have fewer CPUs.
         bind = cpu_ranges(os.sched_getaffinity(0))
         settings = settings.model_copy(update={"llm_omp_threads_bind": bind})
-    spec = server.MODELS[os.environ.get("PURSUIT_VLLM_MODEL", server.DEFAULT_MODEL)]
-    home = server.llm_home(settings)
-    argv = server.server_command(
-        server.venv_python(home), server.model_dir(home, spec), spec, settings
+    spec = demo.MODELS[os.environ.get("PURSUIT_VLLM_MODEL", demo.DEFAULT_MODEL)]
+    home = local_llm.llm_home(settings)
+    argv = local_llm.server_command(
+        local_llm.venv_python(home), local_llm.model_dir(home, spec), spec, settings
     )
-    env = {**server.server_env(settings), **os.environ}
+    env = {**local_llm.server_env(settings), **os.environ}
     return [*argv, *extra], env
 
 

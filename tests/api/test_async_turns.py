@@ -3,7 +3,7 @@
 202 with a Location to poll, the poll's reply equal to the synchronous one, idempotent
 replays, tenants kept apart, the SSE progress stream, failures as the synchronous problem,
 and abandoned jobs (a process that stopped) that never leave a half-applied turn. The same
-flow against the real vLLM server is in tests/llm/test_sessions_llm.py.
+flow against the real vLLM server is in tests/sessions/test_sessions_llm.py.
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import pytest
 
 from app.api.page import STATIC_DIR
 from app.calibrations.plots import step_summaries
+from app.calibrations.results import calibration_result
 from app.calibrations.schemas import CalibrationCreate
-from app.calibrations.thresholds import calibration_result
 from app.engine.policy import DEFAULT_BANK, QuestionPolicy
-from app.llm.server import MODELS, demo_model_note
+from app.llm.demo import MODELS, demo_model_note
 from app.main import create_app
 from app.sessions.schemas import STOP_NOTES, SessionCreate
 from app.settings import Settings

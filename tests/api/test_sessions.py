@@ -1,6 +1,6 @@
 """The sessions API on real PostgreSQL and SQLite, with a scripted posterior provider.
 
-The same flows run against the real vLLM server in tests/llm/test_sessions_llm.py.
+The same flows run against the real vLLM server in tests/sessions/test_sessions_llm.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from app.auth.keys import Scope
 from app.calibrations.plots import render_plot, step_summaries
-from app.calibrations.thresholds import calibration_result
+from app.calibrations.results import calibration_result
 from app.conformal import lac_threshold
 from app.db.engine import create_engine
 from app.db.models import Calibration

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.calibrations.thresholds import calibration_result
+from app.calibrations.results import calibration_result
 from app.conformal import lac_threshold
 from app.engine.banks import load_query_bank
 from app.engine.policy import DEFAULT_BANK, QuestionPolicy, named_bank
@@ -70,7 +70,7 @@ async def calibration(settings: Settings, live_server: tuple[str, str]) -> str:
     """A synthetic active calibration for the live model (cip, alpha 0.1, steps 0..3).
 
     Synthetic scores, so the page shows a calibrated set and its plot; what a real run would
-    store has the same shape (app/calibrations/runner.py). They are spread like SmolLM2's flat
+    store has the same shape (app/calibrations/interviews.py). They are spread like SmolLM2's flat
     posteriors (tau ~ 0.9: a label enters the set from p ~ 0.1), so the engine's singleton
     stop does not end the interview before the answers run out.
     """

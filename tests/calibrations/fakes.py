@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.calibrations.runner import CaseResult, compute_calibration
+from app.calibrations.interviews import CaseResult, compute_calibration
 from app.calibrations.spec import RunSpec
 from app.engine.types import ProviderInfo, WeightedAnswer
 from tests.engine.scripted import ScriptedProvider

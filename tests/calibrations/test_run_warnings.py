@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.calibrations.cli import SECONDS_PER_PROMPT_DEMO, run_warnings
 from app.calibrations.spec import RunSpec
+from app.cli.calibrations import SECONDS_PER_PROMPT_DEMO, run_warnings
 
 
 def _spec(**fields: object) -> RunSpec:

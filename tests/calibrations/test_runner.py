@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from app.calibrations.answers import EstimationAnswers
-from app.calibrations.runner import (
+from app.calibrations.interviews import (
     CaseResult,
     compute_calibration,
     interview_case,
     padded_scores,
     run_cases,
 )
+from app.calibrations.results import thresholds_from_result
 from app.calibrations.spec import RunSpec
-from app.calibrations.thresholds import thresholds_from_result
 from app.conformal import conformal_threshold, lac_threshold
 from app.datasets import MediQDataset, load_mediq
 from app.engine import Policy, QuestionSource

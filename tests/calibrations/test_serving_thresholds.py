@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.calibrations.thresholds import serving_thresholds
+from app.calibrations.results import serving_thresholds
 from app.conformal import lac_threshold
 from tests.calibrations.fakes import grouped_result
 

@@ -27,7 +27,7 @@ from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.engine.types import ProviderInfo
 from app.errors import InvalidInputError
 from app.llm import prompts
-from app.llm.server import MODELS
+from app.llm.demo import MODELS
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _provider

@@ -15,7 +15,7 @@ from app import __version__
 from app.auth.keys import digest, parse_lookup
 from tests.ports import free_port
 
-PURSUIT = [sys.executable, "-m", "app.cli"]
+PURSUIT = [sys.executable, "-m", "app.cli.main"]
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from app.calibrations.policy_options import policy_options
+from app.cli.policy_options import policy_options
 
 
 def _chosen(*args: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.llm import server
+from app.llm import demo
 from tests.deploy import checks
 
 CI = os.environ.get("CI") == "true"
@@ -88,8 +88,8 @@ def test_secrets_are_required_and_not_in_the_repo(compose: dict[str, Any]) -> No
 
 def test_cpu_defaults_match_the_local_server() -> None:
     example = checks.env_example()
-    assert example["VLLM_CPU_MODEL"] == server.DEFAULT_MODEL
-    assert example["LLM_SERVED_MODEL_NAME"] == server.MODELS[server.DEFAULT_MODEL].served_name
+    assert example["VLLM_CPU_MODEL"] == demo.DEFAULT_MODEL
+    assert example["LLM_SERVED_MODEL_NAME"] == demo.MODELS[demo.DEFAULT_MODEL].served_name
     assert example["COMPOSE_PROFILES"] in checks.PROFILES
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from app.llm import server
+from app.llm import demo
 from app.settings import Settings
+from app.tooling import local_llm
 from tests.deploy import checks
 
 CI = os.environ.get("CI") == "true"
@@ -94,12 +95,12 @@ def test_build_script_runs_the_local_installer(
         calls.append(("venv", home, None))
         return home / "venv" / "bin" / "python"
 
-    def ensure_model(home: Path, spec: server.ModelSpec, echo: Any) -> Path:
+    def ensure_model(home: Path, spec: demo.ModelSpec, echo: Any) -> Path:
         calls.append(("model", home, spec.key))
         return home / "models" / spec.key
 
-    monkeypatch.setattr(server, "ensure_venv", ensure_venv)
-    monkeypatch.setattr(server, "ensure_model", ensure_model)
+    monkeypatch.setattr(local_llm, "ensure_venv", ensure_venv)
+    monkeypatch.setattr(local_llm, "ensure_model", ensure_model)
     assert build.main(["--home", str(tmp_path), "--model", "qwen1.5b"]) == 0
     assert calls == [("venv", tmp_path, None), ("model", tmp_path, "qwen1.5b")]
 
@@ -120,10 +121,10 @@ def test_entrypoint_runs_the_local_server_command(monkeypatch: pytest.MonkeyPatc
     argv, env = serve.command(["--served-model-name", "staging"])
 
     settings = Settings(llm_home=Path("/opt/llm"), llm_host="0.0.0.0", llm_port=8000)
-    spec = server.MODELS[server.DEFAULT_MODEL]
+    spec = demo.MODELS[demo.DEFAULT_MODEL]
     home = Path("/opt/llm")
-    expected = server.server_command(
-        server.venv_python(home), server.model_dir(home, spec), spec, settings
+    expected = local_llm.server_command(
+        local_llm.venv_python(home), local_llm.model_dir(home, spec), spec, settings
     )
     assert argv == [*expected, "--served-model-name", "staging"]
     assert "--max-logprobs" in argv and "--enforce-eager" in argv

@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from app.llm import server
+from app.tooling import local_llm
 from tests.deploy import checks
 
 
@@ -59,6 +59,6 @@ def test_vllm_serves_what_the_api_asks_for() -> None:
     config = docs[("ConfigMap", "pursuit-config")]["data"]
     vllm = docs[("Deployment", "vllm")]["spec"]["template"]["spec"]["containers"][0]
     assert f"--served-model-name={config['PURSUIT_LLM_MODEL']}" in vllm["args"]
-    assert f"--max-logprobs={server.MAX_LOGPROBS}" in vllm["args"]
+    assert f"--max-logprobs={local_llm.MAX_LOGPROBS}" in vllm["args"]
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert config["PURSUIT_LLM_BASE_URL"] == "http://vllm:8000"

@@ -2,8 +2,8 @@
 
 - ``fake_vllm``: an in-memory stand-in for vLLM's HTTP API (``httpx.MockTransport``) with a
   ChatML template, " X"/"X" letter tokens and scripted outputs, for unit tests.
-- ``live_server`` / ``live_gateway``: the real local vLLM server, started (idempotently) by
-  the same code as ``pursuit llm up``. Only tests marked ``llm`` use them.
+- The real local vLLM server's fixtures (``live_server``, ``live_gateway``, ...) are in
+  ``tests/live_llm.py``, for every test package.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ import json
 import math
 import re
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
-from app.llm import server
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
 from app.llm.screening import Drop
-from app.main import create_app
 from app.settings import Settings
-from tests.conftest import open_client
 
 SPACE_LETTER_BASE = 1000  # token id of " X" is 1000 + ord("X"); "X" is ord("X")
 _OPTION = re.compile(r"^([A-Z])\. (.+)$", re.M)
@@ -162,67 +159,3 @@ def make_gateway(
         return gateway, cache
 
     return make
-
-
-# --- the real local server --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def live_server() -> tuple[str, str]:
-    """(base_url, served model): starts the local vLLM server if needed (idempotent)."""
-    try:
-        return server.up(Settings(), echo=print)
-    except server.LocalServerError as exc:
-        pytest.fail(f"could not start the local vLLM server: {exc}")
-
-
-# How far one prompt's letter probabilities may move between requests on the live server.
-# float32: batched and one-at-a-time scoring agreed to 5.6e-6 at most over 400 MediQ prompts
-# (docs/results.md, "Served dtype and batching"); the tolerance stays 1e-4 as it always was.
-# bfloat16: in the same measurement they moved by up to 0.029 (p99 0.0094): a prompt's
-# logits depend on the batch it is computed with. 0.05 leaves room for other prompts.
-POSTERIOR_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.05}
-# The same for a raw letter logprob: 0.029 on a renormalised probability near 0.18 (the
-# smallest in the live tests' prompts) is 0.16 nats.
-LOGPROB_TOLERANCE = {"float32": 1e-4, "bfloat16": 0.25}
-
-
-@pytest.fixture(scope="session")
-def live_dtype(live_server: tuple[str, str]) -> str:
-    """The dtype the live server computes in (bfloat16 when it was not started by us)."""
-    return server.status(Settings()).dtype or "bfloat16"
-
-
-@pytest.fixture(scope="session")
-def live_tol(live_dtype: str) -> float:
-    """Absolute tolerance for comparing live posteriors across requests, per served dtype."""
-    return POSTERIOR_TOLERANCE[live_dtype]
-
-
-@pytest.fixture(scope="session")
-async def live_http(live_server: tuple[str, str]) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings()
-    async with httpx.AsyncClient(
-        base_url=live_server[0],
-        timeout=httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s),
-    ) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-def live_gateway(live_server: tuple[str, str], live_http: httpx.AsyncClient) -> LLMGateway:
-    """A gateway with the posterior cache disabled, so every comparison hits vLLM."""
-    return LLMGateway(
-        http=live_http, model=live_server[1], settings=Settings(), cache=LRUPosteriorCache(0)
-    )
-
-
-@pytest.fixture
-async def live_client(
-    settings: Settings, api_key: str, live_server: tuple[str, str]
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the whole app (real database, Redis) over the real local vLLM server."""
-    base_url, model = live_server
-    live = settings.model_copy(update={"llm_base_url": base_url, "llm_model": model})
-    async for client in open_client(create_app(live), api_key=api_key):
-        yield client

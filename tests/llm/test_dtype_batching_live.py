@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from benchmarks import dtype_batching
-from tests.llm.conftest import POSTERIOR_TOLERANCE
+from tests.live_llm import POSTERIOR_TOLERANCE
 
 pytestmark = pytest.mark.llm
 

@@ -14,8 +14,8 @@ import pytest
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import open_client
-from tests.llm.test_sessions_llm import _body
 from tests.proxy import TcpProxy
+from tests.sessions.test_sessions_llm import _body
 
 pytestmark = pytest.mark.llm
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import captured_logs
-from tests.llm.test_sessions_llm import BANK, _body
+from tests.sessions.test_sessions_llm import BANK, _body
 
 pytestmark = [pytest.mark.llm, pytest.mark.parametrize("database_url", ["postgres"], indirect=True)]
 

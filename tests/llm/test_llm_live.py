@@ -19,12 +19,13 @@ import numpy as np
 import pytest
 
 from app.engine.types import QA, CaseContext
-from app.llm import prompts, server
+from app.llm import prompts
 from app.llm.cache import LRUPosteriorCache
 from app.llm.client import llm_ready
 from app.llm.gateway import LLMGateway
 from app.settings import Settings
-from tests.llm.conftest import LOGPROB_TOLERANCE
+from app.tooling import local_llm
+from tests.live_llm import LOGPROB_TOLERANCE
 
 pytestmark = pytest.mark.llm
 
@@ -53,16 +54,16 @@ HISTORIES = [
 async def test_server_is_ready(live_http: httpx.AsyncClient, live_server: tuple[str, str]) -> None:
     assert await llm_ready(live_http) is None
     started = time.monotonic()
-    assert server.up(Settings()) == live_server  # idempotent: returns at once
+    assert local_llm.up(Settings()) == live_server  # idempotent: returns at once
     assert time.monotonic() - started < 10
-    assert server.status(Settings()).healthy
+    assert local_llm.status(Settings()).healthy
 
 
 def test_server_computes_in_the_dtype_up_chose(live_server: tuple[str, str]) -> None:
-    status = server.status(Settings())
+    status = local_llm.status(Settings())
     if status.pid is None:
         pytest.skip("the server at this port was not started by `pursuit llm up`")
-    assert status.dtype == server.cpu_dtype(Settings())
+    assert status.dtype == local_llm.cpu_dtype(Settings())
     # vLLM's own log line, not our record of the command line.
     engine = [line for line in Path(status.log).read_text().splitlines() if "dtype=torch." in line]
     assert engine and f"dtype=torch.{status.dtype}," in engine[-1]

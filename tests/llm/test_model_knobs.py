@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInputError
-from app.twentyq.data import make_game
+from app.research.twentyq.data import make_game
 from benchmarks import knob_stats as ks
 
 

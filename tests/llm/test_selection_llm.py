@@ -14,7 +14,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.main import cli
 from app.datasets import SHIPPED_DATASETS_DIR
 from app.settings import Settings, get_settings
 

@@ -1,6 +1,0 @@
-"""Sentence embeddings (all-MiniLM-L6-v2 in NumPy) and the retrieval patient built on them."""
-
-from app.retrieval.minilm import MiniLM, ModelFilesError, ensure_model
-from app.retrieval.patient import DEFAULT_THRESHOLD, RetrievalPatient
-
-__all__ = ["DEFAULT_THRESHOLD", "MiniLM", "ModelFilesError", "RetrievalPatient", "ensure_model"]
