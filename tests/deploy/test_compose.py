@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.llm import demo
-from tests.deploy import checks
+from app.tooling import deploy_checks as checks
 
 CI = os.environ.get("CI") == "true"
 

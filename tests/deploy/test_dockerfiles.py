@@ -12,8 +12,8 @@ import pytest
 
 from app.llm import demo
 from app.settings import Settings
+from app.tooling import deploy_checks as checks
 from app.tooling import local_llm
-from tests.deploy import checks
 
 CI = os.environ.get("CI") == "true"
 API, VLLM_CPU = checks.DOCKERFILES

@@ -8,8 +8,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
+from app.tooling import deploy_checks as checks
 from app.tooling import local_llm
-from tests.deploy import checks
 
 
 def _by_name() -> dict[tuple[str, str], dict[str, Any]]:

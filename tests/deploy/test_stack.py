@@ -18,8 +18,8 @@ import httpx
 import psycopg
 import pytest
 
+from app.tooling.deploy_checks import ROOT
 from tests.conftest import POSTGRES_ADMIN_URL, REDIS_URL, _libpq
-from tests.deploy.checks import ROOT
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.llm, pytest.mark.postgres, pytest.mark.redis]

