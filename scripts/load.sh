@@ -132,6 +132,11 @@ export LOAD_API_KEY
 
 # --- 1. interviews ---------------------------------------------------------------------------
 
+WATCH=()  # process trees: the API with its workers, PostgreSQL with its backends, Redis
+if PG_PID=$(pgrep -o -x postgres); then WATCH+=(--watch "postgres=$PG_PID"); fi
+if API_PID=$(cat "$STACK_DIR/api.pid" 2>/dev/null); then WATCH+=(--watch "api=$API_PID"); fi
+if REDIS_PID=$(pgrep -o -x redis-server); then WATCH+=(--watch "redis=$REDIS_PID"); fi
+"$PYTHON" -m benchmarks.load.cpu "${WATCH[@]}" --out "$OUT/cpu_interviews_before.json"
 say "interviews: $LOAD_USERS users for $LOAD_DURATION_S s (stop timeout $LOAD_STOP_TIMEOUT_S s)"
 uptime | tee -a "$OUT/uptime.log" >&2
 INTERVIEW_START=$(date +%s.%N)
@@ -143,16 +148,13 @@ LOAD_RECORDS="$OUT/answers.jsonl" PYTHONPATH=. .venv/bin/locust \
   --csv "$OUT/interview" --json-file "$OUT/interview" --html "$OUT/interview.html" >"$OUT/locust.log" 2>&1
 LOCUST_RC=$?
 set -e
+"$PYTHON" -m benchmarks.load.cpu "${WATCH[@]}" --out "$OUT/cpu_interviews_after.json"
 INTERVIEW_END=$("$PYTHON" -c "print($INTERVIEW_START + $LOAD_DURATION_S)")
 say "locust exited $LOCUST_RC (log $OUT/locust.log)"
 uptime | tee -a "$OUT/uptime.log" >&2
 
 # --- 2. GET at a fixed rate ------------------------------------------------------------------
 
-WATCH=()  # process trees: the API with its workers, PostgreSQL with its backends, Redis
-if PG_PID=$(pgrep -o -x postgres); then WATCH+=(--watch "postgres=$PG_PID"); fi
-if API_PID=$(cat "$STACK_DIR/api.pid" 2>/dev/null); then WATCH+=(--watch "api=$API_PID"); fi
-if REDIS_PID=$(pgrep -o -x redis-server); then WATCH+=(--watch "redis=$REDIS_PID"); fi
 fixed_rate() {  # fixed_rate RATE DURATION OUT
   say "GET /v1/sessions/{id}: $1 req/s for $2 s, open loop"
   "$PYTHON" -m benchmarks.load.fixed_rate --url "$URL" --key-file "$OUT/api-key" \

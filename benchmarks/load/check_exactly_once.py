@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     records = list(read_records(args.records))
-    answers = [r for r in records if r.get("record", "answer") == "answer"]
+    answers = [r for r in records if r.get("record", "answer") in ("answer", "sent")]
     ids = session_ids(answers)
     with psycopg.connect(libpq_url(args.database_url)) as conn:
         stored = [

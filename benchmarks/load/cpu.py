@@ -101,3 +101,33 @@ def usage(before: Snapshot, after: Snapshot, *, wall_s: float, requests: int) ->
         "cores": os.cpu_count(),
     }
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.load.cpu --watch api=PID ... --out FILE``: one snapshot as JSON
+    (scripts/load.sh takes one before and one after the interviews)."""
+    import argparse
+    import json
+    import time
+
+    parser = argparse.ArgumentParser(description="Snapshot the CPU time of process trees.")
+    parser.add_argument("--watch", action="append", default=[], help="NAME=PID (repeatable)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    pids = {name: int(pid) for name, _, pid in (w.partition("=") for w in args.watch)}
+    snap = snapshot(pids)
+    args.out.write_text(
+        json.dumps(
+            {
+                "at": time.time(),
+                "process_s": snap.process_s,
+                "machine_busy_s": snap.machine_busy_s,
+                "machine_total_s": snap.machine_total_s,
+            }
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -254,6 +254,9 @@ class InterviewUser(FastHttpUser):
         name = {"first": ANSWERS, "replay": ANSWERS_REPLAY, "duplicate": ANSWERS_DUPLICATE}[kind]
         url = f"/v1/sessions/{attempt['session_id']}/answers"
         for _ in range(MAX_429_RETRIES):
+            Shared.record(
+                AnswerAttempt(**attempt, kind=kind, status=0, at=time.time(), record="sent")
+            )
             with self.client.post(
                 url, json=body, headers=headers, name=name, catch_response=True
             ) as response:

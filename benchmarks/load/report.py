@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.load.cpu import Snapshot, usage
 from benchmarks.load.scenario import read_records
 
 PERCENTILES = (50, 95, 99)
@@ -89,6 +90,38 @@ def answer_attempts(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return counts
 
 
+def turns_done(records: list[dict[str, Any]]) -> int:
+    """Turns the interviews completed: each created session (turn 0) and each first answer
+    attempt that got a 200 (replays and duplicates are no new turns)."""
+    created = sum(1 for r in records if r.get("record") == "interview" and r.get("session_id"))
+    answered = sum(
+        1
+        for r in records
+        if r.get("record", "answer") == "answer" and r["kind"] == "first" and r["status"] == 200
+    )
+    return created + answered
+
+
+def interview_cpu(run: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """CPU per turn during the interviews, from the snapshots load.sh takes around locust.
+
+    Per turn means the whole phase's CPU over its turns: the GETs and finalizes the clinicians
+    send between turns are included (they are part of an interview).
+    """
+    before_path, after_path = run / "cpu_interviews_before.json", run / "cpu_interviews_after.json"
+    if not (before_path.exists() and after_path.exists()):
+        return None
+    before, after = (json.loads(p.read_text()) for p in (before_path, after_path))
+    turns = turns_done(records)
+    used = usage(
+        Snapshot(before["process_s"], before["machine_busy_s"], before["machine_total_s"]),
+        Snapshot(after["process_s"], after["machine_busy_s"], after["machine_total_s"]),
+        wall_s=after["at"] - before["at"],
+        requests=turns,
+    )
+    return {"turns": turns, "wall_s": round(after["at"] - before["at"], 1), "usage": used}
+
+
 def summarize(run: Path) -> dict[str, Any]:
     meta = json.loads((run / "meta.json").read_text())
     records = list(read_records(run / "answers.jsonl")) if (run / "answers.jsonl").exists() else []
@@ -105,6 +138,7 @@ def summarize(run: Path) -> dict[str, Any]:
     for name in ("get_fixed_rate", "exactly_once"):
         path = run / f"{name}.json"
         summary[name] = json.loads(path.read_text()) if path.exists() else None
+    summary["interview_cpu"] = interview_cpu(run, records)
     sweep = [json.loads(p.read_text()) for p in run.glob("get_fixed_rate_*.json")]
     summary["get_sweep"] = sorted(sweep, key=lambda g: g["target_rate_per_s"])
     return summary
@@ -126,6 +160,14 @@ def render(summary: dict[str, Any]) -> str:
             f"{r['method'] + ' ' + r['name']:<48} {r['requests']:>6} {r['failures']:>5} "
             f"{r['p50_ms']!s:>8} {r['p95_ms']!s:>8} {r['p99_ms']!s:>8}"
         )
+    cpu = summary.get("interview_cpu")
+    if cpu:
+        parts = [
+            f"{name} {u['cpu_ms_per_request']} ms/turn ({u['cores']} cores)"
+            for name, u in cpu["usage"].items()
+            if name != "machine" and isinstance(u, dict)
+        ]
+        lines.append(f"interview CPU over {cpu['turns']} turns: {', '.join(parts)}")
     once = summary.get("exactly_once")
     if once:
         lines.append(

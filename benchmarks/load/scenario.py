@@ -227,6 +227,8 @@ class AnswerAttempt:
     version: int | None = None  # the session version the reply carried
     next_question_id: str | None = None
     at: float = 0.0
+    # "answer": the attempt and its outcome; "sent": written just before the request goes out,
+    # so that a request cut by the end of the run (its outcome never recorded) is still known.
     record: str = "answer"
 
 
@@ -312,6 +314,7 @@ class ExactlyOnceReport:
     stored_once: int = 0
     unacknowledged_stored: int = 0  # no 2xx seen (timeout), yet stored once: allowed
     unacknowledged_absent: int = 0  # no 2xx seen and not stored: allowed
+    cut: int = 0  # keys sent with no outcome recorded (the run stopped mid-request): unacknowledged
     replays: int = 0
     replays_consistent: int = 0
     problems: list[str] = field(default_factory=list)
@@ -347,11 +350,18 @@ def check_exactly_once(
             report.problems.append(text)
 
     by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    sent: dict[tuple[str, str], Mapping[str, Any]] = {}
     for r in records:
-        if r.get("record", "answer") != "answer":
-            continue
-        report.attempts += 1
-        by_key[(str(r["session_id"]), str(r["idempotency_key"]))].append(r)
+        sent_key = (str(r.get("session_id")), str(r.get("idempotency_key")))
+        if r.get("record", "answer") == "sent":
+            sent.setdefault(sent_key, r)
+        elif r.get("record", "answer") == "answer":
+            report.attempts += 1
+            by_key[sent_key].append(r)
+    for sent_key, r in sent.items():
+        if sent_key not in by_key:  # the request went out and its outcome was never recorded
+            report.cut += 1
+            by_key[sent_key].append({**r, "status": 0})
     report.keys = len(by_key)
     report.sessions = len({s for s, _ in by_key})
 

@@ -10,7 +10,13 @@ from typing import Any
 
 from app.sessions.schemas import AnswerIn, SessionCreate
 from benchmarks.load.fixed_rate import Http11Connection, Sample, summarize
-from benchmarks.load.report import interviews, locust_endpoints, phase_window
+from benchmarks.load.report import (
+    interview_cpu,
+    interviews,
+    locust_endpoints,
+    phase_window,
+    turns_done,
+)
 from benchmarks.load.scenario import (
     AnswerAttempt,
     RecordWriter,
@@ -112,6 +118,25 @@ def test_exactly_once_fails_on_a_lost_answer_a_wrong_text_or_a_stray_answer() ->
     assert any("match a recorded answer" in p for p in stray.problems)
     no_record = check_exactly_once(records[:1], [_turn("s1", 0)], [])
     assert any("idempotency records" in p for p in no_record.problems)
+
+
+def test_a_request_cut_by_the_end_of_the_run_counts_as_unacknowledged() -> None:
+    """Locust kills users still in a request at its stop timeout: their outcome is never
+    recorded, only the "sent" record written before the request went out."""
+    sent = {**_attempt("s1", 1, "k1", 0), "record": "sent"}
+    records = [_attempt("s1", 0, "k0", 200), sent]
+    applied = check_exactly_once(
+        records, [_turn("s1", 0), _turn("s1", 1)], [("s1", "k0"), ("s1", "k1")]
+    )
+    assert applied.ok, applied.problems
+    assert (applied.cut, applied.unacknowledged_stored, applied.attempts) == (1, 1, 1)
+    never = check_exactly_once(records, [_turn("s1", 0)], [("s1", "k0")])
+    assert never.ok and never.unacknowledged_absent == 1
+    # Without the "sent" record the same stored answer has no sender: the check fails.
+    assert not check_exactly_once(records[:1], [_turn("s1", 0), _turn("s1", 1)], []).ok
+    # A "sent" record next to an outcome adds nothing: the outcome decides.
+    acked = check_exactly_once([sent, *records], [_turn("s1", 0)], [("s1", "k0")])
+    assert acked.cut == 1 and acked.ok
 
 
 def test_exactly_once_fails_when_a_replay_differs() -> None:
@@ -221,3 +246,24 @@ async def test_the_fixed_rate_client_reopens_a_connection_the_server_closed_whil
         assert await connection.get("/b") == 200
         connection.close()
     assert [s.split(b" ")[1] for s in served] == [b"/a", b"/b"]
+
+
+def test_cpu_per_turn_counts_created_sessions_and_first_answers(tmp_path: Path) -> None:
+    records = [
+        {"record": "interview", "session_id": "s1"},
+        {"record": "interview", "session_id": None},  # failed before it was created
+        _attempt("s1", 0, "k0", 200),
+        {**_attempt("s1", 0, "k0", 200), "kind": "replay"},
+        _attempt("s1", 1, "k1", 429),
+        _attempt("s1", 1, "k1", 200),
+    ]
+    assert turns_done(records) == 3
+    snapshot = {"process_s": {"api": 10.0}, "machine_busy_s": 100.0, "machine_total_s": 400.0}
+    (tmp_path / "cpu_interviews_before.json").write_text(json.dumps({**snapshot, "at": 0.0}))
+    after = {**snapshot, "process_s": {"api": 10.3}, "machine_busy_s": 101.0, "at": 2.0}
+    after["machine_total_s"] = 404.0
+    (tmp_path / "cpu_interviews_after.json").write_text(json.dumps(after))
+    cpu = interview_cpu(tmp_path, records)
+    assert cpu is not None and cpu["turns"] == 3
+    assert cpu["usage"]["api"]["cpu_ms_per_request"] == 100.0  # 0.3 s over 3 turns
+    assert cpu["usage"]["machine"]["busy_fraction"] == 0.25
