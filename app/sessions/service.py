@@ -31,8 +31,8 @@ from app.calibrations.matching import Match, SessionPolicy
 from app.calibrations.repository import CalibrationRepository
 from app.calibrations.results import (
     GROUP_FIELD,
-    ServingThresholds,
-    serving_thresholds,
+    GroupThresholds,
+    thresholds_for_group,
     thresholds_from_result,
 )
 from app.conformal.rank import exact_alpha, min_calibration_size
@@ -108,7 +108,7 @@ class _Calibrated:
     """The calibration serving a session, resolved to engine thresholds (its group's, if any)."""
 
     row: Calibration
-    serving: ServingThresholds
+    serving: GroupThresholds
     selection: StepwiseThresholds | None
     selection_id: str | None = None  # the selection calibration those thresholds came from
 
@@ -566,7 +566,7 @@ async def _resolve(
     selection = row.result.get("selection")
     return _Calibrated(
         row=row,
-        serving=serving_thresholds(
+        serving=thresholds_for_group(
             row.result, group_by=group_by, group=specialty, group_keys=group_keys
         ),
         selection=thresholds_from_result(selection) if selection else None,
