@@ -20,7 +20,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,7 @@ from app.engine.banks import shipped_bank_options
 from app.engine.options import AnswerOptions, provider_options
 from app.engine.policy import QuestionPolicy
 from app.engine.progress import ProgressFn
+from app.engine.settings import InterviewSettings
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import (
     ConflictError,
@@ -160,7 +161,7 @@ class SessionService:
     def check_create(self, body: SessionCreate) -> None:
         """Refuse now what ``create`` would refuse before any LLM work (async turns)."""
         self._require_provider()
-        _config_from(_question_policy(body), body.model_dump())
+        _session_config(_settings(body))
 
     async def create(
         self,
@@ -170,8 +171,9 @@ class SessionService:
         commit: TurnCommit | None = None,
     ) -> SessionOut:
         provider = self._require_provider()
-        question = _question_policy(body)
-        config = _config_from(question, body.model_dump())
+        settings = _settings(body)
+        question = settings.question
+        config = _session_config(settings)
         info = provider.info
         async with self.sessionmaker() as db:
             serving = await self._calibration_for(
@@ -209,7 +211,7 @@ class SessionService:
                 patient_sex=body.patient.sex,
                 inquiry=body.inquiry,
                 candidates=list(body.candidates),
-                config=_config_json(question, body, serving),
+                config=_config_json(settings, body, serving),
                 seed=seed,
                 model=info.model,
                 prompt_version=info.prompt_version,
@@ -256,7 +258,7 @@ class SessionService:
             *(QA(t.question, t.answer) for t in earlier if t.question and t.answer is not None),
             QA(current.question, answer),
         )
-        config = _config_from_json(row.config)
+        config = _session_config(InterviewSettings.from_json(row.config))
         outcome = await self._plan(
             self._require_provider(row),
             session_id=row.id,
@@ -600,13 +602,6 @@ def _session_policy(question: QuestionPolicy, body: SessionCreate) -> SessionPol
     )
 
 
-def _question_policy(body: SessionCreate) -> QuestionPolicy:
-    """The body's question policy (its own fields, validated by the shared type)."""
-    return QuestionPolicy.model_validate(
-        body.model_dump(include=set(QuestionPolicy.model_fields), exclude_unset=False)
-    )
-
-
 def _check_if_match(row: InterviewSession, if_match: int | None) -> None:
     if if_match is not None and if_match != row.version:
         raise PreconditionFailedError(
@@ -614,26 +609,38 @@ def _check_if_match(row: InterviewSession, if_match: int | None) -> None:
         )
 
 
-def _config_from(question: QuestionPolicy, data: dict[str, Any]) -> InterviewConfig:
+def _settings(body: SessionCreate) -> InterviewSettings:
+    """The body's question policy (its own fields, validated by the shared type), budget
+    and stop rules."""
+    question = QuestionPolicy.model_validate(
+        body.model_dump(include=set(QuestionPolicy.model_fields), exclude_unset=False)
+    )
+    return InterviewSettings(
+        question=question,
+        max_questions=body.max_questions,
+        stop_on_no_gain=body.stop_on_no_gain,
+        spread_epsilon=body.spread_epsilon,
+    )
+
+
+def _session_config(settings: InterviewSettings) -> InterviewConfig:
     """The engine configuration of a session: its policy and its budget and stop rules."""
+    question = settings.question
     if question.answer_source is not AnswerSource.LLM:
         raise InvalidInputError(
             f"answer_source {question.answer_source.value!r} is for calibration runs and "
             "benchmarks (it needs labelled draws or an estimation split); sessions simulate "
             "answers with the LLM: use 'llm'"
         )
-    return question.interview_config(
-        max_questions=data["max_questions"],
-        stop_on_no_gain=data["stop_on_no_gain"],
-        spread_epsilon=data["spread_epsilon"],
-    )
+    return settings.config()
 
 
 def _config_json(
-    question: QuestionPolicy, body: SessionCreate, serving: _Serving
+    settings: InterviewSettings, body: SessionCreate, serving: _Serving
 ) -> dict[str, Any]:
     """What a session stores of its settings: the policy as it was served (the selection
-    calibration resolved), the budget and stop rules, and which calibration applies."""
+    calibration resolved), the budget and stop rules, and which calibration applies
+    (read back by ``InterviewSettings.from_json``, which ignores the session's own keys)."""
     unmatched = None
     if serving.calibration is None:
         unmatched = {
@@ -641,29 +648,15 @@ def _config_json(
             "mismatches": [m.model_dump(mode="json") for m in serving.mismatches],
         }
     selection = serving.calibration.selection_id if serving.calibration else None
-    served = question.model_copy(
+    served = settings.question.model_copy(
         update={"selection_calibration_id": uuid.UUID(selection) if selection else None}
     )
     return {
-        **served.to_json(),
-        "max_questions": body.max_questions,
-        "stop_on_no_gain": body.stop_on_no_gain,
-        "spread_epsilon": body.spread_epsilon,
+        **replace(settings, question=served).to_json(),
         # Not the policy: which calibration thresholds apply, and why none did.
         "specialty": body.specialty,
         "calibration_unmatched": unmatched,
     }
-
-
-def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
-    """Inverse of ``_config_json`` (sessions stored before the shared policy type kept a
-    caller-supplied bank under "bank")."""
-    stored = dict(data)
-    if isinstance(stored.get("bank"), list):
-        stored["question_bank"] = stored.pop("bank")
-    elif "bank" in stored:
-        del stored["bank"]
-    return _config_from(QuestionPolicy.from_json(stored), stored)
 
 
 def _differential_out(
