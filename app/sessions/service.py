@@ -27,23 +27,17 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
-from app.calibrations.matching import Match, SessionPolicy
-from app.calibrations.repository import CalibrationRepository
-from app.calibrations.results import (
-    GROUP_FIELD,
-    GroupThresholds,
-    thresholds_for_group,
-    thresholds_from_result,
-)
+from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
+from app.calibrations.matching import SessionPolicy
+from app.calibrations.results import GROUP_FIELD
 from app.conformal.rank import exact_alpha, min_calibration_size
 from app.context import cache_scope_var
-from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
+from app.db.models import IdempotencyRecord, InterviewSession, Turn
 from app.engine import (
     AnswerSource,
     Differential,
     InterviewConfig,
     SelectionRule,
-    StepwiseThresholds,
     StopReason,
     TurnOutcome,
     plan_turn,
@@ -104,45 +98,6 @@ TurnCommit = Callable[[AsyncSession, uuid.UUID, SessionOut], Awaitable[None]]
 _DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
 
 
-@dataclass(frozen=True)
-class _Calibrated:
-    """The calibration serving a session, resolved to engine thresholds (its group's, if any)."""
-
-    row: Calibration
-    serving: GroupThresholds
-    selection: StepwiseThresholds | None
-    selection_id: str | None = None  # the selection calibration those thresholds came from
-
-    @property
-    def thresholds(self) -> StepwiseThresholds:
-        return self.serving.thresholds
-
-    def covers(self, step: int) -> bool:
-        """Whether ``step`` is one of the calibrated steps 0..T."""
-        return step <= self.serving.max_step
-
-
-@dataclass(frozen=True)
-class _Serving:
-    """What a session's sets come from: a calibration, or why none applies."""
-
-    calibration: _Calibrated | None
-    reason: str | None = None  # why no calibration applies (a sentence, no secrets)
-    mismatches: tuple[CalibrationMismatch, ...] = ()
-
-    @classmethod
-    def from_config(cls, calibration: _Calibrated | None, config: dict[str, Any]) -> _Serving:
-        """Rebuild it for a later turn: the calibration by id, the reason from the config."""
-        if calibration is not None:
-            return cls(calibration)
-        unmatched = config.get("calibration_unmatched") or {}
-        return cls(
-            None,
-            unmatched.get("reason") or "no calibration applies to this session",
-            tuple(CalibrationMismatch.model_validate(m) for m in unmatched.get("mismatches", [])),
-        )
-
-
 @dataclass
 class SessionService:
     sessionmaker: async_sessionmaker[AsyncSession]
@@ -176,8 +131,9 @@ class SessionService:
         config = _session_config(settings)
         info = provider.info
         async with self.sessionmaker() as db:
-            serving = await self._calibration_for(
+            serving = await find_serving(
                 db,
+                tenant=self.tenant,
                 model=info.model,
                 prompt_version=info.prompt_version,
                 policy=_session_policy(question, body),
@@ -247,7 +203,7 @@ class SessionService:
         if isinstance(snapshot, SessionOut):
             return snapshot
         row, turns, calibration = snapshot
-        serving = _Serving.from_config(calibration, row.config)
+        serving = Serving.restore(calibration, row.config.get("calibration_unmatched"))
         # Read the turns as of the session row we loaded: a concurrent answer may have added
         # a later turn since (it wins; this one then loses the version check below).
         earlier = [t for t in turns if t.step < row.step]
@@ -333,7 +289,7 @@ class SessionService:
         *,
         idempotency_key: str | None,
         if_match: int | None,
-    ) -> SessionOut | tuple[InterviewSession, list[Turn], _Calibrated | None]:
+    ) -> SessionOut | tuple[InterviewSession, list[Turn], Calibrated | None]:
         """The replayed reply of a used Idempotency-Key, else the state the answer plans
         from (the session, its turns, its calibration), after every check an answer passes."""
         async with self.sessionmaker() as db:
@@ -356,7 +312,7 @@ class SessionService:
                     f"({row.current_question_id})"
                 )
             turns = list(await repo.turns(session_id))
-            calibration = await self._calibration_by_id(
+            calibration = await calibration_by_id(
                 db, row.calibration_id, specialty=row.config.get("specialty")
             )
         return row, turns, calibration
@@ -471,26 +427,6 @@ class SessionService:
             raise NotFoundError(f"no session {session_id}")
         return row
 
-    async def _calibration_for(
-        self, db: AsyncSession, *, model: str, prompt_version: str, policy: SessionPolicy
-    ) -> _Serving:
-        repo = CalibrationRepository(db)
-        row, match = await repo.find_active(
-            model=model, prompt_version=prompt_version, session=policy, tenant=self.tenant
-        )
-        calibration = await _resolve(repo, row, specialty=policy.specialty)
-        if calibration is not None:
-            return _Serving(calibration)
-        return _unmatched(match)
-
-    async def _calibration_by_id(
-        self, db: AsyncSession, calibration_id: uuid.UUID | None, *, specialty: str | None
-    ) -> _Calibrated | None:
-        if calibration_id is None:
-            return None
-        repo = CalibrationRepository(db)
-        return await _resolve(repo, await repo.get(calibration_id), specialty=specialty)
-
     async def _plan(
         self,
         provider: PosteriorProvider,
@@ -501,7 +437,7 @@ class SessionService:
         inquiry: str,
         labels: list[str],
         config: InterviewConfig,
-        calibration: _Calibrated | None,
+        calibration: Calibrated | None,
         seed: int,
         progress: ProgressFn | None = None,
     ) -> TurnOutcome:
@@ -558,39 +494,10 @@ class SessionService:
             await self._audit(db, action, session_id, outcome)
 
 
-async def _resolve(
-    repo: CalibrationRepository, row: Calibration | None, *, specialty: str | None
-) -> _Calibrated | None:
-    if row is None or row.result is None:
-        return None
-    group_by = row.params.get("group_by")
-    group_keys = await repo.group_keys(row.id) if group_by and specialty else None
-    selection = row.result.get("selection")
-    return _Calibrated(
-        row=row,
-        serving=thresholds_for_group(
-            row.result, group_by=group_by, group=specialty, group_keys=group_keys
-        ),
-        selection=thresholds_from_result(selection) if selection else None,
-        selection_id=(selection or {}).get("calibration_id"),
-    )
-
-
 def answer_hash(body: AnswerIn) -> str:
     """What an Idempotency-Key of an answer is bound to: the SHA-256 of its body (without
     unset fields: an answer as text hashes as it did before answers could be options)."""
     return hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
-
-
-def _unmatched(match: Match) -> _Serving:
-    return _Serving(
-        None,
-        match.reason or "no calibration applies",
-        tuple(
-            CalibrationMismatch(field=m.field, session=m.session, calibration=m.calibration)
-            for m in match.mismatches
-        ),
-    )
 
 
 def _session_policy(question: QuestionPolicy, body: SessionCreate) -> SessionPolicy:
@@ -636,17 +543,11 @@ def _session_config(settings: InterviewSettings) -> InterviewConfig:
 
 
 def _config_json(
-    settings: InterviewSettings, body: SessionCreate, serving: _Serving
+    settings: InterviewSettings, body: SessionCreate, serving: Serving
 ) -> dict[str, Any]:
     """What a session stores of its settings: the policy as it was served (the selection
     calibration resolved), the budget and stop rules, and which calibration applies
     (read back by ``InterviewSettings.from_json``, which ignores the session's own keys)."""
-    unmatched = None
-    if serving.calibration is None:
-        unmatched = {
-            "reason": serving.reason,
-            "mismatches": [m.model_dump(mode="json") for m in serving.mismatches],
-        }
     selection = serving.calibration.selection_id if serving.calibration else None
     served = settings.question.model_copy(
         update={"selection_calibration_id": uuid.UUID(selection) if selection else None}
@@ -655,12 +556,12 @@ def _config_json(
         **replace(settings, question=served).to_json(),
         # Not the policy: which calibration thresholds apply, and why none did.
         "specialty": body.specialty,
-        "calibration_unmatched": unmatched,
+        "calibration_unmatched": serving.unmatched_json(),
     }
 
 
 def _differential_out(
-    d: Differential, serving: _Serving, stop_reason: StopReason | None
+    d: Differential, serving: Serving, stop_reason: StopReason | None
 ) -> DifferentialOut:
     order = sorted(range(len(d.labels)), key=lambda i: -d.posterior[i])
     all_labels = [
@@ -675,14 +576,20 @@ def _differential_out(
     target = 1 - d.alpha
     threshold = d.threshold if d.threshold is not None and math.isfinite(d.threshold) else None
     calibration = serving.calibration
-    source = calibration.serving.source(d.step) if calibration else None
+    source = calibration.display.source(d.step) if calibration else None
     extra: dict[str, Any] = {}
     if calibration is None:
         guarantee = GUARANTEE_UNCALIBRATED.format(target=target, reason=serving.reason)
-        extra = {"calibration_note": serving.reason, "calibration_mismatches": serving.mismatches}
+        extra = {
+            "calibration_note": serving.reason,
+            "calibration_mismatches": tuple(
+                CalibrationMismatch(field=m.field, session=m.session, calibration=m.calibration)
+                for m in serving.mismatches
+            ),
+        }
     elif source is None:
         # The calibration serves the session, but not this step (beyond its steps 0..T).
-        max_step = calibration.serving.max_step
+        max_step = calibration.display.max_step
         guarantee = GUARANTEE_BEYOND_HORIZON.format(target=target, step=d.step, max_step=max_step)
         extra = {
             "calibration_max_step": max_step,
@@ -690,8 +597,8 @@ def _differential_out(
         }
     else:
         step_alpha = exact_alpha(d.alpha)
-        if calibration.serving.anytime:
-            step_alpha /= calibration.serving.max_step + 1
+        if calibration.display.anytime:
+            step_alpha /= calibration.display.max_step + 1
         trivial = d.calibrated and (threshold is None or threshold >= 1.0)
         if threshold is None:
             guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)
@@ -705,13 +612,13 @@ def _differential_out(
             guarantee = GUARANTEE_CALIBRATED.format(target=target, n=source.n, step=d.step)
         if source.fallback is not None:
             guarantee += f" For this patient's {GROUP_FIELD}: {source.fallback}."
-        if stop_reason in _DATA_DEPENDENT_STOPS and not calibration.serving.anytime:
+        if stop_reason in _DATA_DEPENDENT_STOPS and not calibration.display.anytime:
             assert stop_reason is not None
             guarantee += GUARANTEE_DATA_DEPENDENT_STOP.format(reason=stop_reason.value)
         extra = {
             "coverage_scope": "group" if source.group is not None else "pooled",
             "calibration_group": source.group,
-            "calibration_max_step": calibration.serving.max_step,
+            "calibration_max_step": calibration.display.max_step,
             "calibration_note": source.fallback,
             "trivial": trivial,
             "min_calibration_n": min_calibration_size(step_alpha),
@@ -756,7 +663,7 @@ def _answer_text(body: AnswerIn, turn: Turn) -> str:
 def _question_out(
     outcome: TurnOutcome,
     question_id: uuid.UUID,
-    serving: _Serving,
+    serving: Serving,
     options: AnswerOptions | None,
 ) -> QuestionOut:
     assert outcome.next_question is not None
@@ -796,7 +703,7 @@ def _turn_row(
     row: InterviewSession,
     outcome: TurnOutcome,
     question_id: uuid.UUID | None,
-    serving: _Serving,
+    serving: Serving,
     *,
     options: AnswerOptions | None,
 ) -> Turn:
