@@ -10,12 +10,16 @@ A turn run in the background (``app.sessions.jobs``) is the same call with two h
 ``progress`` callback the engine tells as it scores, and a ``commit`` hook that writes the
 job's reply inside the apply transaction, so the turn and its job's result are committed
 together or not at all.
+
+This module is the orchestration only (transactions, the LLM slot, audit). What a reply
+says, and its guarantee, is ``app.sessions.replies``'s; which calibration serves a session
+is ``app.calibrations.lookup``'s; what a session stores of its settings and reads back is
+``app.engine.settings.InterviewSettings``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,19 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.repository import AuditRepository
 from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
 from app.calibrations.matching import SessionPolicy
-from app.calibrations.results import GROUP_FIELD
-from app.conformal.rank import exact_alpha, min_calibration_size
 from app.context import cache_scope_var
 from app.db.models import IdempotencyRecord, InterviewSession, Turn
-from app.engine import (
-    AnswerSource,
-    Differential,
-    InterviewConfig,
-    SelectionRule,
-    StopReason,
-    TurnOutcome,
-    plan_turn,
-)
+from app.engine import AnswerSource, InterviewConfig, TurnOutcome, plan_turn
 from app.engine.banks import shipped_bank_options
 from app.engine.options import AnswerOptions, provider_options
 from app.engine.policy import QuestionPolicy
@@ -57,45 +51,34 @@ from app.errors import (
 )
 from app.limits.budget import TenantBudget
 from app.llm.cache import PurgeableCache, session_scope
-from app.llm.demo import demo_model_note
 from app.observability.metrics import Metrics
-from app.pagination import Position, as_utc, decode_cursor, encode_cursor, page_of
+from app.pagination import Position, decode_cursor, encode_cursor, page_of
 from app.sessions.cache import DetailCache
+from app.sessions.replies import (
+    answer_text,
+    session_detail,
+    session_fields,
+    session_out,
+    session_summary,
+    turn_row,
+)
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
-    GUARANTEE_BEYOND_HORIZON,
-    GUARANTEE_CALIBRATED,
-    GUARANTEE_DATA_DEPENDENT_STOP,
-    GUARANTEE_GROUP,
-    GUARANTEE_INSUFFICIENT,
-    GUARANTEE_TRIVIAL,
-    GUARANTEE_UNCALIBRATED,
-    STOP_NOTES,
     AnswerIn,
-    AnswerOptionOut,
-    CalibrationMismatch,
-    CandidateOut,
     DifferentialOut,
     FinalOut,
-    LabelOut,
-    QuestionOut,
     SessionCreate,
     SessionDetail,
     SessionList,
     SessionOut,
     SessionStatus,
-    SessionSummary,
 )
 
-MAX_RUNNER_UPS = 5
 LISTING = "sessions"  # the cursor namespace of GET /v1/sessions
 
 # Called inside a turn's apply transaction with the session id and the reply (turn jobs
 # record their result there); raising rolls the turn back.
 TurnCommit = Callable[[AsyncSession, uuid.UUID, SessionOut], Awaitable[None]]
-
-# Stop rules that pick the stopping step from the data (the budget and running out do not).
-_DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
 
 
 @dataclass
@@ -178,10 +161,10 @@ class SessionService:
             repo = SessionRepository(db)
             await repo.add(row)
             options = self._answer_options(question.question_bank_name, outcome.next_question)
-            turn = _turn_row(row, outcome, question_id, serving, options=options)
+            turn = turn_row(row, outcome, question_id, serving, options=options)
             await repo.add(turn)
             await self._audit(db, "session.create", session_id, "success")
-            created = _session_out(row, turn)
+            created = session_out(row, turn)
             if commit is not None:
                 await commit(db, session_id, created)
             return created
@@ -209,7 +192,7 @@ class SessionService:
         earlier = [t for t in turns if t.step < row.step]
         current = next(t for t in turns if t.step == row.step)
         assert current.question is not None
-        answer = _answer_text(body, current)
+        answer = answer_text(body, current)
         history: History = (
             *(QA(t.question, t.answer) for t in earlier if t.question and t.answer is not None),
             QA(current.question, answer),
@@ -247,9 +230,9 @@ class SessionService:
             options = self._answer_options(
                 bank_name if isinstance(bank_name, str) else None, outcome.next_question
             )
-            turn = _turn_row(fresh, outcome, question_id, serving, options=options)
+            turn = turn_row(fresh, outcome, question_id, serving, options=options)
             await repo.add(turn)
-            response = _session_out(fresh, turn)
+            response = session_out(fresh, turn)
             if idempotency_key is not None:
                 await repo.add(
                     IdempotencyRecord(
@@ -279,7 +262,7 @@ class SessionService:
         )
         if not isinstance(snapshot, SessionOut):
             row, turns, _ = snapshot
-            _answer_text(body, next(t for t in turns if t.step == row.step))  # a bad option
+            answer_text(body, next(t for t in turns if t.step == row.step))  # a bad option
             self._require_provider(row)
 
     async def _answer_snapshot(
@@ -331,7 +314,7 @@ class SessionService:
                 if found is None:  # erased since the version was read
                     await self._audit_separately("session.read", session_id, "not_found")
                     raise NotFoundError(f"no session {session_id}")
-                detail = _session_detail(*found)
+                detail = session_detail(*found)
                 self.details.put(session_id, detail)
             await self._audit(db, "session.read", session_id, "success")
         return detail
@@ -357,7 +340,7 @@ class SessionService:
                 tenant=self.tenant,
             )
             return SessionList(
-                items=[_session_summary(r) for r in page.rows],
+                items=[session_summary(r) for r in page.rows],
                 next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
             )
 
@@ -381,7 +364,7 @@ class SessionService:
                     raise ConflictError("the session changed meanwhile; reload it")
                 row = await repo.get(session_id, tenant=self.tenant) or row
             await self._audit(db, "session.finalize", session_id, "success")
-            return FinalOut.model_validate({**_session_fields(row, turn), **final})
+            return FinalOut.model_validate({**session_fields(row, turn), **final})
 
     async def delete(self, session_id: uuid.UUID) -> None:
         async with self.sessionmaker.begin() as db:
@@ -558,236 +541,3 @@ def _config_json(
         "specialty": body.specialty,
         "calibration_unmatched": serving.unmatched_json(),
     }
-
-
-def _differential_out(
-    d: Differential, serving: Serving, stop_reason: StopReason | None
-) -> DifferentialOut:
-    order = sorted(range(len(d.labels)), key=lambda i: -d.posterior[i])
-    all_labels = [
-        LabelOut(
-            label=d.labels[i],
-            probability=d.posterior[i],
-            p_value=d.p_values[i] if d.p_values is not None else None,
-            in_set=d.in_set[i],
-        )
-        for i in order
-    ]
-    target = 1 - d.alpha
-    threshold = d.threshold if d.threshold is not None and math.isfinite(d.threshold) else None
-    calibration = serving.calibration
-    source = calibration.display.source(d.step) if calibration else None
-    extra: dict[str, Any] = {}
-    if calibration is None:
-        guarantee = GUARANTEE_UNCALIBRATED.format(target=target, reason=serving.reason)
-        extra = {
-            "calibration_note": serving.reason,
-            "calibration_mismatches": tuple(
-                CalibrationMismatch(field=m.field, session=m.session, calibration=m.calibration)
-                for m in serving.mismatches
-            ),
-        }
-    elif source is None:
-        # The calibration serves the session, but not this step (beyond its steps 0..T).
-        max_step = calibration.display.max_step
-        guarantee = GUARANTEE_BEYOND_HORIZON.format(target=target, step=d.step, max_step=max_step)
-        extra = {
-            "calibration_max_step": max_step,
-            "calibration_note": f"step {d.step} is beyond the calibrated steps 0..{max_step}",
-        }
-    else:
-        step_alpha = exact_alpha(d.alpha)
-        if calibration.display.anytime:
-            step_alpha /= calibration.display.max_step + 1
-        trivial = d.calibrated and (threshold is None or threshold >= 1.0)
-        if threshold is None:
-            guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)
-        elif trivial:
-            guarantee = GUARANTEE_TRIVIAL.format(n=source.n, step=d.step)
-        elif source.group is not None:
-            guarantee = GUARANTEE_GROUP.format(
-                target=target, group_by=GROUP_FIELD, group=source.group, n=source.n, step=d.step
-            )
-        else:
-            guarantee = GUARANTEE_CALIBRATED.format(target=target, n=source.n, step=d.step)
-        if source.fallback is not None:
-            guarantee += f" For this patient's {GROUP_FIELD}: {source.fallback}."
-        if stop_reason in _DATA_DEPENDENT_STOPS and not calibration.display.anytime:
-            assert stop_reason is not None
-            guarantee += GUARANTEE_DATA_DEPENDENT_STOP.format(reason=stop_reason.value)
-        extra = {
-            "coverage_scope": "group" if source.group is not None else "pooled",
-            "calibration_group": source.group,
-            "calibration_max_step": calibration.display.max_step,
-            "calibration_note": source.fallback,
-            "trivial": trivial,
-            "min_calibration_n": min_calibration_size(step_alpha),
-        }
-    served = calibration is not None and source is not None and d.calibrated
-    return DifferentialOut(
-        labels=[label for label in all_labels if label.in_set],
-        all_labels=all_labels,
-        set_size=d.set_size,
-        top=d.top_label,
-        alpha=d.alpha,
-        coverage_target=target,
-        step=d.step,
-        calibrated=d.calibrated,
-        calibration_id=str(calibration.row.id) if calibration and served else None,
-        calibration_n=source.n if served and source else None,
-        threshold=threshold,
-        entropy=d.entropy,
-        guarantee=guarantee,
-        **extra,
-    )
-
-
-def _answer_text(body: AnswerIn, turn: Turn) -> str:
-    """The answer as the engine and the transcript see it: an option is its display text."""
-    if body.answer is not None:
-        return body.answer
-    options = (turn.rationale or {}).get("answer_options") or []
-    for option in options:
-        if option["code"] == body.option:
-            return str(option["display"])
-    if not options:
-        raise InvalidInputError(
-            f"question {body.question_id} offers no answer options: send the answer as text"
-        )
-    codes = ", ".join(str(o["code"]) for o in options)
-    raise InvalidInputError(
-        f"question {body.question_id} offers no option with that code; its codes: {codes}"
-    )
-
-
-def _question_out(
-    outcome: TurnOutcome,
-    question_id: uuid.UUID,
-    serving: Serving,
-    options: AnswerOptions | None,
-) -> QuestionOut:
-    assert outcome.next_question is not None
-    rationale = outcome.rationale
-    calibrated = rationale is not None and rationale.selection_rule is SelectionRule.CALIBRATED
-    selection_id = serving.calibration.selection_id if calibrated and serving.calibration else None
-    return QuestionOut(
-        id=str(question_id),
-        text=outcome.next_question,
-        answer_options=(
-            [AnswerOptionOut(code=o.code, display=o.display) for o in options] if options else None
-        ),
-        step=outcome.step,
-        policy=rationale.policy if rationale else None,
-        expected_set_size=rationale.expected_set_size if rationale else None,
-        expected_entropy=rationale.expected_entropy if rationale else None,
-        entropy_bound=rationale.entropy_bound if rationale else None,
-        selection_rule=rationale.selection_rule.value if rationale else None,
-        selection_calibration_id=selection_id,
-        objective=rationale.objective if rationale else None,
-        tied=rationale.tied if rationale else 0,
-        tie_break=rationale.tie_break if rationale else None,
-        candidates_scored=rationale.candidates_scored if rationale else None,
-        runner_ups=[
-            CandidateOut(
-                question=c.question,
-                expected_set_size=c.expected_set_size,
-                expected_entropy=c.expected_entropy,
-                entropy_bound=c.entropy_bound,
-            )
-            for c in (rationale.runner_ups if rationale else ())[:MAX_RUNNER_UPS]
-        ],
-    )
-
-
-def _turn_row(
-    row: InterviewSession,
-    outcome: TurnOutcome,
-    question_id: uuid.UUID | None,
-    serving: Serving,
-    *,
-    options: AnswerOptions | None,
-) -> Turn:
-    # The question's options are stored with it (in its rationale JSON, as the reply has them).
-    question = _question_out(outcome, question_id, serving, options) if question_id else None
-    differential = _differential_out(outcome.differential, serving, outcome.stop_reason)
-    return Turn(
-        session_id=row.id,
-        step=outcome.step,
-        differential=differential.model_dump(mode="json"),
-        question_id=question_id,
-        question=outcome.next_question,
-        rationale=question.model_dump(mode="json") if question else None,
-        posterior_evaluations=outcome.posterior_evaluations,
-    )
-
-
-def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
-    """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
-    finalized = row.status == "finalized"
-    stop_reason = _stop_reason(row)
-    return {
-        "id": str(row.id),
-        "status": row.status,
-        "step": row.step,
-        "version": row.version,
-        "next_question": None if finalized else (turn.rationale or None),
-        "should_stop": row.status != "active",
-        "stop_reason": stop_reason,
-        "stop_note": STOP_NOTES.get(stop_reason) if stop_reason else None,
-        "differential": turn.differential,
-        "model": row.model,
-        "model_note": demo_model_note(row.model),
-        "prompt_version": row.prompt_version,
-        "policy": row.config["policy"],
-        "calibration_id": str(row.calibration_id) if row.calibration_id else None,
-    }
-
-
-def _session_detail(row: InterviewSession, turns: list[Turn]) -> SessionDetail:
-    return SessionDetail.model_validate(
-        {
-            **_session_fields(row, turns[-1]),
-            "patient": {
-                "summary": row.patient_summary,
-                "age": row.patient_age,
-                "sex": row.patient_sex,
-            },
-            "inquiry": row.inquiry,
-            "candidates": row.candidates,
-            "transcript": [
-                {
-                    "step": t.step,
-                    "question": t.rationale or None,
-                    "answer": t.answer,
-                    "differential": t.differential,
-                }
-                for t in turns
-            ],
-        }
-    )
-
-
-def _stop_reason(row: InterviewSession) -> str | None:
-    return row.stop_reason or ("finalized" if row.status == "finalized" else None)
-
-
-def _session_summary(row: InterviewSession) -> SessionSummary:
-    return SessionSummary.model_validate(
-        {
-            "id": str(row.id),
-            "status": row.status,
-            "step": row.step,
-            "version": row.version,
-            "policy": row.config["policy"],
-            "stop_reason": _stop_reason(row),
-            "model": row.model,
-            "prompt_version": row.prompt_version,
-            "calibration_id": str(row.calibration_id) if row.calibration_id else None,
-            "created_at": as_utc(row.created_at),
-            "updated_at": as_utc(row.updated_at),
-        }
-    )
-
-
-def _session_out(row: InterviewSession, turn: Turn) -> SessionOut:
-    return SessionOut.model_validate(_session_fields(row, turn))
