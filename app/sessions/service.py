@@ -484,6 +484,7 @@ def answer_hash(body: AnswerIn) -> str:
 
 
 def _session_policy(question: QuestionPolicy, body: SessionCreate) -> SessionPolicy:
+    """What the calibration lookup matches a new session on (``find_serving``)."""
     return SessionPolicy(
         question=question,
         max_questions=body.max_questions,
