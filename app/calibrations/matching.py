@@ -31,7 +31,7 @@ Not matched, on purpose:
   a data-dependent stopping step is another matter, stated in the guarantee);
 - grouping (per specialty) and anytime: they change the thresholds, not the policy.
 
-At most one calibration is active per ``serving_key`` (``CalibrationRepository.activate``).
+At most one calibration is active per ``policy_key`` (``CalibrationRepository.activate``).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "SessionPolicy",
     "choose",
     "mismatches",
-    "serving_key",
+    "policy_key",
     "specialty_key",
 ]
 
@@ -209,7 +209,7 @@ def mismatches(session: SessionPolicy, calibration: ActiveCalibration) -> tuple[
     return tuple(out)
 
 
-def serving_key(policy: str, params: Mapping[str, Any]) -> tuple[tuple[str, Value], ...]:
+def policy_key(policy: str, params: Mapping[str, Any]) -> tuple[tuple[str, Value], ...]:
     """What two calibrations (same model, prompt version and alpha) must share to compete."""
     have = _recorded(params) or {}
     fields = ("answer_source", *_fields(policy, have.get("question_source")))

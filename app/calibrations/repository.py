@@ -33,7 +33,7 @@ from app.calibrations.matching import (
     Match,
     SessionPolicy,
     choose,
-    serving_key,
+    policy_key,
 )
 from app.db.base import utcnow
 from app.db.keyset import newest_first
@@ -145,8 +145,8 @@ class CalibrationRepository:
 
     async def activate(self, calibration: Calibration) -> None:
         """Make this its owner's one active calibration for its model, prompt version, alpha
-        and question policy (``serving_key``); other policies' and other owners' stay active."""
-        key = serving_key(calibration.policy, calibration.params or {})
+        and question policy (``policy_key``); other policies' and other owners' stay active."""
+        key = policy_key(calibration.policy, calibration.params or {})
         rivals = await self._session.execute(
             sa.select(Calibration.id, Calibration.params).where(
                 Calibration.active.is_(True),
@@ -158,9 +158,7 @@ class CalibrationRepository:
                 owned_by(calibration.tenant),
             )
         )
-        same = [
-            r.id for r in rivals.all() if serving_key(calibration.policy, r.params or {}) == key
-        ]
+        same = [r.id for r in rivals.all() if policy_key(calibration.policy, r.params or {}) == key]
         if same:
             await self._session.execute(
                 sa.update(Calibration).where(Calibration.id.in_(same)).values(active=False)

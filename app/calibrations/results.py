@@ -15,10 +15,10 @@ from app.engine.thresholds import FloatArray, StepwiseThresholds
 
 __all__ = [
     "GROUP_FIELD",
-    "ServingThresholds",
+    "GroupThresholds",
     "StepSource",
     "calibration_result",
-    "serving_thresholds",
+    "thresholds_for_group",
     "thresholds_from_result",
 ]
 
@@ -53,7 +53,7 @@ GROUP_FIELD = "specialty"  # the only Mondrian grouping a run can have (RunSpec.
 
 @dataclass(frozen=True, slots=True)
 class StepSource:
-    """Where one step's serving threshold comes from."""
+    """Where the threshold a session uses at one step comes from."""
 
     n: int  # calibration cases behind the threshold
     group: str | None  # the group whose own threshold it is; None: the pooled one
@@ -61,7 +61,7 @@ class StepSource:
 
 
 @dataclass(frozen=True, slots=True)
-class ServingThresholds:
+class GroupThresholds:
     """A session's thresholds: the pooled ones, or its group's (Mondrian) where it has one."""
 
     thresholds: StepwiseThresholds
@@ -78,13 +78,13 @@ class ServingThresholds:
         return self.steps[step] if step < len(self.steps) else None
 
 
-def serving_thresholds(
+def thresholds_for_group(
     result: dict[str, Any],
     *,
     group_by: str | None,
     group: str | None,
     group_keys: Sequence[str | None] | None = None,
-) -> ServingThresholds:
+) -> GroupThresholds:
     """Thresholds for a session that declares ``group`` (None: pooled, marginal coverage).
 
     For a grouped calibration (``group_by``) each step uses the group's stored Mondrian
@@ -98,7 +98,7 @@ def serving_thresholds(
     pooled = thresholds_from_result(result)
     n_per_step: list[int] = list(result["n_per_step"])
     if group is None:
-        return ServingThresholds(
+        return GroupThresholds(
             pooled, tuple(StepSource(n, None, None) for n in n_per_step), _anytime(result)
         )
     steps_json = (result.get("conformal") or {}).get("steps") or []
@@ -107,7 +107,7 @@ def serving_thresholds(
             f"the calibration has no per-{GROUP_FIELD} thresholds; its pooled threshold is used, "
             f"so coverage is marginal over all its calibration cases, not per {GROUP_FIELD}"
         )
-        return ServingThresholds(
+        return GroupThresholds(
             pooled, tuple(StepSource(n, None, note) for n in n_per_step), _anytime(result)
         )
     taus: list[float] = []
@@ -147,7 +147,7 @@ def serving_thresholds(
         thresholds=tuple(taus),
         scores=tuple(scores) if scores is not None else None,
     )
-    return ServingThresholds(thresholds, tuple(sources), _anytime(result))
+    return GroupThresholds(thresholds, tuple(sources), _anytime(result))
 
 
 def _anytime(result: dict[str, Any]) -> bool:

@@ -3,8 +3,8 @@
 ``RunSpec`` is stored as ``Calibration.params`` (JSON) so that a worker, a resumed run and a
 benchmark all rebuild exactly the same cases and the same question policy from it.
 
-The interview configuration is built the way serving builds a session's
-(``app.sessions.service._config_from``): a bank source scores a seeded random subset of
+The interview configuration is built the way a session's is (``QuestionPolicy.interview_config``,
+via ``app.engine.settings.InterviewSettings``): a bank source scores a seeded random subset of
 ``n_questions`` unasked bank questions per turn (``max_candidates``), ``n_answers``
 simulated answers per candidate. For calibration every early stop is off
 (``stop_on_singleton``, ``stop_on_no_gain``, ``spread_epsilon``), so every case reaches step

@@ -21,59 +21,6 @@ from app.validation import reject_nul
 
 MAX_LABELS = 26
 
-GUARANTEE_CALIBRATED = (
-    "The set contains the right answer with probability at least {target:.0%} "
-    "marginally, over patients like the {n} calibration cases, at step {step} of an interview "
-    "run with the same model, prompts and policy. It is not a statement about this patient, "
-    "not a diagnosis, and does not hold for a population, model or policy that differs from "
-    "the calibration."
-)
-GUARANTEE_INSUFFICIENT = (
-    "Calibrated on too few cases ({n}) for a {target:.0%} guarantee at step {step}: the set is "
-    "every candidate, which covers trivially and says nothing. Not a diagnosis."
-)
-GUARANTEE_TRIVIAL = (
-    "Calibrated on {n} cases, but at step {step} the threshold admits every candidate whatever "
-    "the model says (the right answer's probability was too often near zero in the "
-    "calibration): the set is every candidate, which covers trivially and says nothing. Not "
-    "a diagnosis."
-)
-GUARANTEE_UNCALIBRATED = (
-    "Uncalibrated: no active calibration was made with this session's model, prompt version "
-    "and question policy ({reason}). This set is only the model's own top labels holding "
-    "{target:.0%} of its probability; it carries no coverage guarantee and is not a diagnosis."
-)
-GUARANTEE_GROUP = (
-    "The set contains the right answer with probability at least {target:.0%} "
-    "for patients of {group_by} {group!r}, marginally over patients like its {n} calibration "
-    "cases (coverage per {group_by}), at step {step} of an interview run with the same model, "
-    "prompts and policy. It is not a statement about this patient, not a diagnosis, and does "
-    "not hold for a population, model or policy that differs from the calibration."
-)
-GUARANTEE_BEYOND_HORIZON = (
-    "Uncalibrated at step {step}: the calibration covers steps 0 to {max_step} only, so this "
-    "set is only the model's own top labels holding {target:.0%} of its probability. It "
-    "carries no coverage guarantee and is not a diagnosis."
-)
-GUARANTEE_DATA_DEPENDENT_STOP = (
-    " The interview stopped here by a data-dependent rule ({reason}); coverage holds at a "
-    "fixed step, not at a step chosen this way (an anytime calibration's would)."
-)
-
-# What each stop reason means, in words (the page and every client can show these).
-STOP_NOTES = {
-    "policy_none": "Policy 'none' asks no questions: the differential is from the initial "
-    "information only.",
-    "singleton": "The set narrowed to a single candidate.",
-    "budget": "The question budget (max_questions) is used up.",
-    "exhausted": "No candidate question was left to ask.",
-    "no_gain": "No candidate question was expected to shrink the set or sharpen the "
-    "probabilities (stop_on_no_gain).",
-    "spread": "The candidate questions scored too close to each other to choose between them "
-    "(spread_epsilon).",
-    "finalized": "The interview was finalized.",
-}
-
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 

@@ -10,48 +10,37 @@ A turn run in the background (``app.sessions.jobs``) is the same call with two h
 ``progress`` callback the engine tells as it scores, and a ``commit`` hook that writes the
 job's reply inside the apply transaction, so the turn and its job's result are committed
 together or not at all.
+
+This module is the orchestration only (transactions, the LLM slot, audit). What a reply
+says, and its guarantee, is ``app.sessions.replies``'s; which calibration serves a session
+is ``app.calibrations.lookup``'s; what a session stores of its settings and reads back is
+``app.engine.settings.InterviewSettings``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import AuditRepository
-from app.calibrations.matching import Match, SessionPolicy
-from app.calibrations.repository import CalibrationRepository
-from app.calibrations.results import (
-    GROUP_FIELD,
-    ServingThresholds,
-    serving_thresholds,
-    thresholds_from_result,
-)
-from app.conformal.rank import exact_alpha, min_calibration_size
+from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
+from app.calibrations.matching import SessionPolicy
 from app.context import cache_scope_var
-from app.db.models import Calibration, IdempotencyRecord, InterviewSession, Turn
-from app.engine import (
-    AnswerSource,
-    Differential,
-    InterviewConfig,
-    SelectionRule,
-    StepwiseThresholds,
-    StopReason,
-    TurnOutcome,
-    plan_turn,
-)
+from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.engine import AnswerSource, InterviewConfig, TurnOutcome, plan_turn
 from app.engine.banks import shipped_bank_options
 from app.engine.options import AnswerOptions, provider_options
 from app.engine.policy import QuestionPolicy
 from app.engine.progress import ProgressFn
+from app.engine.settings import InterviewSettings
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import (
     ConflictError,
@@ -62,84 +51,34 @@ from app.errors import (
 )
 from app.limits.budget import TenantBudget
 from app.llm.cache import PurgeableCache, session_scope
-from app.llm.demo import demo_model_note
 from app.observability.metrics import Metrics
-from app.pagination import Position, as_utc, decode_cursor, encode_cursor, page_of
+from app.pagination import Position, decode_cursor, encode_cursor, page_of
 from app.sessions.cache import DetailCache
+from app.sessions.replies import (
+    answer_text,
+    session_detail,
+    session_fields,
+    session_out,
+    session_summary,
+    turn_row,
+)
 from app.sessions.repository import SessionRepository
 from app.sessions.schemas import (
-    GUARANTEE_BEYOND_HORIZON,
-    GUARANTEE_CALIBRATED,
-    GUARANTEE_DATA_DEPENDENT_STOP,
-    GUARANTEE_GROUP,
-    GUARANTEE_INSUFFICIENT,
-    GUARANTEE_TRIVIAL,
-    GUARANTEE_UNCALIBRATED,
-    STOP_NOTES,
     AnswerIn,
-    AnswerOptionOut,
-    CalibrationMismatch,
-    CandidateOut,
     DifferentialOut,
     FinalOut,
-    LabelOut,
-    QuestionOut,
     SessionCreate,
     SessionDetail,
     SessionList,
     SessionOut,
     SessionStatus,
-    SessionSummary,
 )
 
-MAX_RUNNER_UPS = 5
 LISTING = "sessions"  # the cursor namespace of GET /v1/sessions
 
 # Called inside a turn's apply transaction with the session id and the reply (turn jobs
 # record their result there); raising rolls the turn back.
 TurnCommit = Callable[[AsyncSession, uuid.UUID, SessionOut], Awaitable[None]]
-
-# Stop rules that pick the stopping step from the data (the budget and running out do not).
-_DATA_DEPENDENT_STOPS = frozenset({StopReason.SINGLETON, StopReason.NO_GAIN, StopReason.SPREAD})
-
-
-@dataclass(frozen=True)
-class _Calibrated:
-    """The calibration serving a session, resolved to engine thresholds (its group's, if any)."""
-
-    row: Calibration
-    serving: ServingThresholds
-    selection: StepwiseThresholds | None
-    selection_id: str | None = None  # the selection calibration those thresholds came from
-
-    @property
-    def thresholds(self) -> StepwiseThresholds:
-        return self.serving.thresholds
-
-    def covers(self, step: int) -> bool:
-        """Whether ``step`` is one of the calibrated steps 0..T."""
-        return step <= self.serving.max_step
-
-
-@dataclass(frozen=True)
-class _Serving:
-    """What a session's sets come from: a calibration, or why none applies."""
-
-    calibration: _Calibrated | None
-    reason: str | None = None  # why no calibration applies (a sentence, no secrets)
-    mismatches: tuple[CalibrationMismatch, ...] = ()
-
-    @classmethod
-    def from_config(cls, calibration: _Calibrated | None, config: dict[str, Any]) -> _Serving:
-        """Rebuild it for a later turn: the calibration by id, the reason from the config."""
-        if calibration is not None:
-            return cls(calibration)
-        unmatched = config.get("calibration_unmatched") or {}
-        return cls(
-            None,
-            unmatched.get("reason") or "no calibration applies to this session",
-            tuple(CalibrationMismatch.model_validate(m) for m in unmatched.get("mismatches", [])),
-        )
 
 
 @dataclass
@@ -160,7 +99,7 @@ class SessionService:
     def check_create(self, body: SessionCreate) -> None:
         """Refuse now what ``create`` would refuse before any LLM work (async turns)."""
         self._require_provider()
-        _config_from(_question_policy(body), body.model_dump())
+        _session_config(_settings(body))
 
     async def create(
         self,
@@ -170,12 +109,14 @@ class SessionService:
         commit: TurnCommit | None = None,
     ) -> SessionOut:
         provider = self._require_provider()
-        question = _question_policy(body)
-        config = _config_from(question, body.model_dump())
+        settings = _settings(body)
+        question = settings.question
+        config = _session_config(settings)
         info = provider.info
         async with self.sessionmaker() as db:
-            serving = await self._calibration_for(
+            serving = await find_serving(
                 db,
+                tenant=self.tenant,
                 model=info.model,
                 prompt_version=info.prompt_version,
                 policy=_session_policy(question, body),
@@ -209,7 +150,7 @@ class SessionService:
                 patient_sex=body.patient.sex,
                 inquiry=body.inquiry,
                 candidates=list(body.candidates),
-                config=_config_json(question, body, serving),
+                config=_config_json(settings, body, serving),
                 seed=seed,
                 model=info.model,
                 prompt_version=info.prompt_version,
@@ -220,10 +161,10 @@ class SessionService:
             repo = SessionRepository(db)
             await repo.add(row)
             options = self._answer_options(question.question_bank_name, outcome.next_question)
-            turn = _turn_row(row, outcome, question_id, serving, options=options)
+            turn = turn_row(row, outcome, question_id, serving, options=options)
             await repo.add(turn)
             await self._audit(db, "session.create", session_id, "success")
-            created = _session_out(row, turn)
+            created = session_out(row, turn)
             if commit is not None:
                 await commit(db, session_id, created)
             return created
@@ -245,18 +186,18 @@ class SessionService:
         if isinstance(snapshot, SessionOut):
             return snapshot
         row, turns, calibration = snapshot
-        serving = _Serving.from_config(calibration, row.config)
+        serving = Serving.restore(calibration, row.config.get("calibration_unmatched"))
         # Read the turns as of the session row we loaded: a concurrent answer may have added
         # a later turn since (it wins; this one then loses the version check below).
         earlier = [t for t in turns if t.step < row.step]
         current = next(t for t in turns if t.step == row.step)
         assert current.question is not None
-        answer = _answer_text(body, current)
+        answer = answer_text(body, current)
         history: History = (
             *(QA(t.question, t.answer) for t in earlier if t.question and t.answer is not None),
             QA(current.question, answer),
         )
-        config = _config_from_json(row.config)
+        config = _session_config(InterviewSettings.from_json(row.config))
         outcome = await self._plan(
             self._require_provider(row),
             session_id=row.id,
@@ -289,9 +230,9 @@ class SessionService:
             options = self._answer_options(
                 bank_name if isinstance(bank_name, str) else None, outcome.next_question
             )
-            turn = _turn_row(fresh, outcome, question_id, serving, options=options)
+            turn = turn_row(fresh, outcome, question_id, serving, options=options)
             await repo.add(turn)
-            response = _session_out(fresh, turn)
+            response = session_out(fresh, turn)
             if idempotency_key is not None:
                 await repo.add(
                     IdempotencyRecord(
@@ -321,7 +262,7 @@ class SessionService:
         )
         if not isinstance(snapshot, SessionOut):
             row, turns, _ = snapshot
-            _answer_text(body, next(t for t in turns if t.step == row.step))  # a bad option
+            answer_text(body, next(t for t in turns if t.step == row.step))  # a bad option
             self._require_provider(row)
 
     async def _answer_snapshot(
@@ -331,7 +272,7 @@ class SessionService:
         *,
         idempotency_key: str | None,
         if_match: int | None,
-    ) -> SessionOut | tuple[InterviewSession, list[Turn], _Calibrated | None]:
+    ) -> SessionOut | tuple[InterviewSession, list[Turn], Calibrated | None]:
         """The replayed reply of a used Idempotency-Key, else the state the answer plans
         from (the session, its turns, its calibration), after every check an answer passes."""
         async with self.sessionmaker() as db:
@@ -354,7 +295,7 @@ class SessionService:
                     f"({row.current_question_id})"
                 )
             turns = list(await repo.turns(session_id))
-            calibration = await self._calibration_by_id(
+            calibration = await calibration_by_id(
                 db, row.calibration_id, specialty=row.config.get("specialty")
             )
         return row, turns, calibration
@@ -373,7 +314,7 @@ class SessionService:
                 if found is None:  # erased since the version was read
                     await self._audit_separately("session.read", session_id, "not_found")
                     raise NotFoundError(f"no session {session_id}")
-                detail = _session_detail(*found)
+                detail = session_detail(*found)
                 self.details.put(session_id, detail)
             await self._audit(db, "session.read", session_id, "success")
         return detail
@@ -399,7 +340,7 @@ class SessionService:
                 tenant=self.tenant,
             )
             return SessionList(
-                items=[_session_summary(r) for r in page.rows],
+                items=[session_summary(r) for r in page.rows],
                 next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
             )
 
@@ -423,7 +364,7 @@ class SessionService:
                     raise ConflictError("the session changed meanwhile; reload it")
                 row = await repo.get(session_id, tenant=self.tenant) or row
             await self._audit(db, "session.finalize", session_id, "success")
-            return FinalOut.model_validate({**_session_fields(row, turn), **final})
+            return FinalOut.model_validate({**session_fields(row, turn), **final})
 
     async def delete(self, session_id: uuid.UUID) -> None:
         async with self.sessionmaker.begin() as db:
@@ -469,26 +410,6 @@ class SessionService:
             raise NotFoundError(f"no session {session_id}")
         return row
 
-    async def _calibration_for(
-        self, db: AsyncSession, *, model: str, prompt_version: str, policy: SessionPolicy
-    ) -> _Serving:
-        repo = CalibrationRepository(db)
-        row, match = await repo.find_active(
-            model=model, prompt_version=prompt_version, session=policy, tenant=self.tenant
-        )
-        calibration = await _resolve(repo, row, specialty=policy.specialty)
-        if calibration is not None:
-            return _Serving(calibration)
-        return _unmatched(match)
-
-    async def _calibration_by_id(
-        self, db: AsyncSession, calibration_id: uuid.UUID | None, *, specialty: str | None
-    ) -> _Calibrated | None:
-        if calibration_id is None:
-            return None
-        repo = CalibrationRepository(db)
-        return await _resolve(repo, await repo.get(calibration_id), specialty=specialty)
-
     async def _plan(
         self,
         provider: PosteriorProvider,
@@ -499,7 +420,7 @@ class SessionService:
         inquiry: str,
         labels: list[str],
         config: InterviewConfig,
-        calibration: _Calibrated | None,
+        calibration: Calibrated | None,
         seed: int,
         progress: ProgressFn | None = None,
     ) -> TurnOutcome:
@@ -556,54 +477,19 @@ class SessionService:
             await self._audit(db, action, session_id, outcome)
 
 
-async def _resolve(
-    repo: CalibrationRepository, row: Calibration | None, *, specialty: str | None
-) -> _Calibrated | None:
-    if row is None or row.result is None:
-        return None
-    group_by = row.params.get("group_by")
-    group_keys = await repo.group_keys(row.id) if group_by and specialty else None
-    selection = row.result.get("selection")
-    return _Calibrated(
-        row=row,
-        serving=serving_thresholds(
-            row.result, group_by=group_by, group=specialty, group_keys=group_keys
-        ),
-        selection=thresholds_from_result(selection) if selection else None,
-        selection_id=(selection or {}).get("calibration_id"),
-    )
-
-
 def answer_hash(body: AnswerIn) -> str:
     """What an Idempotency-Key of an answer is bound to: the SHA-256 of its body (without
     unset fields: an answer as text hashes as it did before answers could be options)."""
     return hashlib.sha256(body.model_dump_json(exclude_none=True).encode()).hexdigest()
 
 
-def _unmatched(match: Match) -> _Serving:
-    return _Serving(
-        None,
-        match.reason or "no calibration applies",
-        tuple(
-            CalibrationMismatch(field=m.field, session=m.session, calibration=m.calibration)
-            for m in match.mismatches
-        ),
-    )
-
-
 def _session_policy(question: QuestionPolicy, body: SessionCreate) -> SessionPolicy:
+    """What the calibration lookup matches a new session on (``find_serving``)."""
     return SessionPolicy(
         question=question,
         max_questions=body.max_questions,
         specialty=body.specialty,
         any_selection=body.selection_calibration_id is None,
-    )
-
-
-def _question_policy(body: SessionCreate) -> QuestionPolicy:
-    """The body's question policy (its own fields, validated by the shared type)."""
-    return QuestionPolicy.model_validate(
-        body.model_dump(include=set(QuestionPolicy.model_fields), exclude_unset=False)
     )
 
 
@@ -614,280 +500,45 @@ def _check_if_match(row: InterviewSession, if_match: int | None) -> None:
         )
 
 
-def _config_from(question: QuestionPolicy, data: dict[str, Any]) -> InterviewConfig:
+def _settings(body: SessionCreate) -> InterviewSettings:
+    """The body's question policy (its own fields, validated by the shared type), budget
+    and stop rules."""
+    question = QuestionPolicy.model_validate(
+        body.model_dump(include=set(QuestionPolicy.model_fields), exclude_unset=False)
+    )
+    return InterviewSettings(
+        question=question,
+        max_questions=body.max_questions,
+        stop_on_no_gain=body.stop_on_no_gain,
+        spread_epsilon=body.spread_epsilon,
+    )
+
+
+def _session_config(settings: InterviewSettings) -> InterviewConfig:
     """The engine configuration of a session: its policy and its budget and stop rules."""
+    question = settings.question
     if question.answer_source is not AnswerSource.LLM:
         raise InvalidInputError(
             f"answer_source {question.answer_source.value!r} is for calibration runs and "
             "benchmarks (it needs labelled draws or an estimation split); sessions simulate "
             "answers with the LLM: use 'llm'"
         )
-    return question.interview_config(
-        max_questions=data["max_questions"],
-        stop_on_no_gain=data["stop_on_no_gain"],
-        spread_epsilon=data["spread_epsilon"],
-    )
+    return settings.config()
 
 
 def _config_json(
-    question: QuestionPolicy, body: SessionCreate, serving: _Serving
+    settings: InterviewSettings, body: SessionCreate, serving: Serving
 ) -> dict[str, Any]:
     """What a session stores of its settings: the policy as it was served (the selection
-    calibration resolved), the budget and stop rules, and which calibration applies."""
-    unmatched = None
-    if serving.calibration is None:
-        unmatched = {
-            "reason": serving.reason,
-            "mismatches": [m.model_dump(mode="json") for m in serving.mismatches],
-        }
+    calibration resolved), the budget and stop rules, and which calibration applies
+    (read back by ``InterviewSettings.from_json``, which ignores the session's own keys)."""
     selection = serving.calibration.selection_id if serving.calibration else None
-    served = question.model_copy(
+    served = settings.question.model_copy(
         update={"selection_calibration_id": uuid.UUID(selection) if selection else None}
     )
     return {
-        **served.to_json(),
-        "max_questions": body.max_questions,
-        "stop_on_no_gain": body.stop_on_no_gain,
-        "spread_epsilon": body.spread_epsilon,
+        **replace(settings, question=served).to_json(),
         # Not the policy: which calibration thresholds apply, and why none did.
         "specialty": body.specialty,
-        "calibration_unmatched": unmatched,
+        "calibration_unmatched": serving.unmatched_json(),
     }
-
-
-def _config_from_json(data: dict[str, Any]) -> InterviewConfig:
-    """Inverse of ``_config_json`` (sessions stored before the shared policy type kept a
-    caller-supplied bank under "bank")."""
-    stored = dict(data)
-    if isinstance(stored.get("bank"), list):
-        stored["question_bank"] = stored.pop("bank")
-    elif "bank" in stored:
-        del stored["bank"]
-    return _config_from(QuestionPolicy.from_json(stored), stored)
-
-
-def _differential_out(
-    d: Differential, serving: _Serving, stop_reason: StopReason | None
-) -> DifferentialOut:
-    order = sorted(range(len(d.labels)), key=lambda i: -d.posterior[i])
-    all_labels = [
-        LabelOut(
-            label=d.labels[i],
-            probability=d.posterior[i],
-            p_value=d.p_values[i] if d.p_values is not None else None,
-            in_set=d.in_set[i],
-        )
-        for i in order
-    ]
-    target = 1 - d.alpha
-    threshold = d.threshold if d.threshold is not None and math.isfinite(d.threshold) else None
-    calibration = serving.calibration
-    source = calibration.serving.source(d.step) if calibration else None
-    extra: dict[str, Any] = {}
-    if calibration is None:
-        guarantee = GUARANTEE_UNCALIBRATED.format(target=target, reason=serving.reason)
-        extra = {"calibration_note": serving.reason, "calibration_mismatches": serving.mismatches}
-    elif source is None:
-        # The calibration serves the session, but not this step (beyond its steps 0..T).
-        max_step = calibration.serving.max_step
-        guarantee = GUARANTEE_BEYOND_HORIZON.format(target=target, step=d.step, max_step=max_step)
-        extra = {
-            "calibration_max_step": max_step,
-            "calibration_note": f"step {d.step} is beyond the calibrated steps 0..{max_step}",
-        }
-    else:
-        step_alpha = exact_alpha(d.alpha)
-        if calibration.serving.anytime:
-            step_alpha /= calibration.serving.max_step + 1
-        trivial = d.calibrated and (threshold is None or threshold >= 1.0)
-        if threshold is None:
-            guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)
-        elif trivial:
-            guarantee = GUARANTEE_TRIVIAL.format(n=source.n, step=d.step)
-        elif source.group is not None:
-            guarantee = GUARANTEE_GROUP.format(
-                target=target, group_by=GROUP_FIELD, group=source.group, n=source.n, step=d.step
-            )
-        else:
-            guarantee = GUARANTEE_CALIBRATED.format(target=target, n=source.n, step=d.step)
-        if source.fallback is not None:
-            guarantee += f" For this patient's {GROUP_FIELD}: {source.fallback}."
-        if stop_reason in _DATA_DEPENDENT_STOPS and not calibration.serving.anytime:
-            assert stop_reason is not None
-            guarantee += GUARANTEE_DATA_DEPENDENT_STOP.format(reason=stop_reason.value)
-        extra = {
-            "coverage_scope": "group" if source.group is not None else "pooled",
-            "calibration_group": source.group,
-            "calibration_max_step": calibration.serving.max_step,
-            "calibration_note": source.fallback,
-            "trivial": trivial,
-            "min_calibration_n": min_calibration_size(step_alpha),
-        }
-    served = calibration is not None and source is not None and d.calibrated
-    return DifferentialOut(
-        labels=[label for label in all_labels if label.in_set],
-        all_labels=all_labels,
-        set_size=d.set_size,
-        top=d.top_label,
-        alpha=d.alpha,
-        coverage_target=target,
-        step=d.step,
-        calibrated=d.calibrated,
-        calibration_id=str(calibration.row.id) if calibration and served else None,
-        calibration_n=source.n if served and source else None,
-        threshold=threshold,
-        entropy=d.entropy,
-        guarantee=guarantee,
-        **extra,
-    )
-
-
-def _answer_text(body: AnswerIn, turn: Turn) -> str:
-    """The answer as the engine and the transcript see it: an option is its display text."""
-    if body.answer is not None:
-        return body.answer
-    options = (turn.rationale or {}).get("answer_options") or []
-    for option in options:
-        if option["code"] == body.option:
-            return str(option["display"])
-    if not options:
-        raise InvalidInputError(
-            f"question {body.question_id} offers no answer options: send the answer as text"
-        )
-    codes = ", ".join(str(o["code"]) for o in options)
-    raise InvalidInputError(
-        f"question {body.question_id} offers no option with that code; its codes: {codes}"
-    )
-
-
-def _question_out(
-    outcome: TurnOutcome,
-    question_id: uuid.UUID,
-    serving: _Serving,
-    options: AnswerOptions | None,
-) -> QuestionOut:
-    assert outcome.next_question is not None
-    rationale = outcome.rationale
-    calibrated = rationale is not None and rationale.selection_rule is SelectionRule.CALIBRATED
-    selection_id = serving.calibration.selection_id if calibrated and serving.calibration else None
-    return QuestionOut(
-        id=str(question_id),
-        text=outcome.next_question,
-        answer_options=(
-            [AnswerOptionOut(code=o.code, display=o.display) for o in options] if options else None
-        ),
-        step=outcome.step,
-        policy=rationale.policy if rationale else None,
-        expected_set_size=rationale.expected_set_size if rationale else None,
-        expected_entropy=rationale.expected_entropy if rationale else None,
-        entropy_bound=rationale.entropy_bound if rationale else None,
-        selection_rule=rationale.selection_rule.value if rationale else None,
-        selection_calibration_id=selection_id,
-        objective=rationale.objective if rationale else None,
-        tied=rationale.tied if rationale else 0,
-        tie_break=rationale.tie_break if rationale else None,
-        candidates_scored=rationale.candidates_scored if rationale else None,
-        runner_ups=[
-            CandidateOut(
-                question=c.question,
-                expected_set_size=c.expected_set_size,
-                expected_entropy=c.expected_entropy,
-                entropy_bound=c.entropy_bound,
-            )
-            for c in (rationale.runner_ups if rationale else ())[:MAX_RUNNER_UPS]
-        ],
-    )
-
-
-def _turn_row(
-    row: InterviewSession,
-    outcome: TurnOutcome,
-    question_id: uuid.UUID | None,
-    serving: _Serving,
-    *,
-    options: AnswerOptions | None,
-) -> Turn:
-    # The question's options are stored with it (in its rationale JSON, as the reply has them).
-    question = _question_out(outcome, question_id, serving, options) if question_id else None
-    differential = _differential_out(outcome.differential, serving, outcome.stop_reason)
-    return Turn(
-        session_id=row.id,
-        step=outcome.step,
-        differential=differential.model_dump(mode="json"),
-        question_id=question_id,
-        question=outcome.next_question,
-        rationale=question.model_dump(mode="json") if question else None,
-        posterior_evaluations=outcome.posterior_evaluations,
-    )
-
-
-def _session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
-    """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
-    finalized = row.status == "finalized"
-    stop_reason = _stop_reason(row)
-    return {
-        "id": str(row.id),
-        "status": row.status,
-        "step": row.step,
-        "version": row.version,
-        "next_question": None if finalized else (turn.rationale or None),
-        "should_stop": row.status != "active",
-        "stop_reason": stop_reason,
-        "stop_note": STOP_NOTES.get(stop_reason) if stop_reason else None,
-        "differential": turn.differential,
-        "model": row.model,
-        "model_note": demo_model_note(row.model),
-        "prompt_version": row.prompt_version,
-        "policy": row.config["policy"],
-        "calibration_id": str(row.calibration_id) if row.calibration_id else None,
-    }
-
-
-def _session_detail(row: InterviewSession, turns: list[Turn]) -> SessionDetail:
-    return SessionDetail.model_validate(
-        {
-            **_session_fields(row, turns[-1]),
-            "patient": {
-                "summary": row.patient_summary,
-                "age": row.patient_age,
-                "sex": row.patient_sex,
-            },
-            "inquiry": row.inquiry,
-            "candidates": row.candidates,
-            "transcript": [
-                {
-                    "step": t.step,
-                    "question": t.rationale or None,
-                    "answer": t.answer,
-                    "differential": t.differential,
-                }
-                for t in turns
-            ],
-        }
-    )
-
-
-def _stop_reason(row: InterviewSession) -> str | None:
-    return row.stop_reason or ("finalized" if row.status == "finalized" else None)
-
-
-def _session_summary(row: InterviewSession) -> SessionSummary:
-    return SessionSummary.model_validate(
-        {
-            "id": str(row.id),
-            "status": row.status,
-            "step": row.step,
-            "version": row.version,
-            "policy": row.config["policy"],
-            "stop_reason": _stop_reason(row),
-            "model": row.model,
-            "prompt_version": row.prompt_version,
-            "calibration_id": str(row.calibration_id) if row.calibration_id else None,
-            "created_at": as_utc(row.created_at),
-            "updated_at": as_utc(row.updated_at),
-        }
-    )
-
-
-def _session_out(row: InterviewSession, turn: Turn) -> SessionOut:
-    return SessionOut.model_validate(_session_fields(row, turn))

@@ -17,7 +17,8 @@ from app.calibrations.schemas import CalibrationCreate
 from app.engine.policy import DEFAULT_BANK, QuestionPolicy
 from app.llm.demo import MODELS, demo_model_note
 from app.main import create_app
-from app.sessions.schemas import STOP_NOTES, SessionCreate
+from app.sessions.replies import STOP_NOTES
+from app.sessions.schemas import SessionCreate
 from app.settings import Settings
 from tests.conftest import insert_calibration, make_key, open_client
 from tests.engine.scripted import ScriptedProvider

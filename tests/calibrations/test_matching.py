@@ -13,7 +13,7 @@ from app.calibrations.matching import (
     SessionPolicy,
     choose,
     mismatches,
-    serving_key,
+    policy_key,
 )
 from app.engine.policy import QuestionPolicy
 
@@ -58,8 +58,8 @@ def test_a_session_that_names_no_selection_takes_the_calibrations() -> None:
     assert mismatches(session(selection_calibration_id=SELECTION), calibrated) == ()
     # The selection is part of the policy: runs with different ones do not compete.
     other = active(selection_calibration_id=str(uuid.uuid4()))
-    assert serving_key("cip", calibrated.params) != serving_key("cip", other.params)
-    assert serving_key("ip", calibrated.params) == serving_key("ip", other.params)
+    assert policy_key("cip", calibrated.params) != policy_key("cip", other.params)
+    assert policy_key("ip", calibrated.params) == policy_key("ip", other.params)
 
 
 def active(
@@ -177,9 +177,9 @@ def test_without_a_match_the_closest_calibration_is_described() -> None:
     assert str(near.id) not in (match.reason or "")
 
 
-def test_the_serving_key_separates_policies_and_ignores_the_rest() -> None:
-    a = serving_key("cip", BANK_PARAMS)
-    assert a == serving_key("cip", {**BANK_PARAMS, "dataset": "/x", "seed": 3, "group_by": None})
-    assert a != serving_key("cip", {**BANK_PARAMS, "bank": "pediatrics"})
-    assert a != serving_key("cip", {**BANK_PARAMS, "n_answers": 4})
-    assert serving_key("none", BANK_PARAMS) == serving_key("none", {"answer_source": "llm"})
+def test_the_policy_key_separates_policies_and_ignores_the_rest() -> None:
+    a = policy_key("cip", BANK_PARAMS)
+    assert a == policy_key("cip", {**BANK_PARAMS, "dataset": "/x", "seed": 3, "group_by": None})
+    assert a != policy_key("cip", {**BANK_PARAMS, "bank": "pediatrics"})
+    assert a != policy_key("cip", {**BANK_PARAMS, "n_answers": 4})
+    assert policy_key("none", BANK_PARAMS) == policy_key("none", {"answer_source": "llm"})
