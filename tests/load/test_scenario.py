@@ -249,7 +249,7 @@ async def test_the_fixed_rate_client_reopens_a_connection_the_server_closed_whil
 
 
 def test_cpu_per_turn_counts_created_sessions_and_first_answers(tmp_path: Path) -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {"record": "interview", "session_id": "s1"},
         {"record": "interview", "session_id": None},  # failed before it was created
         _attempt("s1", 0, "k0", 200),
