@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,19 @@ async def transactional_session(
         except BaseException:
             await session.rollback()
             raise
+
+
+@contextlib.asynccontextmanager
+async def statement_session(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A session whose every statement commits on its own: no BEGIN and no COMMIT round trip.
+
+    For reads where each statement is consistent by itself (one SELECT per question asked)
+    and writes that are atomic alone (one INSERT); never for work that must all land or none.
+    PostgreSQL's default READ COMMITTED gives each statement its own snapshot inside a
+    transaction too, so such reads see nothing different.
+    """
+    async with sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session

@@ -34,6 +34,7 @@ from app.audit.repository import AuditRepository
 from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
 from app.calibrations.matching import SessionPolicy
 from app.context import cache_scope_var
+from app.db.engine import statement_session
 from app.db.models import IdempotencyRecord, InterviewSession, Turn
 from app.engine import AnswerSource, InterviewConfig, TurnOutcome, plan_turn
 from app.engine.banks import shipped_bank_options
@@ -301,18 +302,23 @@ class SessionService:
         return row, turns, calibration
 
     async def get(self, session_id: uuid.UUID) -> SessionDetail:
-        """The whole state; an unchanged session's comes from ``details`` (read audited still)."""
-        async with self.sessionmaker.begin() as db:
+        """The whole state; an unchanged session's comes from ``details`` (read audited still).
+
+        No transaction: the version, the session with its turns and the audit row are each one
+        statement that stands alone (a read changes nothing), which saves the BEGIN and COMMIT
+        round trips on the most frequent request (docs/load.md, "cheaper read paths").
+        """
+        async with statement_session(self.sessionmaker) as db:
             repo = SessionRepository(db)
             version = await repo.version(session_id, tenant=self.tenant)
             if version is None:
-                await self._audit_separately("session.read", session_id, "not_found")
+                await self._audit(db, "session.read", session_id, "not_found")
                 raise NotFoundError(f"no session {session_id}")
             detail = self.details.get(session_id, version)
             if detail is None:
                 found = await repo.with_turns(session_id, tenant=self.tenant)
                 if found is None:  # erased since the version was read
-                    await self._audit_separately("session.read", session_id, "not_found")
+                    await self._audit(db, "session.read", session_id, "not_found")
                     raise NotFoundError(f"no session {session_id}")
                 detail = session_detail(*found)
                 self.details.put(session_id, detail)
