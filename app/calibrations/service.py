@@ -14,10 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.repository import AuditRepository
 from app.auth.repository import ApiKeyRepository
 from app.calibrations.repository import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
     CalibrationRepository,
 )
 from app.calibrations.schemas import (
@@ -32,6 +28,7 @@ from app.calibrations.selection import check_selection
 from app.calibrations.spec import RunSpec, serving_refusal
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
+from app.db.status import CalibrationStatus
 from app.engine.policy import OLDER_SPELLINGS
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import (
@@ -135,7 +132,7 @@ async def create_run(
             Calibration(
                 tenant=owner,
                 name=name,
-                status=QUEUED,
+                status=CalibrationStatus.QUEUED,
                 model=info.model,
                 prompt_version=info.prompt_version,
                 policy=spec.policy.value,
@@ -237,7 +234,7 @@ class CalibrationService:
         async with self.sessionmaker.begin() as db:
             repo = CalibrationRepository(db)
             row = await self._owned(repo, calibration_id)
-            if row.status != SUCCEEDED:
+            if row.status != CalibrationStatus.SUCCEEDED:
                 raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
             refusal = serving_refusal(row.params)
             if refusal:
@@ -261,9 +258,9 @@ class CalibrationService:
             if lease is None:
                 raise NotFoundError(f"no calibration {calibration_id}")
             stale_before: datetime | None = None
-            if row.status == RUNNING:
+            if row.status == CalibrationStatus.RUNNING:
                 stale_before = datetime.now(UTC) - timedelta(seconds=RESUME_STALE_AFTER_S)
-            elif row.status != FAILED:
+            elif row.status != CalibrationStatus.FAILED:
                 raise ConflictError(
                     f"calibration {calibration_id} is {row.status}; only a failed run, or a "
                     "running one whose worker stopped heartbeating, can be resumed"
@@ -369,7 +366,7 @@ async def _out(
         result=_result_out(row.result),
         error=row.error,
         lease=_lease_out(lease),
-        worker_note=WORKER_NOTES[runs_worker] if row.status == QUEUED else None,
+        worker_note=WORKER_NOTES[runs_worker] if row.status == CalibrationStatus.QUEUED else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
