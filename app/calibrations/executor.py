@@ -40,7 +40,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.calibrations.answers import EstimationAnswers
 from app.calibrations.interviews import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.patients import patient_for
@@ -417,12 +417,12 @@ async def execute_run(
             await _audit(db, calibration_id, "calibration.succeeded", "success")
             if activated:
                 requested = row.params.get("requested_by") or {}
-                await record_activation(
-                    db,
-                    fresh,
+                requester = Auditor(
+                    ResourceType.CALIBRATION,
+                    tenant=_requester(row.params),
                     actor_key_id=requested.get("key_id"),
-                    actor_tenant=_requester(row.params),
                 )
+                await record_activation(db, fresh, by=requester)
         log.info(
             "calibration.succeeded",
             calibration_id=str(calibration_id),
@@ -568,13 +568,11 @@ def _requester(params: dict[str, Any]) -> str | None:
 
 
 async def _audit(db: AsyncSession, calibration_id: uuid.UUID, action: str, outcome: str) -> None:
+    """The worker's event (no actor key) in the trail of the tenant that asked for the run."""
     row = await CalibrationRepository(db).get(calibration_id)
-    await AuditRepository(db).record(
-        action=action,
-        resource_type="calibration",
-        resource_id=str(calibration_id),
-        outcome=outcome,
-        tenant=_requester(row.params) if row is not None else None,
+    tenant = _requester(row.params) if row is not None else None
+    await Auditor(ResourceType.CALIBRATION, tenant=tenant).record(
+        db, action=action, resource_id=calibration_id, outcome=outcome
     )
 
 

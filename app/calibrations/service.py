@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.auth.repository import ApiKeyRepository
 from app.calibrations.repository import (
     CalibrationRepository,
@@ -147,13 +147,8 @@ async def create_run(
             )
         )
         await repo.add_lease(row.id)
-        await AuditRepository(db).record(
-            action="calibration.create",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=tenant,
+        await Auditor(ResourceType.CALIBRATION, tenant=tenant, actor_key_id=actor_key_id).record(
+            db, action="calibration.create", resource_id=row.id
         )
     return row
 
@@ -240,9 +235,7 @@ class CalibrationService:
             if refusal:
                 raise ConflictError(refusal)
             await repo.activate(row)
-            await record_activation(
-                db, row, actor_key_id=self.actor_key_id, actor_tenant=self.tenant
-            )
+            await record_activation(db, row, by=self._auditor)
         return await self.get(calibration_id)
 
     async def resume(self, calibration_id: uuid.UUID) -> CalibrationOut:
@@ -273,35 +266,22 @@ class CalibrationService:
                     f"within {RESUME_STALE_AFTER_S:g} s) or was claimed meanwhile; it needs "
                     "no resume"
                 )
-            await AuditRepository(db).record(
-                action="calibration.resume",
-                resource_type="calibration",
-                resource_id=str(calibration_id),
-                outcome="success",
-                actor_key_id=self.actor_key_id,
-                tenant=self.tenant,
-            )
+            await self._auditor.record(db, action="calibration.resume", resource_id=calibration_id)
         return await self.get(calibration_id)
 
+    @property
+    def _auditor(self) -> Auditor:
+        return Auditor(ResourceType.CALIBRATION, tenant=self.tenant, actor_key_id=self.actor_key_id)
 
-async def record_activation(
-    db: AsyncSession, row: Calibration, *, actor_key_id: str | None, actor_tenant: str | None
-) -> None:
+
+async def record_activation(db: AsyncSession, row: Calibration, *, by: Auditor) -> None:
     """Audit an activation in the trail of every tenant whose sessions it may change: the
-    owner's, or for a platform run every tenant with a key (and the actor's)."""
-    affected: set[str | None] = {row.tenant, actor_tenant}
+    owner's, or for a platform run every tenant with a key (and the actor's, ``by``'s)."""
+    affected: set[str | None] = {row.tenant, by.tenant}
     if row.tenant is None:
         affected |= set(await ApiKeyRepository(db).tenants())
-    audit = AuditRepository(db)
     for tenant in sorted(affected, key=lambda t: (t is not None, t or "")):
-        await audit.record(
-            action="calibration.activate",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=tenant,
-        )
+        await by.in_trail_of(tenant).record(db, action="calibration.activate", resource_id=row.id)
 
 
 # Params kept out of replies: who asked (another tenant's key id, for the platform's runs)

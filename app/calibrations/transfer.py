@@ -25,7 +25,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.calibrations.repository import CalibrationRepository
 from app.calibrations.service import public_params, record_activation
 from app.calibrations.spec import serving_refusal
@@ -150,17 +150,12 @@ async def import_calibration(
         if existing is not None:
             return existing, False
         await repo.add(row)
-        await AuditRepository(db).record(
-            action="calibration.import",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=None,
-        )
+        # An operator's import: in the platform's trail (no tenant).
+        operator = Auditor(ResourceType.CALIBRATION, actor_key_id=actor_key_id)
+        await operator.record(db, action="calibration.import", resource_id=row.id)
         if activate:
             await repo.activate(row)
-            await record_activation(db, row, actor_key_id=actor_key_id, actor_tenant=None)
+            await record_activation(db, row, by=operator)
     return row, True
 
 
