@@ -48,6 +48,19 @@ UNEXPECTED_ERROR = ProblemType("internal-error", 500, "Internal Server Error")
 NOT_READY = ProblemType("not-ready", 503, "Service not ready")
 
 
+def no_llm_server(*, needed_for: str | None = None) -> str:
+    """The message of every failure for want of an LLM server; ``needed_for`` says what asked
+    for one, where the reader cannot tell."""
+    where = f" for {needed_for}" if needed_for else ""
+    return (
+        f"no LLM server is configured{where} (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, "
+        "or start the local one with `pursuit llm up`)"
+    )
+
+
+NO_LLM_SERVER = no_llm_server()
+
+
 class PursuitError(Exception):
     """Base of every expected failure; each subclass declares its problem type."""
 

@@ -32,6 +32,7 @@ from app.db.status import CalibrationStatus
 from app.engine.policy import OLDER_SPELLINGS
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import (
+    NO_LLM_SERVER,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
@@ -167,10 +168,7 @@ class CalibrationService:
 
     async def create(self, body: CalibrationCreate) -> CalibrationOut:
         if self.provider is None:
-            raise UpstreamUnavailableError(
-                "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL)",
-                retry_after_s=30,
-            )
+            raise UpstreamUnavailableError(NO_LLM_SERVER, retry_after_s=30)
         path = resolve_dataset(body.dataset, self.data_dir)
         fields = {**body.run_fields(), "fractions": SplitFractions()}
         # Reading and hashing a dataset file is blocking work: off the event loop.

@@ -40,7 +40,7 @@ from app.db.migrate import upgrade_head
 from app.db.models import Calibration
 from app.db.status import CalibrationStatus
 from app.engine.policy import DEFAULT_MAX_QUESTIONS
-from app.errors import PursuitError
+from app.errors import NO_LLM_SERVER, PursuitError
 from app.logging import configure_logging
 from app.research.mediq import BenchSpec, resolve_policies, run_bench
 from app.settings import Settings, get_settings
@@ -116,9 +116,7 @@ def _settings(verbose: bool) -> Settings:
     resolved = local_llm.configured_or_local(settings, echo=typer.echo)
     if resolved is not None:
         return resolved
-    raise _fail(
-        "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
-    )
+    raise _fail(NO_LLM_SERVER)
 
 
 def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
