@@ -85,6 +85,13 @@ class CalibrationRepository:
         )
         return (await self._session.scalars(stmt)).all()
 
+    async def unfinished_progress(self) -> Sequence[tuple[uuid.UUID, int, int]]:
+        """(id, cases done, cases in all) of every queued or running run."""
+        stmt = sa.select(
+            Calibration.id, Calibration.progress_done, Calibration.progress_total
+        ).where(Calibration.status.in_((CalibrationStatus.QUEUED, CalibrationStatus.RUNNING)))
+        return [(r[0], r[1], r[2]) for r in (await self._session.execute(stmt)).all()]
+
     async def add(self, calibration: Calibration) -> Calibration:
         self._session.add(calibration)
         await self._session.flush()

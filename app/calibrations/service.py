@@ -49,6 +49,7 @@ __all__ = [
     "public_params",
     "record_activation",
     "resolve_dataset",
+    "unfinished_progress",
 ]
 
 _MAX_PROBLEMS_STORED = 50
@@ -270,6 +271,16 @@ class CalibrationService:
     @property
     def _auditor(self) -> Auditor:
         return Auditor(ResourceType.CALIBRATION, tenant=self.tenant, actor_key_id=self.actor_key_id)
+
+
+async def unfinished_progress(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[uuid.UUID, float]:
+    """How far each queued or running run is: the share of its cases done (0 before it has
+    any)."""
+    async with sessionmaker.begin() as db:
+        rows = await CalibrationRepository(db).unfinished_progress()
+    return {calibration_id: done / total if total else 0.0 for calibration_id, done, total in rows}
 
 
 async def record_activation(db: AsyncSession, row: Calibration, *, by: Auditor) -> None:
