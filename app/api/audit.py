@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator
 
-from app.api.deps import DbSession
+from app.api.deps import ResourcesDep
 from app.api.paging import Cursor
 from app.api.problems import PROBLEM_RESPONSES, problem_doc
 from app.api.security import AuditReader
-from app.audit.repository import AuditRepository
-from app.pagination import Position, decode_cursor, encode_cursor, page_of
+from app.audit.schemas import AuditPage
+from app.audit.service import list_events
 from app.validation import reject_nul
 
 router = APIRouter(
@@ -27,33 +26,6 @@ router = APIRouter(
         429: problem_doc("Rate limit reached; see Retry-After"),
     },
 )
-
-
-class AuditEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    occurred_at: datetime
-    action: str
-    resource_type: str
-    resource_id: str | None
-    outcome: str
-    request_id: str | None
-    actor_key_id: str | None
-    tenant: str | None
-
-
-class AuditPage(BaseModel):
-    """One page of the tenant's audit events, newest first."""
-
-    events: list[AuditEventOut]
-    next_cursor: str | None = Field(
-        default=None,
-        description="Send as ``cursor`` for the next page; null: this is the last page.",
-    )
-
-
-LISTING = "audit"  # the cursor namespace of GET /v1/audit
 
 
 def _in_utc_range(value: datetime | None) -> datetime | None:
@@ -75,7 +47,7 @@ def _in_utc_range(value: datetime | None) -> datetime | None:
     "a timestamp.",
 )
 async def list_audit_events(
-    db: DbSession,
+    resources: ResourcesDep,
     principal: AuditReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Cursor = None,
@@ -90,12 +62,11 @@ async def list_audit_events(
     ] = None,
     resource_id: Annotated[str | None, Query(max_length=64), AfterValidator(reject_nul)] = None,
 ) -> AuditPage:
-    after = decode_cursor(LISTING, cursor) if cursor is not None else None
-    events = await AuditRepository(db).list(
-        limit=limit, before=before, after=after, resource_id=resource_id, tenant=principal.tenant
-    )
-    page = page_of(list(events), limit=limit, position=lambda e: Position.of(e.occurred_at, e.id))
-    return AuditPage(
-        events=[AuditEventOut.model_validate(e) for e in page.rows],
-        next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
+    return await list_events(
+        resources.sessionmaker,
+        tenant=principal.tenant,
+        limit=limit,
+        cursor=cursor,
+        before=before,
+        resource_id=resource_id,
     )

@@ -24,7 +24,7 @@ from app.api.problems import BODY_LIMIT_RESPONSES, PROBLEM_MEDIA_TYPE, problem_d
 from app.api.security import SessionsWriter
 from app.api.sessions import ERRORS, ReaderDep, WriterDep
 from app.auth.keys import Scope as KeyScope
-from app.errors import InvalidInputError, PursuitError
+from app.errors import InvalidInputError, PursuitError, UnsupportedMediaTypeError
 from app.fhir import FHIR_MEDIA_TYPE, FHIR_VERSION
 from app.fhir.capability import capability_statement
 from app.fhir.outcome import operation_outcome
@@ -32,7 +32,6 @@ from app.fhir.service import FhirInterviews
 from app.fhir.versions import (
     DEFAULT_FHIR_VERSION,
     Negotiated,
-    UnsupportedMediaTypeError,
     downgrade,
     negotiate,
     wants_fhir_errors,

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from app.api.deps import ResourcesDep
 from app.api.problems import problem_doc, problem_response
+from app.errors import NOT_READY
 from app.llm import llm_ready
 from app.resources import Resources
 
@@ -97,9 +98,7 @@ async def readyz(resources: ResourcesDep) -> Readiness | JSONResponse:
     failed = [name for name, check in checks.items() if check.status == "fail"]
     if failed:
         return problem_response(
-            status=503,
-            type_slug="not-ready",
-            title="Service not ready",
+            NOT_READY,
             detail="Failing: " + ", ".join(failed),
             headers={"Retry-After": "5"},
             checks={name: check.model_dump() for name, check in checks.items()},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -10,7 +9,7 @@ from app.api.deps import ResourcesDep
 from app.api.problems import problem_doc
 from app.api.security import authenticate_request
 from app.auth.keys import Scope
-from app.db.models import Calibration
+from app.calibrations.service import unfinished_progress
 from app.errors import ForbiddenError
 
 router = APIRouter(tags=["health"])
@@ -35,12 +34,6 @@ async def metrics(resources: ResourcesDep, request: Request, response: Response)
             raise ForbiddenError("this API key lacks the scope 'metrics:read'")
     gauge = resources.metrics.calibration_progress
     gauge.clear()
-    async with resources.sessionmaker() as db:
-        rows = await db.execute(
-            sa.select(Calibration.id, Calibration.progress_done, Calibration.progress_total).where(
-                Calibration.status.in_(("queued", "running"))
-            )
-        )
-        for calibration_id, done, total in rows:
-            gauge.labels(str(calibration_id)).set(done / total if total else 0.0)
+    for calibration_id, share in (await unfinished_progress(resources.sessionmaker)).items():
+        gauge.labels(str(calibration_id)).set(share)
     return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
 from app.context import request_id_var
+from app.errors import PAYLOAD_TOO_LARGE, UNEXPECTED_ERROR
 from app.observability.metrics import Metrics
 
 log = structlog.get_logger("pursuit.http")
@@ -65,9 +66,7 @@ class RequestContextMiddleware:
                 raise
             status_code = 500
             response = problem_response(
-                status=500,
-                type_slug="internal-error",
-                title="Internal Server Error",
+                UNEXPECTED_ERROR,
                 detail="An unexpected error occurred; it has been logged with this request id.",
             )
             await response(scope, receive, send)
@@ -135,9 +134,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem_response(
-            status=413,
-            type_slug="payload-too-large",
-            title="Payload too large",
+            PAYLOAD_TOO_LARGE,
             detail=f"request bodies are limited to {self.max_bytes} bytes",
         )
         await response(scope, receive, send)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -15,10 +14,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.context import request_id_var
-from app.errors import PursuitError
+from app.errors import (
+    VALIDATION_FAILED,
+    DatabaseUnavailableError,
+    NotFoundError,
+    ProblemType,
+    PursuitError,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://pursuit.dev/problems/"
 
 log = structlog.get_logger("pursuit.http")
 
@@ -28,7 +32,7 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(examples=[PROBLEM_TYPE_BASE + "not-found"])
+    type: str = Field(examples=[NotFoundError.problem_type().uri])
     title: str = Field(examples=["Not found"])
     status: int = Field(examples=[404])
     detail: str = Field(examples=["No session with id 3f2a..."])
@@ -50,10 +54,8 @@ class ValidationProblem(Problem):
 
 
 def problem_response(
+    problem: ProblemType,
     *,
-    status: int,
-    type_slug: str,
-    title: str,
     detail: str,
     headers: dict[str, str] | None = None,
     **extensions: Any,
@@ -61,9 +63,9 @@ def problem_response(
     """Build a problem+json response carrying the current request id."""
     request_id = request_id_var.get()
     body = Problem(
-        type=PROBLEM_TYPE_BASE + type_slug,
-        title=title,
-        status=status,
+        type=problem.uri,
+        title=problem.title,
+        status=problem.status,
         detail=detail,
         request_id=request_id,
         **extensions,
@@ -73,32 +75,23 @@ def problem_response(
         all_headers["X-Request-Id"] = request_id
     return JSONResponse(
         body.model_dump(exclude_none=False),
-        status_code=status,
+        status_code=problem.status,
         headers=all_headers,
         media_type=PROBLEM_MEDIA_TYPE,
     )
 
 
-def _slug(status: int) -> str:
-    return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
-
-
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    phrase = HTTPStatus(exc.status_code).phrase
+    problem = ProblemType.of_status(exc.status_code)
+    phrase = problem.title
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if detail is None:
         detail = {
             404: "No resource at this path.",
             405: "This method is not allowed on this path.",
         }.get(exc.status_code, phrase)
-    return problem_response(
-        status=exc.status_code,
-        type_slug=_slug(exc.status_code),
-        title=phrase,
-        detail=detail,
-        headers=dict(exc.headers or {}),
-    )
+    return problem_response(problem, detail=detail, headers=dict(exc.headers or {}))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -111,23 +104,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
     return problem_response(
-        status=422,
-        type_slug="validation-error",
-        title="Request validation failed",
+        VALIDATION_FAILED,
         detail=f"{where}: {first['msg']}" if where else str(first["msg"]),
         errors=errors,
     )
 
 
+def _problem_of(exc: PursuitError) -> JSONResponse:
+    return problem_response(exc.problem_type(), detail=exc.detail, headers=exc.headers)
+
+
 async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PursuitError)
-    return problem_response(
-        status=exc.status,
-        type_slug=exc.type_slug,
-        title=exc.title,
-        detail=exc.detail,
-        headers=exc.headers,
-    )
+    return _problem_of(exc)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -135,13 +124,7 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # 30 s: the request did nothing, retry. The pool pings connections before use, so the
     # service recovers without a restart.
     log.warning("database.unavailable", error=type(exc).__name__)
-    return problem_response(
-        status=503,
-        type_slug="database-unavailable",
-        title="Database unavailable",
-        detail="The database could not be reached; nothing was changed. Retry shortly.",
-        headers={"Retry-After": "2"},
-    )
+    return _problem_of(DatabaseUnavailableError())
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -23,12 +23,12 @@ from app.api.deps import ResourcesDep
 from app.api.problems import (
     PROBLEM_MEDIA_TYPE,
     PROBLEM_RESPONSES,
-    PROBLEM_TYPE_BASE,
     Problem,
     problem_doc,
 )
 from app.api.security import SessionsReader
 from app.context import request_id_var
+from app.errors import ProblemType, PursuitError
 from app.sessions.jobs import JobState, JobStatus, TurnJobs
 from app.sessions.schemas import SessionOut, TurnJobOut, TurnProgressOut
 
@@ -134,10 +134,15 @@ def _stored_problem(state: JobState) -> JSONResponse:
     fields = dict(state.result or {})
     headers = dict(fields.pop("headers", None) or {})
     request_id = request_id_var.get()
+    problem = ProblemType(
+        slug=str(fields.get("type_slug", PursuitError.type_slug)),
+        status=int(fields.get("status", state.status_code or PursuitError.status)),
+        title=str(fields.get("title", PursuitError.title)),
+    )
     body = Problem(
-        type=PROBLEM_TYPE_BASE + str(fields.get("type_slug", "internal-error")),
-        title=str(fields.get("title", "Internal error")),
-        status=int(fields.get("status", state.status_code or 500)),
+        type=problem.uri,
+        title=problem.title,
+        status=problem.status,
         detail=str(fields.get("detail", "")),
         # The request that ran the turn (its log lines carry it); else this poll's.
         request_id=fields.get("request_id") or request_id,

@@ -16,7 +16,7 @@ import time
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 
 log = structlog.get_logger(__name__)
 
@@ -56,14 +56,10 @@ class RefusalAudit:
         if not self.first_this_minute(caller, outcome):
             return
         try:
+            auditor = Auditor(ResourceType.ROUTE, tenant=tenant, actor_key_id=actor_key_id)
             async with sessionmaker.begin() as db:
-                await AuditRepository(db).record(
-                    action="request.refused",
-                    resource_type="route",
-                    resource_id=route[:64],
-                    outcome=outcome,
-                    actor_key_id=actor_key_id,
-                    tenant=tenant,
+                await auditor.record(
+                    db, action="request.refused", resource_id=route[:64], outcome=outcome
                 )
         except Exception as exc:  # the database may be why the request failed
             log.warning("audit.refusal_not_recorded", outcome=outcome, error=type(exc).__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.auth.keys import TENANT_SCOPES, Scope, mint_key
 from app.auth.repository import ApiKeyRepository
 from app.db.base import utcnow
@@ -24,12 +24,8 @@ DEV_KEY_FILE = "dev-api-key"
 
 async def _audit_key(db: AsyncSession, action: str, row: ApiKey) -> None:
     """Key events go to the key's tenant's trail (the CLI is the actor: no key id)."""
-    await AuditRepository(db).record(
-        action=action,
-        resource_type="api_key",
-        resource_id=str(row.id),
-        outcome="success",
-        tenant=row.tenant,
+    await Auditor(ResourceType.API_KEY, tenant=row.tenant).record(
+        db, action=action, resource_id=row.id
     )
 
 

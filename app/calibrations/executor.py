@@ -40,15 +40,11 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.calibrations.answers import EstimationAnswers
 from app.calibrations.interviews import CaseResult, SimulatedPatient, compute_calibration, run_cases
 from app.calibrations.patients import patient_for
 from app.calibrations.repository import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
     CalibrationRepository,
     CaseClaimRepository,
 )
@@ -60,6 +56,7 @@ from app.context import request_id_var
 from app.datasets import MediQCase
 from app.db.base import utcnow
 from app.db.models import Calibration, CalibrationCase
+from app.db.status import CalibrationStatus
 from app.engine.types import PosteriorProvider
 from app.errors import InvalidInputError, PursuitError
 
@@ -126,7 +123,7 @@ async def claim_next(
             won = await CalibrationRepository(db).try_claim(
                 calibration_id,
                 expected_token=token,
-                stale_before=None if status == QUEUED else stale_before,
+                stale_before=None if status == CalibrationStatus.QUEUED else stale_before,
                 new_token=new_token,
                 worker=worker,
                 now=_now(),
@@ -135,7 +132,9 @@ async def claim_next(
                 await _audit(
                     db,
                     calibration_id,
-                    "calibration.claim" if status == QUEUED else "calibration.reclaim",
+                    "calibration.claim"
+                    if status == CalibrationStatus.QUEUED
+                    else "calibration.reclaim",
                     "success",
                 )
         if won:
@@ -161,7 +160,7 @@ async def claim_run(
         lease = await repo.lease(calibration_id)
     if row is None or lease is None:
         raise InvalidInputError(f"no calibration run {calibration_id}")
-    if row.status == SUCCEEDED:
+    if row.status == CalibrationStatus.SUCCEEDED:
         raise InvalidInputError(f"calibration {calibration_id} has already succeeded")
     stale_before = _now() - timedelta(seconds=lease_timeout_s)
     new_token = uuid.uuid4()
@@ -170,7 +169,9 @@ async def claim_run(
             calibration_id,
             expected_token=lease.token,
             # A failed or queued run is nobody's; a running one only when its worker is silent.
-            stale_before=stale_before if row.status not in (QUEUED, FAILED) else None,
+            stale_before=stale_before
+            if row.status not in (CalibrationStatus.QUEUED, CalibrationStatus.FAILED)
+            else None,
             new_token=new_token,
             worker=worker,
             now=_now(),
@@ -399,7 +400,7 @@ async def execute_run(
             finished = await repo.guarded_update(
                 calibration_id,
                 token,
-                status=SUCCEEDED,
+                status=CalibrationStatus.SUCCEEDED,
                 result=result,
                 progress_done=len(results),
                 progress_total=total,
@@ -416,12 +417,12 @@ async def execute_run(
             await _audit(db, calibration_id, "calibration.succeeded", "success")
             if activated:
                 requested = row.params.get("requested_by") or {}
-                await record_activation(
-                    db,
-                    fresh,
+                requester = Auditor(
+                    ResourceType.CALIBRATION,
+                    tenant=_requester(row.params),
                     actor_key_id=requested.get("key_id"),
-                    actor_tenant=_requester(row.params),
                 )
+                await record_activation(db, fresh, by=requester)
         log.info(
             "calibration.succeeded",
             calibration_id=str(calibration_id),
@@ -429,7 +430,9 @@ async def execute_run(
             resumed=skipped,
             seconds=round(time.perf_counter() - started, 1),
         )
-        return RunOutcome(calibration_id, SUCCEEDED, computed, skipped, _elapsed(started))
+        return RunOutcome(
+            calibration_id, CalibrationStatus.SUCCEEDED, computed, skipped, _elapsed(started)
+        )
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
             async with sessionmaker.begin() as db:
@@ -454,11 +457,15 @@ async def execute_run(
         error = _describe(leaves[0])
         async with sessionmaker.begin() as db:
             repo = CalibrationRepository(db)
-            if await repo.guarded_update(calibration_id, token, status=FAILED, error=error):
+            if await repo.guarded_update(
+                calibration_id, token, status=CalibrationStatus.FAILED, error=error
+            ):
                 await repo.heartbeat(calibration_id, token, _now())
                 await _audit(db, calibration_id, "calibration.failed", "failure")
         log.warning("calibration.failed", calibration_id=str(calibration_id), error=error[:200])
-        return RunOutcome(calibration_id, FAILED, computed, 0, _elapsed(started), error)
+        return RunOutcome(
+            calibration_id, CalibrationStatus.FAILED, computed, 0, _elapsed(started), error
+        )
     finally:
         beat.cancel()
         with contextlib.suppress(BaseException):
@@ -501,7 +508,7 @@ async def help_run(
     token = uuid.uuid4()
     async with sessionmaker() as db:
         row = await CalibrationRepository(db).get(calibration_id)
-    if row is None or row.status != RUNNING:
+    if row is None or row.status != CalibrationStatus.RUNNING:
         return RunOutcome(calibration_id, "helped", 0, 0, _elapsed(started))
     lost = asyncio.Event()
     beat = asyncio.create_task(
@@ -561,13 +568,11 @@ def _requester(params: dict[str, Any]) -> str | None:
 
 
 async def _audit(db: AsyncSession, calibration_id: uuid.UUID, action: str, outcome: str) -> None:
+    """The worker's event (no actor key) in the trail of the tenant that asked for the run."""
     row = await CalibrationRepository(db).get(calibration_id)
-    await AuditRepository(db).record(
-        action=action,
-        resource_type="calibration",
-        resource_id=str(calibration_id),
-        outcome=outcome,
-        tenant=_requester(row.params) if row is not None else None,
+    tenant = _requester(row.params) if row is not None else None
+    await Auditor(ResourceType.CALIBRATION, tenant=tenant).record(
+        db, action=action, resource_id=calibration_id, outcome=outcome
     )
 
 

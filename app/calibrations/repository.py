@@ -38,9 +38,8 @@ from app.calibrations.matching import (
 from app.db.base import utcnow
 from app.db.keyset import newest_first
 from app.db.models import Calibration, CalibrationCase, CalibrationCaseClaim, CalibrationLease
+from app.db.status import CalibrationStatus
 from app.pagination import Position
-
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 
 
 def owned_by(owner: str | None) -> sa.ColumnElement[bool]:
@@ -86,6 +85,13 @@ class CalibrationRepository:
         )
         return (await self._session.scalars(stmt)).all()
 
+    async def unfinished_progress(self) -> Sequence[tuple[uuid.UUID, int, int]]:
+        """(id, cases done, cases in all) of every queued or running run."""
+        stmt = sa.select(
+            Calibration.id, Calibration.progress_done, Calibration.progress_total
+        ).where(Calibration.status.in_((CalibrationStatus.QUEUED, CalibrationStatus.RUNNING)))
+        return [(r[0], r[1], r[2]) for r in (await self._session.execute(stmt)).all()]
+
     async def add(self, calibration: Calibration) -> Calibration:
         self._session.add(calibration)
         await self._session.flush()
@@ -104,7 +110,7 @@ class CalibrationRepository:
             Calibration.updated_at,
         ).where(
             Calibration.active.is_(True),
-            Calibration.status == SUCCEEDED,
+            Calibration.status == CalibrationStatus.SUCCEEDED,
             Calibration.model == model,
             Calibration.prompt_version == prompt_version,
             owned_by(owner),
@@ -188,11 +194,11 @@ class CalibrationRepository:
         )
         if _rowcount(freed) != 1:
             return False
-        wanted = RUNNING if stale_before is not None else FAILED
+        wanted = CalibrationStatus.RUNNING if stale_before is not None else CalibrationStatus.FAILED
         requeued = await self._session.execute(
             sa.update(Calibration)
             .where(Calibration.id == calibration_id, Calibration.status == wanted)
-            .values(status=QUEUED, error=None)
+            .values(status=CalibrationStatus.QUEUED, error=None)
             .execution_options(synchronize_session=False)
         )
         return _rowcount(requeued) == 1
@@ -272,9 +278,9 @@ class CalibrationRepository:
                 Calibration.model == model,
                 Calibration.prompt_version == prompt_version,
                 sa.or_(
-                    Calibration.status == QUEUED,
+                    Calibration.status == CalibrationStatus.QUEUED,
                     sa.and_(
-                        Calibration.status == RUNNING,
+                        Calibration.status == CalibrationStatus.RUNNING,
                         sa.or_(
                             CalibrationLease.heartbeat_at.is_(None),
                             CalibrationLease.heartbeat_at < stale_before,
@@ -317,7 +323,9 @@ class CalibrationRepository:
         )
         if _rowcount(result) != 1:
             return False
-        await self.guarded_update(calibration_id, new_token, status=RUNNING, error=None)
+        await self.guarded_update(
+            calibration_id, new_token, status=CalibrationStatus.RUNNING, error=None
+        )
         return True
 
     async def heartbeat(self, calibration_id: uuid.UUID, token: uuid.UUID, now: datetime) -> bool:
@@ -335,7 +343,7 @@ class CalibrationRepository:
 
     async def release(self, calibration_id: uuid.UUID, token: uuid.UUID) -> bool:
         """Give a running run back to the queue (graceful shutdown)."""
-        if not await self.guarded_update(calibration_id, token, status=QUEUED):
+        if not await self.guarded_update(calibration_id, token, status=CalibrationStatus.QUEUED):
             return False
         await self._session.execute(
             sa.update(CalibrationLease)
@@ -354,7 +362,9 @@ class CalibrationRepository:
         """Progress written by a helper: only while the run is running (no lease needed)."""
         await self._session.execute(
             sa.update(Calibration)
-            .where(Calibration.id == calibration_id, Calibration.status == RUNNING)
+            .where(
+                Calibration.id == calibration_id, Calibration.status == CalibrationStatus.RUNNING
+            )
             .values(progress_done=progress_done, progress_total=progress_total)
             .execution_options(synchronize_session=False)
         )
@@ -535,7 +545,7 @@ class CaseClaimRepository:
             .where(
                 Calibration.model == model,
                 Calibration.prompt_version == prompt_version,
-                Calibration.status == RUNNING,
+                Calibration.status == CalibrationStatus.RUNNING,
                 open_case,
             )
             .order_by(Calibration.created_at)

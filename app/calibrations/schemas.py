@@ -139,6 +139,8 @@ class LeaseOut(BaseModel):
 class CalibrationOut(BaseModel):
     id: str
     name: str | None
+    # CalibrationStatus's values, spelled out: an enum would be a component of its own in the
+    # OpenAPI document (tests/db/test_status.py checks they agree).
     status: Literal["queued", "running", "succeeded", "failed"]
     active: bool
     model: str

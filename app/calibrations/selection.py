@@ -21,10 +21,11 @@ import math
 from typing import Any
 
 from app.calibrations.matching import ALPHA_TOLERANCE
-from app.calibrations.repository import SUCCEEDED, CalibrationRepository
+from app.calibrations.repository import CalibrationRepository
 from app.calibrations.spec import Purpose, RunSpec
 from app.datasets import shared_cases
 from app.db.models import Calibration
+from app.db.status import CalibrationStatus
 from app.engine.types import ProviderInfo
 from app.errors import InvalidInputError
 
@@ -49,7 +50,7 @@ async def check_selection(
             f"calibration {selection_id} is a display calibration; name a run made with "
             "purpose 'selection'"
         )
-    if row.status != SUCCEEDED or row.result is None:
+    if row.status != CalibrationStatus.SUCCEEDED or row.result is None:
         raise InvalidInputError(
             f"selection calibration {selection_id} has not succeeded (status {row.status})"
         )

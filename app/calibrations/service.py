@@ -11,13 +11,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.auth.repository import ApiKeyRepository
 from app.calibrations.repository import (
-    FAILED,
-    QUEUED,
-    RUNNING,
-    SUCCEEDED,
     CalibrationRepository,
 )
 from app.calibrations.schemas import (
@@ -32,9 +28,11 @@ from app.calibrations.selection import check_selection
 from app.calibrations.spec import RunSpec, serving_refusal
 from app.datasets import SHIPPED_DATASETS_DIR, SplitFractions, load_mediq
 from app.db.models import Calibration, CalibrationLease
+from app.db.status import CalibrationStatus
 from app.engine.policy import OLDER_SPELLINGS
 from app.engine.types import PosteriorProvider, ProviderInfo
 from app.errors import (
+    NO_LLM_SERVER,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
@@ -51,6 +49,7 @@ __all__ = [
     "public_params",
     "record_activation",
     "resolve_dataset",
+    "unfinished_progress",
 ]
 
 _MAX_PROBLEMS_STORED = 50
@@ -135,7 +134,7 @@ async def create_run(
             Calibration(
                 tenant=owner,
                 name=name,
-                status=QUEUED,
+                status=CalibrationStatus.QUEUED,
                 model=info.model,
                 prompt_version=info.prompt_version,
                 policy=spec.policy.value,
@@ -150,13 +149,8 @@ async def create_run(
             )
         )
         await repo.add_lease(row.id)
-        await AuditRepository(db).record(
-            action="calibration.create",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=tenant,
+        await Auditor(ResourceType.CALIBRATION, tenant=tenant, actor_key_id=actor_key_id).record(
+            db, action="calibration.create", resource_id=row.id
         )
     return row
 
@@ -175,10 +169,7 @@ class CalibrationService:
 
     async def create(self, body: CalibrationCreate) -> CalibrationOut:
         if self.provider is None:
-            raise UpstreamUnavailableError(
-                "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL)",
-                retry_after_s=30,
-            )
+            raise UpstreamUnavailableError(NO_LLM_SERVER, retry_after_s=30)
         path = resolve_dataset(body.dataset, self.data_dir)
         fields = {**body.run_fields(), "fractions": SplitFractions()}
         # Reading and hashing a dataset file is blocking work: off the event loop.
@@ -237,15 +228,13 @@ class CalibrationService:
         async with self.sessionmaker.begin() as db:
             repo = CalibrationRepository(db)
             row = await self._owned(repo, calibration_id)
-            if row.status != SUCCEEDED:
+            if row.status != CalibrationStatus.SUCCEEDED:
                 raise ConflictError(f"calibration {calibration_id} is {row.status}, not succeeded")
             refusal = serving_refusal(row.params)
             if refusal:
                 raise ConflictError(refusal)
             await repo.activate(row)
-            await record_activation(
-                db, row, actor_key_id=self.actor_key_id, actor_tenant=self.tenant
-            )
+            await record_activation(db, row, by=self._auditor)
         return await self.get(calibration_id)
 
     async def resume(self, calibration_id: uuid.UUID) -> CalibrationOut:
@@ -261,9 +250,9 @@ class CalibrationService:
             if lease is None:
                 raise NotFoundError(f"no calibration {calibration_id}")
             stale_before: datetime | None = None
-            if row.status == RUNNING:
+            if row.status == CalibrationStatus.RUNNING:
                 stale_before = datetime.now(UTC) - timedelta(seconds=RESUME_STALE_AFTER_S)
-            elif row.status != FAILED:
+            elif row.status != CalibrationStatus.FAILED:
                 raise ConflictError(
                     f"calibration {calibration_id} is {row.status}; only a failed run, or a "
                     "running one whose worker stopped heartbeating, can be resumed"
@@ -276,35 +265,32 @@ class CalibrationService:
                     f"within {RESUME_STALE_AFTER_S:g} s) or was claimed meanwhile; it needs "
                     "no resume"
                 )
-            await AuditRepository(db).record(
-                action="calibration.resume",
-                resource_type="calibration",
-                resource_id=str(calibration_id),
-                outcome="success",
-                actor_key_id=self.actor_key_id,
-                tenant=self.tenant,
-            )
+            await self._auditor.record(db, action="calibration.resume", resource_id=calibration_id)
         return await self.get(calibration_id)
 
+    @property
+    def _auditor(self) -> Auditor:
+        return Auditor(ResourceType.CALIBRATION, tenant=self.tenant, actor_key_id=self.actor_key_id)
 
-async def record_activation(
-    db: AsyncSession, row: Calibration, *, actor_key_id: str | None, actor_tenant: str | None
-) -> None:
+
+async def unfinished_progress(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> dict[uuid.UUID, float]:
+    """How far each queued or running run is: the share of its cases done (0 before it has
+    any)."""
+    async with sessionmaker.begin() as db:
+        rows = await CalibrationRepository(db).unfinished_progress()
+    return {calibration_id: done / total if total else 0.0 for calibration_id, done, total in rows}
+
+
+async def record_activation(db: AsyncSession, row: Calibration, *, by: Auditor) -> None:
     """Audit an activation in the trail of every tenant whose sessions it may change: the
-    owner's, or for a platform run every tenant with a key (and the actor's)."""
-    affected: set[str | None] = {row.tenant, actor_tenant}
+    owner's, or for a platform run every tenant with a key (and the actor's, ``by``'s)."""
+    affected: set[str | None] = {row.tenant, by.tenant}
     if row.tenant is None:
         affected |= set(await ApiKeyRepository(db).tenants())
-    audit = AuditRepository(db)
     for tenant in sorted(affected, key=lambda t: (t is not None, t or "")):
-        await audit.record(
-            action="calibration.activate",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=tenant,
-        )
+        await by.in_trail_of(tenant).record(db, action="calibration.activate", resource_id=row.id)
 
 
 # Params kept out of replies: who asked (another tenant's key id, for the platform's runs)
@@ -369,7 +355,7 @@ async def _out(
         result=_result_out(row.result),
         error=row.error,
         lease=_lease_out(lease),
-        worker_note=WORKER_NOTES[runs_worker] if row.status == QUEUED else None,
+        worker_note=WORKER_NOTES[runs_worker] if row.status == CalibrationStatus.QUEUED else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

@@ -25,11 +25,12 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
-from app.calibrations.repository import SUCCEEDED, CalibrationRepository
+from app.audit.auditor import Auditor, ResourceType
+from app.calibrations.repository import CalibrationRepository
 from app.calibrations.service import public_params, record_activation
 from app.calibrations.spec import serving_refusal
 from app.db.models import Calibration
+from app.db.status import CalibrationStatus
 from app.engine.types import ProviderInfo
 from app.errors import ConflictError, InvalidInputError, NotFoundError
 
@@ -61,7 +62,7 @@ async def export_calibration(
         row = await CalibrationRepository(db).get(calibration_id)
     if row is None:
         raise NotFoundError(f"no calibration {calibration_id}")
-    if row.status != SUCCEEDED or row.result is None:
+    if row.status != CalibrationStatus.SUCCEEDED or row.result is None:
         raise ConflictError(f"calibration {calibration_id} is {row.status}; nothing to export")
     return {
         "format": FORMAT,
@@ -105,7 +106,7 @@ class CalibrationFile(BaseModel):
             id=self.id,
             tenant=None,
             name=self.name,
-            status=SUCCEEDED,
+            status=CalibrationStatus.SUCCEEDED,
             # SQLite hands back naive times (UTC); PostgreSQL's timestamptz needs aware ones.
             created_at=self.created_at
             if self.created_at.tzinfo
@@ -149,17 +150,12 @@ async def import_calibration(
         if existing is not None:
             return existing, False
         await repo.add(row)
-        await AuditRepository(db).record(
-            action="calibration.import",
-            resource_type="calibration",
-            resource_id=str(row.id),
-            outcome="success",
-            actor_key_id=actor_key_id,
-            tenant=None,
-        )
+        # An operator's import: in the platform's trail (no tenant).
+        operator = Auditor(ResourceType.CALIBRATION, actor_key_id=actor_key_id)
+        await operator.record(db, action="calibration.import", resource_id=row.id)
         if activate:
             await repo.activate(row)
-            await record_activation(db, row, actor_key_id=actor_key_id, actor_tenant=None)
+            await record_activation(db, row, by=operator)
     return row, True
 
 

@@ -28,7 +28,7 @@ from app.calibrations.executor import (
     claim_run,
     execute_run,
 )
-from app.calibrations.repository import SUCCEEDED, CalibrationRepository
+from app.calibrations.repository import CalibrationRepository
 from app.calibrations.service import create_run, prepare_spec
 from app.calibrations.spec import PatientKind, RunSpec
 from app.calibrations.transfer import export_calibration, import_calibration
@@ -38,8 +38,9 @@ from app.datasets import SplitFractions
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_head
 from app.db.models import Calibration
+from app.db.status import CalibrationStatus
 from app.engine.policy import DEFAULT_MAX_QUESTIONS
-from app.errors import PursuitError
+from app.errors import NO_LLM_SERVER, PursuitError
 from app.logging import configure_logging
 from app.research.mediq import BenchSpec, resolve_policies, run_bench
 from app.settings import Settings, get_settings
@@ -115,9 +116,7 @@ def _settings(verbose: bool) -> Settings:
     resolved = local_llm.configured_or_local(settings, echo=typer.echo)
     if resolved is not None:
         return resolved
-    raise _fail(
-        "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
-    )
+    raise _fail(NO_LLM_SERVER)
 
 
 def _progress_bar(desc: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
@@ -285,7 +284,7 @@ async def _calibrate(
         async with sessionmaker() as db:
             final = await CalibrationRepository(db).get(calibration_id)
         assert final is not None
-        if outcome.status != SUCCEEDED or final.result is None:
+        if outcome.status != CalibrationStatus.SUCCEEDED or final.result is None:
             raise _fail(
                 f"calibration {calibration_id} {outcome.status}: {outcome.error or ''} "
                 f"(resume with --resume {calibration_id})"

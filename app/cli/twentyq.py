@@ -23,6 +23,7 @@ from app.errors import (
     PursuitError,
     UpstreamBadOutputError,
     UpstreamUnavailableError,
+    no_llm_server,
 )
 from app.logging import configure_logging
 from app.research.report import PER_LABEL_FLAG, write_report, write_sweep_report
@@ -48,10 +49,7 @@ from app.worlds.tabular import DEFAULT_EPS, Miscalibration, Mode, parse_miscalib
 
 __all__ = ["NO_LLM", "bench20q", "register"]
 
-NO_LLM = (
-    "no LLM server for --provider llm: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, "
-    "or start the local one with `pursuit llm up`"
-)
+NO_LLM = no_llm_server(needed_for="--provider llm")
 
 _UPSTREAM = (UpstreamUnavailableError, UpstreamBadOutputError)
 

@@ -1,4 +1,8 @@
-"""Engine and session factories; the lifespan owns the engine, requests own a session."""
+"""Engine and session factories; the lifespan owns the engine, services open sessions.
+
+The one transaction rule (docs/conventions.md): a service opens a short
+``sessionmaker.begin()`` transaction per step, never one held across an LLM call.
+"""
 
 from __future__ import annotations
 
@@ -48,19 +52,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def transactional_session(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commit when the caller finishes cleanly, roll back on any error."""
-    async with sessionmaker() as session:
-        try:
-            yield session
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
 
 
 @contextlib.asynccontextmanager

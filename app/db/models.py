@@ -49,7 +49,7 @@ class InterviewSession(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=new_id)
     tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
-    status: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))  # a SessionStatus (app.db.status)
     version: Mapped[int] = mapped_column(sa.Integer, default=1)
     step: Mapped[int] = mapped_column(sa.Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
@@ -133,7 +133,7 @@ class TurnJob(Base):
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     # The session it changes (a create's once it exists): erased with the session.
     session_id: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid, index=True)
-    status: Mapped[str] = mapped_column(sa.String(16))
+    status: Mapped[str] = mapped_column(sa.String(16))  # a TurnJobStatus (app.db.status)
     owner: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
@@ -154,6 +154,7 @@ class Calibration(Base):
     # or a platform:admin key), which serves every tenant that has no active run of its own.
     tenant: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     name: Mapped[str | None] = mapped_column(sa.String(128))
+    # A CalibrationStatus (app.db.status).
     status: Mapped[str] = mapped_column(sa.String(16), index=True)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

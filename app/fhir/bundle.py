@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from app.db.status import SessionStatus
 from app.fhir.differential import anonymous_subject, differential_resources, method_text
 from app.fhir.questionnaire import SessionState, session_response, write_state
 from app.sessions.schemas import SessionDetail
@@ -29,7 +30,7 @@ def session_bundle(detail: SessionDetail) -> Json:
         risk_id=str(uuid.uuid5(namespace, "risk-assessment")),
         basis={"reference": f"urn:uuid:{response_id}"},
         method=method_text(policy=state.policy, model=state.model, differential=differential),
-        final=state.status == "finalized",
+        final=state.status == SessionStatus.FINALIZED,
     )
     others = [*resources.conditions, resources.risk_assessment]
     write_state(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.fhir.vocab import PROBLEM_TYPE_SYSTEM, REQUEST_ID_EXTENSION
+from app.errors import PROBLEM_TYPE_SYSTEM, PursuitError
+from app.fhir.vocab import REQUEST_ID_EXTENSION
 
 Json = dict[str, Any]
 
@@ -37,7 +38,7 @@ def operation_outcome(problem: Json) -> Json:
     """The OperationOutcome saying what ``problem`` (an RFC 9457 body) says."""
     status = int(problem.get("status") or 500)
     problem_type = str(problem.get("type") or "")
-    code = problem_type.rstrip("/").rsplit("/", 1)[-1] or "internal-error"
+    code = problem_type.rstrip("/").rsplit("/", 1)[-1] or PursuitError.type_slug
     issue: Json = {
         "severity": "error",
         "code": _ISSUE_TYPES.get(status, "exception"),

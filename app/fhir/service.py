@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from app.db.status import SessionStatus
 from app.errors import ConflictError, ForbiddenError
 from app.fhir.bundle import session_bundle
 from app.fhir.questionnaire import (
@@ -44,7 +45,7 @@ class FhirInterviews:
                     "answers: this API key needs the scope 'sessions:read' as well"
                 )
             state = await self._apply_answer(posted, posted.session_id)
-        if posted.completed and state.status != "finalized":
+        if posted.completed and state.status != SessionStatus.FINALIZED:
             final = await self.sessions.finalize(uuid.UUID(state.session_id), if_match=None)
             state = state.advanced(final)
         return next_question_response(posted, state)

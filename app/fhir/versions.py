@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from app.errors import PursuitError
+from app.errors import NotAcceptableError, UnsupportedMediaTypeError
 from app.fhir.vocab import FHIR_MEDIA_TYPE, FHIR_R4_VERSION, FHIR_VERSION
 
 Json = dict[str, Any]
@@ -48,18 +48,6 @@ _SPELLINGS = {
     "r4": FhirVersion.R4,
     "r5": FhirVersion.R5,
 }
-
-
-class UnsupportedMediaTypeError(PursuitError):
-    status = 415
-    type_slug = "unsupported-media-type"
-    title = "Unsupported media type"
-
-
-class NotAcceptableError(PursuitError):
-    status = 406
-    type_slug = "not-acceptable"
-    title = "Not acceptable"
 
 
 @dataclass(frozen=True)

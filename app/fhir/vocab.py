@@ -18,9 +18,9 @@ CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-stat
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 # The codes of a question's answer options (``AnswerOption.code``: yes, no, unsure, or a bank's).
 ANSWER_OPTION_SYSTEM = "https://pursuit.invalid/fhir/CodeSystem/answer-option"
-# OperationOutcome: the request id to quote to support, and the problem type of the error.
+# OperationOutcome: the request id to quote to support (the problem type's code system is
+# app.errors.PROBLEM_TYPE_SYSTEM).
 REQUEST_ID_EXTENSION = PURSUIT_EXTENSION_BASE + "request-id"
-PROBLEM_TYPE_SYSTEM = "https://pursuit.dev/problems"
 SDC_NEXT_QUESTION = "http://hl7.org/fhir/uv/sdc/OperationDefinition/Questionnaire-next-question"
 SDC_IMPLEMENTATION_GUIDE = "http://hl7.org/fhir/uv/sdc/ImplementationGuide/hl7.fhir.uv.sdc"
 

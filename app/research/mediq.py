@@ -47,10 +47,11 @@ from app.calibrations.interviews import (
     padded_scores,
 )
 from app.calibrations.patients import patient_for
-from app.calibrations.repository import SUCCEEDED, CalibrationRepository
+from app.calibrations.repository import CalibrationRepository
 from app.calibrations.spec import AnswerSource, PatientKind, RunSpec
 from app.conformal import PerStepCalibration
 from app.datasets import MediQCase, MediQDataset, SplitFractions, load_mediq, shared_cases
+from app.db.status import CalibrationStatus
 from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
 from app.engine.policy import QuestionPolicy, split_policy_fields
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
@@ -632,7 +633,7 @@ async def _stored_calibrations(
             row = await repo.get(calibration_id)
             if row is None:
                 raise InvalidInputError(f"no calibration {calibration_id}")
-            if row.status != SUCCEEDED or row.result is None:
+            if row.status != CalibrationStatus.SUCCEEDED or row.result is None:
                 raise InvalidInputError(f"calibration {calibration_id} is {row.status}")
             if (row.model, row.prompt_version) != (info.model, info.prompt_version):
                 raise InvalidInputError(

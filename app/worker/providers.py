@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from app.calibrations.interviews import SimulatedPatient
 from app.engine.types import PosteriorProvider
-from app.errors import UpstreamUnavailableError
+from app.errors import NO_LLM_SERVER, UpstreamUnavailableError
 from app.llm import LLMGateway, LRUPosteriorCache
 from app.observability.metrics import Metrics
 from app.resources import Resources
@@ -19,10 +19,7 @@ from app.settings import Settings
 
 __all__ = ["open_serving", "simulated_patient"]
 
-NO_LLM = (
-    "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or start "
-    "the local one with `pursuit llm up`)"
-)
+NO_LLM = NO_LLM_SERVER
 
 
 def open_serving(settings: Settings) -> tuple[Resources, PosteriorProvider, SimulatedPatient]:

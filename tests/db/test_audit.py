@@ -13,14 +13,14 @@ from sqlalchemy.exc import DBAPIError
 
 from app.audit.repository import AuditRepository
 from app.context import request_id_var
-from app.db.engine import create_engine, create_sessionmaker, transactional_session
+from app.db.engine import create_engine, create_sessionmaker
 from app.settings import Settings
 
 
 async def _record(settings: Settings, count: int, *, resource_prefix: str = "res") -> None:
     engine = create_engine(settings.effective_database_url)
     try:
-        async for session in transactional_session(create_sessionmaker(engine)):
+        async with create_sessionmaker(engine).begin() as session:
             repo = AuditRepository(session)
             for i in range(count):
                 await repo.record(
@@ -92,7 +92,7 @@ async def test_a_failed_unit_of_work_writes_nothing(settings: Settings) -> None:
     sessionmaker = create_sessionmaker(engine)
     try:
         try:
-            async for session in transactional_session(sessionmaker):
+            async with sessionmaker.begin() as session:
                 await AuditRepository(session).record(
                     action="session.create", resource_type="session", resource_id="x", outcome="ok"
                 )

@@ -14,13 +14,8 @@ from fastapi import FastAPI
 from fhirclient.models.fhirabstractbase import FHIRValidationError
 
 from app.api.fhir import FhirErrorsMiddleware
-from app.fhir.versions import (
-    FhirVersion,
-    NotAcceptableError,
-    UnsupportedMediaTypeError,
-    negotiate,
-    wants_fhir_errors,
-)
+from app.errors import NotAcceptableError, UnsupportedMediaTypeError
+from app.fhir.versions import FhirVersion, negotiate, wants_fhir_errors
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_sessions import _provider

@@ -46,7 +46,7 @@ import numpy.typing as npt
 from app.engine.banks import dedupe_questions
 from app.engine.scoring import PROB_FLOOR
 from app.engine.types import CaseContext, History, PosteriorProvider, ProviderInfo, WeightedAnswer
-from app.errors import InvalidInputError, UpstreamUnavailableError
+from app.errors import NO_LLM_SERVER, InvalidInputError, UpstreamUnavailableError
 from app.llm import LLMGateway, LRUPosteriorCache, PosteriorCache
 from app.llm.cache import Probs
 from app.llm.client import llm_http_client, llm_ready
@@ -275,9 +275,7 @@ async def with_llm(
     """Open the configured LLM server, check it answers, and ``run`` with an LLM factory."""
     base_url, model = settings.llm_base_url, settings.llm_model
     if not base_url or not model:
-        raise UpstreamUnavailableError(
-            "no LLM server: set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or run `pursuit llm up`"
-        )
+        raise UpstreamUnavailableError(NO_LLM_SERVER)
     async with llm_http_client(settings, base_url) as http:
         if (reason := await llm_ready(http)) is not None:
             raise UpstreamUnavailableError(f"the LLM server at {base_url} is not ready ({reason})")
