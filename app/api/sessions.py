@@ -20,6 +20,7 @@ from app.api.problems import (
 from app.api.security import SessionsReader, SessionsWriter
 from app.api.turn_jobs import ACCEPTED_DOC, JobsDep, accepted, wants_async
 from app.auth.principal import Principal
+from app.db.status import SessionStatus
 from app.errors import InvalidInputError
 from app.sessions.jobs import JobKind
 from app.sessions.schemas import (
@@ -31,7 +32,6 @@ from app.sessions.schemas import (
     SessionDetail,
     SessionList,
     SessionOut,
-    SessionStatus,
 )
 from app.sessions.service import SessionService, answer_hash
 

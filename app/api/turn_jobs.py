@@ -28,8 +28,9 @@ from app.api.problems import (
 )
 from app.api.security import SessionsReader
 from app.context import request_id_var
+from app.db.status import TurnJobStatus
 from app.errors import ProblemType, PursuitError
-from app.sessions.jobs import JobState, JobStatus, TurnJobs
+from app.sessions.jobs import JobState, TurnJobs
 from app.sessions.schemas import SessionOut, TurnJobOut, TurnProgressOut
 
 router = APIRouter(prefix="/v1/turn-jobs", tags=["sessions"])
@@ -173,13 +174,13 @@ async def poll_turn_job(
     job_id: uuid.UUID, jobs: JobsDep, principal: SessionsReader, response: Response
 ) -> Any:
     state = await jobs.get(job_id, tenant=principal.tenant)
-    if state.status is JobStatus.RUNNING:
+    if state.status is TurnJobStatus.RUNNING:
         return JSONResponse(
             job_out(state).model_dump(mode="json"),
             status_code=202,
             headers={"Retry-After": str(POLL_AFTER_S)},
         )
-    if state.status is JobStatus.SUCCEEDED:
+    if state.status is TurnJobStatus.SUCCEEDED:
         reply = SessionOut.model_validate(state.result)
         response.headers["ETag"] = f'"{reply.version}"'
         return reply

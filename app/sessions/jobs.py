@@ -39,8 +39,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.context import request_id_var
 from app.db.base import utcnow
 from app.db.models import TurnJob
+from app.db.status import TurnJobStatus
 from app.engine.progress import ProgressFn, Stage, TurnProgress
-from app.errors import InvalidInputError, NotFoundError, PursuitError, TurnAbandonedError
+from app.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+    PursuitError,
+    TurnAbandonedError,
+)
 from app.sessions.schemas import SessionOut
 from app.sessions.service import TurnCommit
 
@@ -54,17 +61,6 @@ ABANDONED_DETAIL = (
 TurnWork = Callable[[ProgressFn, TurnCommit], Awaitable[SessionOut]]
 
 
-class JobStatus(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ABANDONED = "abandoned"
-
-    @property
-    def finished(self) -> bool:
-        return self is not JobStatus.RUNNING
-
-
 class JobKind(StrEnum):
     CREATE = "create"
     ANSWER = "answer"
@@ -76,7 +72,7 @@ class JobState:
 
     id: uuid.UUID
     kind: JobKind
-    status: JobStatus
+    status: TurnJobStatus
     session_id: uuid.UUID | None
     progress: TurnProgress | None
     status_code: int | None
@@ -95,7 +91,7 @@ class JobState:
         return cls(
             id=row.id,
             kind=JobKind(row.kind),
-            status=JobStatus(row.status),
+            status=TurnJobStatus(row.status),
             session_id=row.session_id,
             progress=progress,
             status_code=row.status_code,
@@ -158,7 +154,7 @@ class TurnJobRepository:
     ) -> bool:
         return await self._update(
             job_id,
-            TurnJob.status == JobStatus.RUNNING.value,
+            TurnJob.status == TurnJobStatus.RUNNING.value,
             TurnJob.owner == owner,
             heartbeat_at=utcnow(),
             progress=_progress_json(progress),
@@ -169,7 +165,7 @@ class TurnJobRepository:
         job_id: uuid.UUID,
         *,
         owner: str,
-        status: JobStatus,
+        status: TurnJobStatus,
         status_code: int,
         result: dict[str, Any],
         session_id: uuid.UUID | None = None,
@@ -185,7 +181,7 @@ class TurnJobRepository:
             values["session_id"] = session_id
         return await self._update(
             job_id,
-            TurnJob.status == JobStatus.RUNNING.value,
+            TurnJob.status == TurnJobStatus.RUNNING.value,
             TurnJob.owner == owner,
             **values,
         )
@@ -195,7 +191,7 @@ class TurnJobRepository:
     ) -> bool:
         """Mark a running job abandoned: its heartbeat older than ``stale_before``, or (with
         ``owner``) whatever its heartbeat, because that owner is stopping."""
-        where: list[Any] = [TurnJob.status == JobStatus.RUNNING.value]
+        where: list[Any] = [TurnJob.status == TurnJobStatus.RUNNING.value]
         if stale_before is not None:
             where.append(TurnJob.heartbeat_at < stale_before)
         if owner is not None:
@@ -204,7 +200,7 @@ class TurnJobRepository:
         return await self._update(
             job_id,
             *where,
-            status=JobStatus.ABANDONED.value,
+            status=TurnJobStatus.ABANDONED.value,
             status_code=error.status,
             result={**problem_fields(error), "request_id": None},
             finished_at=utcnow(),
@@ -214,8 +210,8 @@ class TurnJobRepository:
         """Run a failed or abandoned job again (its turn never applied)."""
         return await self._update(
             job_id,
-            TurnJob.status.in_([JobStatus.FAILED.value, JobStatus.ABANDONED.value]),
-            status=JobStatus.RUNNING.value,
+            TurnJob.status.in_([TurnJobStatus.FAILED.value, TurnJobStatus.ABANDONED.value]),
+            status=TurnJobStatus.RUNNING.value,
             owner=owner,
             heartbeat_at=utcnow(),
             progress=None,
@@ -278,7 +274,7 @@ class TurnJobs:
         if idempotency_key is not None:
             existing = await self._by_key(tenant, target, idempotency_key, request_hash)
             if existing is not None:
-                if existing.status in (JobStatus.FAILED, JobStatus.ABANDONED):
+                if existing.status in (TurnJobStatus.FAILED, TurnJobStatus.ABANDONED):
                     return await self._restart(existing, success_status, work)
                 return existing
         row = TurnJob(
@@ -288,7 +284,7 @@ class TurnJobs:
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             session_id=session_id,
-            status=JobStatus.RUNNING.value,
+            status=TurnJobStatus.RUNNING.value,
             owner=self.owner,
         )
         try:
@@ -312,14 +308,14 @@ class TurnJobs:
             if row is None:
                 raise NotFoundError(f"no turn job {job_id}")
             state = JobState.of(row)
-            stale = state.status is JobStatus.RUNNING and job_id not in self._live
+            stale = state.status is TurnJobStatus.RUNNING and job_id not in self._live
             if stale and await repo.abandon(job_id, stale_before=self._stale_before()):
                 log.warning("turn_job.abandoned", job_id=str(job_id), kind=state.kind.value)
                 row = await repo.get(job_id, tenant=tenant)
                 assert row is not None
                 state = JobState.of(row)
         live = self._live.get(job_id)
-        if live is not None and state.status is JobStatus.RUNNING:
+        if live is not None and state.status is TurnJobStatus.RUNNING:
             state = replace(state, progress=live.progress or state.progress)
         return state
 
@@ -419,7 +415,7 @@ class TurnJobs:
             if not await TurnJobRepository(db).finish(
                 job_id,
                 owner=self.owner,
-                status=JobStatus.SUCCEEDED,
+                status=TurnJobStatus.SUCCEEDED,
                 status_code=success_status,
                 result=reply.model_dump(mode="json"),
                 session_id=session_id,
@@ -428,7 +424,7 @@ class TurnJobs:
             committed = True
 
         beat = asyncio.create_task(self._heartbeat(job_id, live))
-        status, code = JobStatus.SUCCEEDED, success_status
+        status, code = TurnJobStatus.SUCCEEDED, success_status
         try:
             reply = await work(live.tell, commit)
             if not committed:  # a replayed Idempotency-Key: no turn was applied now
@@ -442,11 +438,11 @@ class TurnJobs:
                         session_id=uuid.UUID(reply.id),
                     )
         except asyncio.CancelledError:
-            status, code = JobStatus.ABANDONED, TurnAbandonedError.status
+            status, code = TurnJobStatus.ABANDONED, TurnAbandonedError.status
             raise
         except Exception as exc:
             error = _as_pursuit_error(exc)
-            status, code = JobStatus.FAILED, error.status
+            status, code = TurnJobStatus.FAILED, error.status
             await self._fail(job_id, error)
         finally:
             beat.cancel()
@@ -466,7 +462,7 @@ class TurnJobs:
                 await TurnJobRepository(db).finish(
                     job_id,
                     owner=self.owner,
-                    status=JobStatus.FAILED,
+                    status=TurnJobStatus.FAILED,
                     status_code=error.status,
                     result=problem_fields(error),
                 )
@@ -486,21 +482,12 @@ class TurnJobs:
             await asyncio.sleep(self.heartbeat_s)
 
 
-class _DatabaseUnavailableError(PursuitError):
-    status = 503
-    type_slug = "database-unavailable"
-    title = "Database unavailable"
-
-
 def _as_pursuit_error(exc: Exception) -> PursuitError:
     """The problem the synchronous call would have returned for ``exc``."""
     if isinstance(exc, PursuitError):
         return exc
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError):
-        return _DatabaseUnavailableError(
-            "The database could not be reached; nothing was changed. Retry shortly.",
-            retry_after_s=2,
-        )
+        return DatabaseUnavailableError()
     # Like the request middleware's 500: the type in the log, never the message (it may
     # quote patient text).
     log.error("turn_job.unhandled_error", error=type(exc).__name__)

@@ -25,6 +25,7 @@ from app.calibrations.lookup import Serving
 from app.calibrations.results import GROUP_FIELD
 from app.conformal.rank import exact_alpha, min_calibration_size
 from app.db.models import InterviewSession, Turn
+from app.db.status import SessionStatus
 from app.engine import Differential, SelectionRule, StopReason, TurnOutcome
 from app.engine.options import AnswerOptions
 from app.errors import InvalidInputError
@@ -269,7 +270,7 @@ def turn_row(
 
 def session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
     """The fields of a ``SessionOut`` as stored (JSON), validated once by the reply model."""
-    finalized = row.status == "finalized"
+    finalized = row.status == SessionStatus.FINALIZED
     stop_reason = stop_reason_of(row)
     return {
         "id": str(row.id),
@@ -277,7 +278,7 @@ def session_fields(row: InterviewSession, turn: Turn) -> dict[str, Any]:
         "step": row.step,
         "version": row.version,
         "next_question": None if finalized else (turn.rationale or None),
-        "should_stop": row.status != "active",
+        "should_stop": row.status != SessionStatus.ACTIVE,
         "stop_reason": stop_reason,
         "stop_note": STOP_NOTES.get(stop_reason) if stop_reason else None,
         "differential": turn.differential,
@@ -316,7 +317,7 @@ def session_detail(row: InterviewSession, turns: list[Turn]) -> SessionDetail:
 
 def stop_reason_of(row: InterviewSession) -> str | None:
     """Why the session stopped: the engine's stop rule, or "finalized" (None: it has not)."""
-    return row.stop_reason or ("finalized" if row.status == "finalized" else None)
+    return row.stop_reason or ("finalized" if row.status == SessionStatus.FINALIZED else None)
 
 
 def session_summary(row: InterviewSession) -> SessionSummary:

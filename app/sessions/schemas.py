@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +14,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.db.status import SessionStatus
 from app.engine.config import Policy, StopReason
 from app.engine.policy import DEFAULT_MAX_QUESTIONS, QuestionPolicy
 from app.validation import reject_nul
@@ -22,14 +22,6 @@ from app.validation import reject_nul
 MAX_LABELS = 26
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-
-
-class SessionStatus(StrEnum):
-    """Where a session is: asking, stopped by a rule (readable, finalizable), or ended."""
-
-    ACTIVE = "active"
-    STOPPED = "stopped"
-    FINALIZED = "finalized"
 
 
 # Why a session stopped: the engine's stop rule, or "finalized" (the clinician ended it).

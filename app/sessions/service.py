@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.repository import AuditRepository
+from app.audit.auditor import Auditor, ResourceType
 from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
 from app.calibrations.matching import SessionPolicy
 from app.context import cache_scope_var
 from app.db.engine import statement_session
 from app.db.models import IdempotencyRecord, InterviewSession, Turn
+from app.db.status import SessionStatus
 from app.engine import AnswerSource, InterviewConfig, TurnOutcome, plan_turn
 from app.engine.banks import shipped_bank_options
 from app.engine.options import AnswerOptions, provider_options
@@ -44,6 +45,7 @@ from app.engine.progress import ProgressFn
 from app.engine.settings import InterviewSettings
 from app.engine.types import QA, CaseContext, History, PosteriorProvider
 from app.errors import (
+    NO_LLM_SERVER,
     ConflictError,
     InvalidInputError,
     NotFoundError,
@@ -72,7 +74,6 @@ from app.sessions.schemas import (
     SessionDetail,
     SessionList,
     SessionOut,
-    SessionStatus,
 )
 
 LISTING = "sessions"  # the cursor namespace of GET /v1/sessions
@@ -143,7 +144,7 @@ class SessionService:
             row = InterviewSession(
                 id=session_id,
                 tenant=self.tenant,
-                status="active" if question_id else "stopped",
+                status=SessionStatus.ACTIVE if question_id else SessionStatus.STOPPED,
                 version=1,
                 step=0,
                 patient_summary=body.patient.summary,
@@ -217,7 +218,7 @@ class SessionService:
             values: dict[str, Any] = {
                 "step": row.step + 1,
                 "current_question_id": question_id,
-                "status": "active" if question_id else "stopped",
+                "status": SessionStatus.ACTIVE if question_id else SessionStatus.STOPPED,
                 "stop_reason": outcome.stop_reason.value if outcome.stop_reason else None,
             }
             if not await repo.bump_version(session_id, expected_version=row.version, values=values):
@@ -288,7 +289,7 @@ class SessionService:
                         )
                     return SessionOut.model_validate(record.response)
             _check_if_match(row, if_match)
-            if row.status != "active":
+            if row.status != SessionStatus.ACTIVE:
                 raise ConflictError(f"the session is {row.status}; it takes no more answers")
             if body.question_id != str(row.current_question_id):
                 raise ConflictError(
@@ -337,14 +338,7 @@ class SessionService:
             page = page_of(
                 list(rows), limit=limit, position=lambda r: Position.of(r.created_at, r.id)
             )
-            await AuditRepository(db).record(
-                action="session.list",
-                resource_type="session",
-                resource_id=None,
-                outcome="success",
-                actor_key_id=self.actor_key_id,
-                tenant=self.tenant,
-            )
+            await self._auditor.record(db, action="session.list", resource_id=None)
             return SessionList(
                 items=[session_summary(r) for r in page.rows],
                 next_cursor=encode_cursor(LISTING, page.next) if page.next else None,
@@ -362,8 +356,12 @@ class SessionService:
                 "final_answer": differential.top,
                 "final_set": [x.label for x in differential.labels],
             }
-            if row.status != "finalized":
-                values = {"status": "finalized", "current_question_id": None, "final": final}
+            if row.status != SessionStatus.FINALIZED:
+                values = {
+                    "status": SessionStatus.FINALIZED,
+                    "current_question_id": None,
+                    "final": final,
+                }
                 if not await repo.bump_version(
                     session_id, expected_version=row.version, values=values
                 ):
@@ -395,9 +393,7 @@ class SessionService:
 
     def _require_provider(self, row: InterviewSession | None = None) -> PosteriorProvider:
         if self.provider is None:
-            raise UpstreamUnavailableError(
-                "no LLM server is configured (set PURSUIT_LLM_BASE_URL)", retry_after_s=30
-            )
+            raise UpstreamUnavailableError(NO_LLM_SERVER, retry_after_s=30)
         if row is not None and (self.provider.info.model, self.provider.info.prompt_version) != (
             row.model,
             row.prompt_version,
@@ -465,17 +461,14 @@ class SessionService:
             return nullcontext()
         return self.budget.slot(self.tenant)
 
+    @property
+    def _auditor(self) -> Auditor:
+        return Auditor(ResourceType.SESSION, tenant=self.tenant, actor_key_id=self.actor_key_id)
+
     async def _audit(
         self, db: AsyncSession, action: str, session_id: uuid.UUID, outcome: str
     ) -> None:
-        await AuditRepository(db).record(
-            action=action,
-            resource_type="session",
-            resource_id=str(session_id),
-            outcome=outcome,
-            actor_key_id=self.actor_key_id,
-            tenant=self.tenant,
-        )
+        await self._auditor.record(db, action=action, resource_id=session_id, outcome=outcome)
 
     async def _audit_separately(self, action: str, session_id: uuid.UUID, outcome: str) -> None:
         """Record a refused action in its own transaction (the request's will roll back)."""

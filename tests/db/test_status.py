@@ -6,8 +6,8 @@ from enum import StrEnum
 from typing import get_args
 
 from app.calibrations.schemas import CalibrationOut
-from app.db.status import CalibrationStatus, SessionStatus, TurnJobStatus
-from app.sessions import jobs, schemas
+from app.db.status import CalibrationStatus, TurnJobStatus
+from app.sessions import schemas
 
 
 def _values(enum: type[StrEnum]) -> list[str]:
@@ -20,9 +20,6 @@ def test_calibration_replies_show_the_stored_statuses() -> None:
     )
 
 
-def test_session_and_turn_job_statuses_agree_with_the_stored_ones() -> None:
-    # The sessions package still has its own copies (to be replaced by app.db.status's).
-    assert _values(schemas.SessionStatus) == _values(SessionStatus)
-    assert _values(jobs.JobStatus) == _values(TurnJobStatus)
+def test_turn_job_replies_show_the_stored_statuses() -> None:
     turn_job = schemas.TurnJobOut.model_fields["status"].annotation
     assert list(get_args(turn_job)) == _values(TurnJobStatus)
