@@ -9,11 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.context import request_id_var
+from app.db.engine import DATABASE_ERRORS, database_unavailable
 from app.errors import (
     VALIDATION_FAILED,
     DatabaseUnavailableError,
@@ -119,10 +118,13 @@ async def _pursuit_error(_: Request, exc: Exception) -> JSONResponse:
     return _problem_of(exc)
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     # Lost or refused connections (a restart, a failover), or no pooled connection free for
     # 30 s: the request did nothing, retry. The pool pings connections before use, so the
-    # service recovers without a restart.
+    # service recovers without a restart. Any other database error is a bug: the middleware's
+    # 500.
+    if not database_unavailable(exc):
+        raise exc
     log.warning("database.unavailable", error=type(exc).__name__)
     return _problem_of(DatabaseUnavailableError())
 
@@ -132,8 +134,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(PursuitError, _pursuit_error)
-    for unavailable in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
-        app.add_exception_handler(unavailable, _database_unavailable)
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
 
 
 def problem_doc(description: str) -> dict[str, Any]:

@@ -11,8 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -68,3 +71,35 @@ async def statement_session(
     async with sessionmaker() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session
+
+
+# SQLSTATE classes that mean "no usable connection", whatever SQLAlchemy class wraps them:
+# 08 connection exception; 57P01-57P03 admin/crash shutdown, cannot connect now (a restart).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+_LOST_CONNECTION = (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError)
+# What to catch where a database failure is expected; ``database_unavailable`` then tells an
+# unavailable database from a bug (re-raise those).
+DATABASE_ERRORS = (DBAPIError, PoolTimeoutError, ConnectionError)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be used (a lost or refused connection, a
+    restart under way, a full pool): the statement did nothing and a retry may succeed.
+
+    Besides SQLAlchemy's OperationalError/InterfaceError, asyncpg reports a server that is
+    shutting down as a plain DBAPIError (SQLSTATE 57P0x) and a connection the restart left
+    mid-protocol as an InternalClientError; both are unavailability, not server bugs.
+    """
+    if isinstance(exc, _LOST_CONNECTION):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    for cause in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(cause, asyncpg.exceptions.InternalClientError):
+            return True
+    return False

@@ -32,12 +32,12 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.context import request_id_var
 from app.db.base import utcnow
+from app.db.engine import DATABASE_ERRORS, database_unavailable
 from app.db.models import TurnJob
 from app.db.status import TurnJobStatus
 from app.engine.progress import ProgressFn, Stage, TurnProgress
@@ -370,8 +370,10 @@ class TurnJobs:
             try:
                 async with self._sessionmaker.begin() as db:
                     await TurnJobRepository(db).abandon(job_id, stale_before=None, owner=self.owner)
-            except (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
-                pass  # the heartbeat goes stale instead, and a poll marks it
+            except DATABASE_ERRORS as exc:
+                if not database_unavailable(exc):
+                    raise
+                # the heartbeat goes stale instead, and a poll marks it
         self._live.clear()
 
     # -- running ----------------------------------------------------------------------------
@@ -466,7 +468,9 @@ class TurnJobs:
                     status_code=error.status,
                     result=problem_fields(error),
                 )
-        except (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+        except DATABASE_ERRORS as exc:
+            if not database_unavailable(exc):
+                raise
             # Unrecorded: the heartbeat stops with the task, and a poll finds it abandoned.
             log.warning("turn_job.unrecorded_failure", job_id=str(job_id))
 
@@ -477,7 +481,9 @@ class TurnJobs:
                     await TurnJobRepository(db).heartbeat(
                         job_id, owner=self.owner, progress=live.progress
                     )
-            except (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+            except DATABASE_ERRORS as exc:
+                if not database_unavailable(exc):
+                    raise
                 log.warning("turn_job.heartbeat_failed", job_id=str(job_id))
             await asyncio.sleep(self.heartbeat_s)
 
@@ -486,7 +492,7 @@ def _as_pursuit_error(exc: Exception) -> PursuitError:
     """The problem the synchronous call would have returned for ``exc``."""
     if isinstance(exc, PursuitError):
         return exc
-    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError | ConnectionError):
+    if database_unavailable(exc):
         return DatabaseUnavailableError()
     # Like the request middleware's 500: the type in the log, never the message (it may
     # quote patient text).
