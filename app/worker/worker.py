@@ -31,8 +31,8 @@ from app.calibrations.executor import (
     help_run,
     join_next,
 )
-from app.calibrations.interviews import SimulatedPatient
 from app.engine.types import PosteriorProvider
+from app.patients.protocol import SimulatedPatient
 from app.settings import Settings
 from app.worker.providers import open_serving
 
