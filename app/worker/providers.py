@@ -17,7 +17,7 @@ from app.patients import LLMPatient, SimulatedPatient
 from app.resources import Resources
 from app.settings import Settings
 
-__all__ = ["open_serving", "simulated_patient"]
+__all__ = ["open_run_provider", "simulated_patient"]
 
 NO_LLM = (
     "no LLM server is configured (set PURSUIT_LLM_BASE_URL and PURSUIT_LLM_MODEL, or start "
@@ -25,7 +25,7 @@ NO_LLM = (
 )
 
 
-def open_serving(settings: Settings) -> tuple[Resources, PosteriorProvider, SimulatedPatient]:
+def open_run_provider(settings: Settings) -> tuple[Resources, PosteriorProvider, SimulatedPatient]:
     """Open the resources; the serving provider and a simulated patient on the same server.
 
     The caller closes the resources (``await resources.close()``).
