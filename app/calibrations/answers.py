@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from app.calibrations.interviews import SimulatedPatient, patient_answer
+from app.calibrations.interviews import patient_answer
 from app.datasets import MediQCase
 from app.engine import normalize_question
 from app.engine.types import (
@@ -38,6 +38,7 @@ from app.engine.types import (
     WeightedAnswer,
 )
 from app.errors import InvalidInputError
+from app.patients.protocol import SimulatedPatient
 
 __all__ = ["EstimationAnswers"]
 

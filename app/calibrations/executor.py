@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.auditor import Auditor, ResourceType
 from app.calibrations.answers import EstimationAnswers
-from app.calibrations.interviews import CaseResult, SimulatedPatient, compute_calibration, run_cases
+from app.calibrations.interviews import CaseResult, compute_calibration, run_cases
 from app.calibrations.patients import patient_for
 from app.calibrations.repository import (
     CalibrationRepository,
@@ -59,6 +59,7 @@ from app.db.models import Calibration, CalibrationCase
 from app.db.status import CalibrationStatus
 from app.engine.types import PosteriorProvider
 from app.errors import InvalidInputError, PursuitError
+from app.patients.protocol import SimulatedPatient
 
 __all__ = [
     "LeaseLostError",

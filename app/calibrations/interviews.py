@@ -17,7 +17,7 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import structlog
@@ -30,10 +30,10 @@ from app.engine import DrawFn, InterviewConfig, StepwiseThresholds, Trajectory, 
 from app.engine.types import History, PosteriorProvider, ProviderInfo
 from app.errors import UpstreamBadOutputError
 from app.llm.prompts import CANNOT_ANSWER
+from app.patients.protocol import SimulatedPatient
 
 __all__ = [
     "CaseResult",
-    "SimulatedPatient",
     "case_rng",
     "compute_calibration",
     "interview_case",
@@ -44,12 +44,6 @@ __all__ = [
 
 
 log = structlog.get_logger(__name__)
-
-
-class SimulatedPatient(Protocol):
-    """Answers a question from a case's facts (MediQ's fact-select patient)."""
-
-    async def patient_reply(self, *, facts: Sequence[str], question: str) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)

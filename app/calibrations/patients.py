@@ -6,8 +6,8 @@ import asyncio
 import functools
 from typing import TYPE_CHECKING
 
-from app.calibrations.interviews import SimulatedPatient
 from app.calibrations.spec import PatientKind
+from app.patients.protocol import SimulatedPatient
 
 if TYPE_CHECKING:
     from app.patients import MiniLM

@@ -45,7 +45,7 @@ from app.logging import configure_logging
 from app.research.mediq import BenchSpec, resolve_policies, run_bench
 from app.settings import Settings, get_settings
 from app.worker import run_worker
-from app.worker.providers import open_serving
+from app.worker.providers import open_run_provider
 
 __all__ = ["bench", "calibrate", "register", "run_warnings", "worker"]
 
@@ -234,7 +234,7 @@ async def _calibrate(
     resume: uuid.UUID | None,
     lease_timeout: float,
 ) -> None:
-    resources, provider, patient = open_serving(settings)
+    resources, provider, patient = open_run_provider(settings)
     try:
         sessionmaker = resources.sessionmaker
         if resume is None:
@@ -406,7 +406,7 @@ def bench(
 
 
 async def _bench(settings: Settings, spec: BenchSpec, *, out: Path, fresh: bool) -> dict[str, Any]:
-    resources, provider, patient = open_serving(settings)
+    resources, provider, patient = open_run_provider(settings)
     try:
         update, close = _progress_bar("bench")
         done = 0

@@ -1,7 +1,8 @@
 """FHIR R5 (5.0.0) views of interview sessions: pure mapping, no web framework.
 
-``questionnaire`` reads an SDC adaptive QuestionnaireResponse (with its contained
-Questionnaire) into session-service inputs and writes the session's state back into it;
+``read`` reads an SDC adaptive QuestionnaireResponse (with its contained Questionnaire)
+into session-service inputs; ``write`` writes the session's state (``state``: the asked
+questions and answers) back into it;
 ``differential`` exports a differential as Condition resources plus a RiskAssessment;
 ``bundle`` gives a whole session as a ``collection`` Bundle; ``service`` runs the
 ``$next-question`` operation on top of :class:`app.sessions.service.SessionService`.

@@ -7,7 +7,8 @@ from typing import Any
 
 from app.db.status import SessionStatus
 from app.fhir.differential import anonymous_subject, differential_resources, method_text
-from app.fhir.questionnaire import SessionState, session_response, write_state
+from app.fhir.state import SessionState
+from app.fhir.write import session_response, write_state
 from app.sessions.schemas import SessionDetail
 
 Json = dict[str, Any]

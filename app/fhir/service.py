@@ -9,14 +9,10 @@ from typing import Any
 from app.db.status import SessionStatus
 from app.errors import ConflictError, ForbiddenError
 from app.fhir.bundle import session_bundle
-from app.fhir.questionnaire import (
-    PostedResponse,
-    SessionState,
-    conflicting_answer,
-    next_question_response,
-    read_next_question_input,
-)
+from app.fhir.read import PostedResponse, conflicting_answer, read_next_question_input
+from app.fhir.state import SessionState
 from app.fhir.versions import DEFAULT_FHIR_VERSION, FhirVersion
+from app.fhir.write import next_question_response
 from app.sessions.service import SessionService
 
 Json = dict[str, Any]

@@ -1,5 +1,8 @@
 """The vLLM gateway: label posteriors, question proposals, simulated answers (a PosteriorProvider).
 
+It is the only module that builds requests to vLLM: the fact-select patient of calibration
+runs and benchmarks (``app.patients.llm``) asks through ``generate``.
+
 How posteriors are read: the prompt (rendered through the model's own chat template, see
 ``prompts.ChatFrame``) ends with the assistant turn prefilled ``Answer:``; one generated
 token is requested with ``logprob_token_ids`` = the ids of every option letter in both
@@ -654,67 +657,46 @@ class LLMGateway:
             out[choice.index // m].append(choice.text)
         return out
 
-    # --- fact-select patient (calibration and benchmarks only) ---------------------------
+    # --- greedy generation for other components (the fact-select patient) ---------------
 
-    async def patient_reply(self, *, facts: Sequence[str], question: str) -> str:
-        """MediQ's fact-select patient: the facts that answer ``question``, verbatim."""
-        (reply,) = await self.patient_replies(facts=facts, questions=[question])
-        return reply
+    async def generate(
+        self,
+        *,
+        system: str,
+        users: Sequence[str],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None = None,
+        op: str = "generate",
+    ) -> list[str]:
+        """One greedy completion per user turn, all in one request, in the order of ``users``.
 
-    async def patient_replies(self, *, facts: Sequence[str], questions: Sequence[str]) -> list[str]:
-        """``patient_reply`` for several questions about one case, in one request.
-
-        The model only picks fact numbers (greedy, under a JSON schema); the reply is built
-        from the selected facts themselves, so it can never state anything the case lacks.
+        Each prompt is the model's chat frame around ``system`` and one user turn; with
+        ``json_schema`` the output is constrained to it. The caller owns the wording (in
+        ``app.llm.prompts``) and the meaning of the output (e.g. ``app.patients.llm``);
+        ``op`` names the request in the client's logs.
         """
-        facts = [f.strip() for f in facts if f.strip()]
-        if not questions:
+        if not users:
             return []
-        if not facts:
-            return [prompts.CANNOT_ANSWER for _ in questions]
         setup = await self._ensure_setup()
-        prompt_list = [
-            setup.frame.render(system=prompts.SYSTEM_FACTS, user=prompts.facts_user(facts, q))
-            for q in questions
-        ]
-        schema: dict[str, Any] = {
-            "type": "object",
-            "properties": {
-                "fact_ids": {
-                    "type": "array",
-                    "items": {"type": "integer", "minimum": 1, "maximum": len(facts)},
-                    "maxItems": min(len(facts), 8),
-                }
-            },
-            "required": ["fact_ids"],
-            "additionalProperties": False,
-        }
+        prompt_list = [setup.frame.render(system=system, user=user) for user in users]
         resp = await self._client.post(
             "/v1/completions",
             CompletionRequest(
                 model=self._model,
                 prompt=prompt_list,
-                max_tokens=32 + 8 * min(len(facts), 8),
+                max_tokens=max_tokens,
                 temperature=0.0,
-                structured_outputs=StructuredOutputs(json_schema=schema),
+                structured_outputs=(
+                    StructuredOutputs(json_schema=json_schema) if json_schema is not None else None
+                ),
             ),
             CompletionResponse,
-            op="patient",
+            op=op,
         )
         by_index = {c.index: c.text for c in resp.choices}
         if sorted(by_index) != list(range(len(prompt_list))):
             raise UpstreamBadOutputError("LLM server returned the wrong number of choices")
-        replies: list[str] = []
-        for i in range(len(prompt_list)):
-            try:
-                ids = json.loads(by_index[i])["fact_ids"]
-                chosen = sorted({int(x) for x in ids if 1 <= int(x) <= len(facts)})
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UpstreamBadOutputError("LLM returned unparseable fact selection") from exc
-            replies.append(
-                " ".join(facts[j - 1] for j in chosen) if chosen else prompts.CANNOT_ANSWER
-            )
-        return replies
+        return [by_index[i] for i in range(len(prompt_list))]
 
 
 __all__ = ["LLMGateway", "clean_question", "letter_probs_from_top", "merge_answers"]

@@ -41,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.calibrations.answers import EstimationAnswers
 from app.calibrations.interviews import (
     CaseResult,
-    SimulatedPatient,
     compute_calibration,
     interview_case,
     padded_scores,
@@ -56,6 +55,7 @@ from app.engine import Policy, QuestionSource, StepwiseThresholds, Trajectory
 from app.engine.policy import QuestionPolicy, split_policy_fields
 from app.engine.types import QA, PosteriorProvider, ProviderInfo
 from app.errors import InvalidInputError
+from app.patients.protocol import SimulatedPatient
 from app.research.report import BASELINES, CaseRecord, StepOutcome, build_report
 
 __all__ = [

@@ -1,28 +1,28 @@
-"""The serving provider for calibration and benchmark processes, plus the simulated patient.
+"""What a calibration or benchmark run runs on: the serving provider and the simulated patient.
 
 ``Resources.open`` builds the provider exactly as the API does (same gateway, settings,
 prompt version, cache and metering), so the model and prompt version a calibration records
-are the ones serving looks up. The simulated patient (``patient_reply``) is no part of
-serving: when the serving provider does not expose it (it is wrapped, e.g. metered), a
-second gateway on the same HTTP client and settings supplies it.
+are the ones serving looks up. The simulated patient (``app.patients.LLMPatient``) is no
+part of serving: it asks a gateway of its own, on the same HTTP client and settings, that
+serves nothing else (the serving one is wrapped, metered, and caches posteriors).
 """
 
 from __future__ import annotations
 
-from app.calibrations.interviews import SimulatedPatient
 from app.engine.types import PosteriorProvider
 from app.errors import NO_LLM_SERVER, UpstreamUnavailableError
 from app.llm import LLMGateway, LRUPosteriorCache
 from app.observability.metrics import Metrics
+from app.patients import LLMPatient, SimulatedPatient
 from app.resources import Resources
 from app.settings import Settings
 
-__all__ = ["open_serving", "simulated_patient"]
+__all__ = ["open_run_provider", "simulated_patient"]
 
 NO_LLM = NO_LLM_SERVER
 
 
-def open_serving(settings: Settings) -> tuple[Resources, PosteriorProvider, SimulatedPatient]:
+def open_run_provider(settings: Settings) -> tuple[Resources, PosteriorProvider, SimulatedPatient]:
     """Open the resources; the serving provider and a simulated patient on the same server.
 
     The caller closes the resources (``await resources.close()``).
@@ -35,16 +35,14 @@ def open_serving(settings: Settings) -> tuple[Resources, PosteriorProvider, Simu
 
 
 def simulated_patient(resources: Resources) -> SimulatedPatient:
-    """The simulated patient on the resources' LLM server (the provider itself, when it
-    exposes one)."""
+    """MediQ's fact-select patient on the resources' LLM server."""
     provider, settings = resources.provider, resources.settings
     if provider is None or resources.llm_http is None or not settings.llm_model:
         raise UpstreamUnavailableError(NO_LLM)
-    if callable(getattr(provider, "patient_reply", None)):
-        return provider  # type: ignore[return-value]
-    return LLMGateway(
+    gateway = LLMGateway(
         http=resources.llm_http,
         model=settings.llm_model,
         settings=settings,
         cache=LRUPosteriorCache(0),  # the patient decodes greedily; nothing to cache
     )
+    return LLMPatient(gateway)

@@ -31,10 +31,10 @@ from app.calibrations.executor import (
     help_run,
     join_next,
 )
-from app.calibrations.interviews import SimulatedPatient
 from app.engine.types import PosteriorProvider
+from app.patients.protocol import SimulatedPatient
 from app.settings import Settings
-from app.worker.providers import open_serving
+from app.worker.providers import open_run_provider
 
 __all__ = ["Worker", "default_worker_name", "run_worker"]
 
@@ -136,7 +136,7 @@ async def run_worker(
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
 ) -> None:
     """The ``pursuit worker`` process: the serving provider, signals, the loop."""
-    resources, provider, patient = open_serving(settings)
+    resources, provider, patient = open_run_provider(settings)
     try:
         worker = Worker(
             sessionmaker=resources.sessionmaker,

@@ -1,5 +1,8 @@
 """Gateway logic against an in-memory vLLM: letter reading, permutations, dedupe, batching,
-cache, prompt layout and neutralisation, proposals, simulated answers, fact-select patient."""
+cache, prompt layout and neutralisation, proposals, simulated answers, greedy generation.
+
+The fact-select patient built on ``generate`` is tested in tests/patients/test_llm.py.
+"""
 
 from __future__ import annotations
 
@@ -323,17 +326,18 @@ async def test_simulate_answers_errors_when_nothing_usable(
     assert len(fake_vllm.completions()) == 2  # one retry
 
 
-async def test_patient_replies_are_built_from_facts_only(
+async def test_generate_is_greedy_in_the_chat_frame_and_in_order(
     make_gateway: MakeGateway, fake_vllm: FakeVLLM
 ) -> None:
-    facts = ["Smokes 20 a day.", "No fever.", "Pain at rest."]
-    fake_vllm.fact_ids = [3, 1, 9, 1]
+    fake_vllm.answers = ["one", "two"]
     gateway, _ = make_gateway()
-    reply = await gateway.patient_reply(facts=facts, question="Do you smoke?")
-    assert reply == "Smokes 20 a day. Pain at rest."
-    fake_vllm.fact_ids = []
-    assert await gateway.patient_reply(facts=facts, question="Pets?") == prompts.CANNOT_ANSWER
-    assert await gateway.patient_reply(facts=[], question="Pets?") == prompts.CANNOT_ANSWER
+    assert await gateway.generate(system="S", users=["U1", "U2"], max_tokens=5) == ["one", "two"]
+    (body,) = fake_vllm.completions()
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 5
+    assert "structured_outputs" not in body and "seed" not in body
+    assert body["prompt"][1].startswith("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU2")
+    assert await gateway.generate(system="S", users=[], max_tokens=5) == []
+    assert len(fake_vllm.completions()) == 1
 
 
 # --- cache -----------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from app.engine.types import QA, CaseContext
 from app.llm import prompts
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
+from app.patients import LLMPatient
 from app.settings import Settings
 from app.tooling.stub_llm import StubConfig, create_stub_app
 from tests.ports import free_port
@@ -119,7 +120,7 @@ async def test_proposals_answers_and_fact_selection(stub_http: httpx.AsyncClient
     for weighted in answers:
         assert weighted and sum(a.weight for a in weighted) == pytest.approx(1.0)
     facts = ["She has a fever of 39 C.", "She coughs at night.", "No rash."]
-    replies = await gateway.patient_replies(facts=facts, questions=questions[:3])
+    replies = await LLMPatient(gateway).patient_replies(facts=facts, questions=questions[:3])
     for reply in replies:
         assert reply == prompts.CANNOT_ANSWER or all(
             part.strip() in " ".join(facts) for part in reply.split(".") if part.strip()
