@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.db.status import SessionStatus
 from app.fhir.vocab import (
     ANSWER_OPTION_SYSTEM,
     OBJECTIVE_EXTENSION,
@@ -94,7 +95,7 @@ class SessionState:
     """What the FHIR views need of a session."""
 
     session_id: str
-    status: str
+    status: SessionStatus
     stop_reason: str | None
     policy: str
     model: str
@@ -104,7 +105,11 @@ class SessionState:
     @property
     def current(self) -> Asked | None:
         """The question awaiting an answer, if the session takes one."""
-        if self.status != "active" or not self.asked or self.asked[-1].answer is not None:
+        if (
+            self.status != SessionStatus.ACTIVE
+            or not self.asked
+            or self.asked[-1].answer is not None
+        ):
             return None
         return self.asked[-1]
 

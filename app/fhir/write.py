@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from app.db.status import SessionStatus
 from app.fhir.differential import anonymous_subject, differential_resources, method_text
 from app.fhir.read import PostedResponse, contained_questionnaire, find_item
 from app.fhir.state import SessionState
@@ -63,7 +64,7 @@ def next_question_response(posted: PostedResponse, state: SessionState) -> Json:
         # A contained resource refers to its container as "#".
         basis={"reference": "#"},
         method=method_text(policy=state.policy, model=state.model, differential=state.differential),
-        final=state.status == "finalized",
+        final=state.status == SessionStatus.FINALIZED,
     )
     contained = [*resources.conditions, resources.risk_assessment]
     write_state(
@@ -175,7 +176,7 @@ def write_state(
             _set_answer(answers, asked.id, [asked.answer_value()], text=asked.text)
     order = {item.get("linkId"): n for n, item in enumerate(definitions)}
     answers.sort(key=lambda item: order.get(item.get("linkId"), len(order)))
-    response["status"] = "in-progress" if state.status == "active" else "completed"
+    response["status"] = "in-progress" if state.status == SessionStatus.ACTIVE else "completed"
 
 
 def _set_answer(
