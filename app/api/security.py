@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
@@ -14,40 +13,17 @@ from app.api.deps import ResourcesDep
 from app.auth import keys
 from app.auth.keys import Scope
 from app.auth.principal import Principal
-from app.auth.repository import ApiKeyRepository
-from app.db.base import utcnow
+from app.auth.service import verify_key
 from app.errors import ForbiddenError, RateLimitedError, UnauthorizedError
 from app.resources import Resources
 
-# A key's last-used time is written at most this often (the verify path runs once per key
-# and auth-cache TTL, and a write per request would cost every request).
-LAST_USED_EVERY_S = 60.0
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
 
 async def _verify(resources: Resources, secret: str) -> Principal:
+    """The key's principal, from the per-process cache while its TTL lasts."""
     cached = resources.principal_cache.get(secret)
     if cached is not None and cached[1] > time.monotonic():
         return cached[0]
-    lookup = keys.parse_lookup(secret)
-    if lookup is None:
-        raise UnauthorizedError("malformed API key")
-    async with resources.sessionmaker() as db:
-        row = await ApiKeyRepository(db).by_lookup(lookup)
-    if row is None or not keys.matches(secret, row.digest):
-        raise UnauthorizedError("unknown or revoked API key")
-    now = utcnow()
-    if row.expires_at is not None and _aware(row.expires_at) <= now:
-        raise UnauthorizedError("expired API key")
-    last = row.last_used_at
-    if last is None or (now - _aware(last)).total_seconds() >= LAST_USED_EVERY_S:
-        async with resources.sessionmaker.begin() as db:
-            await ApiKeyRepository(db).touch(row.id, now=now, every_s=LAST_USED_EVERY_S)
-    principal = Principal(key_id=str(row.id), tenant=row.tenant, scopes=frozenset(row.scopes))
+    principal = await verify_key(resources.sessionmaker, secret)
     ttl = resources.settings.auth_cache_ttl_s
     if ttl > 0:
         if len(resources.principal_cache) > 10_000:

@@ -1,25 +1,55 @@
-"""Create, list, revoke and rotate API keys (the CLI and the embedded default's first run);
-every key event is in the key's tenant's audit trail."""
+"""Verify a presented API key (every request); create, list, revoke and rotate keys (the CLI
+and the embedded default's first run); every key event is in the key's tenant's audit trail."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.auditor import Auditor, ResourceType
+from app.auth import keys
 from app.auth.keys import TENANT_SCOPES, Scope, mint_key
+from app.auth.principal import Principal
 from app.auth.repository import ApiKeyRepository
 from app.db.base import utcnow
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.models import ApiKey
-from app.errors import InvalidInputError
+from app.errors import InvalidInputError, UnauthorizedError
 
 DEV_TENANT = "local"
 DEV_KEY_FILE = "dev-api-key"
+# A key's last-used time is written at most this often (the verify path runs once per key
+# and auth-cache TTL, and a write per request would cost every request).
+LAST_USED_EVERY_S = 60.0
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def verify_key(sessionmaker: async_sessionmaker[AsyncSession], secret: str) -> Principal:
+    """Who ``secret`` is: its tenant and scopes; UnauthorizedError if it is malformed,
+    unknown, revoked or expired. Records its last use (at most every LAST_USED_EVERY_S)."""
+    lookup = keys.parse_lookup(secret)
+    if lookup is None:
+        raise UnauthorizedError("malformed API key")
+    async with sessionmaker() as db:
+        row = await ApiKeyRepository(db).by_lookup(lookup)
+    if row is None or not keys.matches(secret, row.digest):
+        raise UnauthorizedError("unknown or revoked API key")
+    now = utcnow()
+    if row.expires_at is not None and _aware(row.expires_at) <= now:
+        raise UnauthorizedError("expired API key")
+    last = row.last_used_at
+    if last is None or (now - _aware(last)).total_seconds() >= LAST_USED_EVERY_S:
+        async with sessionmaker.begin() as db:
+            await ApiKeyRepository(db).touch(row.id, now=now, every_s=LAST_USED_EVERY_S)
+    return Principal(key_id=str(row.id), tenant=row.tenant, scopes=frozenset(row.scopes))
 
 
 async def _audit_key(db: AsyncSession, action: str, row: ApiKey) -> None:
