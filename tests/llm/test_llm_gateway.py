@@ -33,8 +33,7 @@ from app.llm.gateway import (
     merge_answers,
     parse_questions,
 )
-
-from .conftest import FakeVLLM
+from tests.fake_vllm import FakeVLLM
 
 MakeGateway = Callable[..., tuple[LLMGateway, LRUPosteriorCache]]
 CASE = CaseContext(summary="Fever and cough for three days.", age=30, sex="female")

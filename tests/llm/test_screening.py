@@ -12,7 +12,7 @@ from app.engine.types import QA, CaseContext
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
 from app.llm.screening import Drop, screen_answer, screen_question
-from tests.llm.conftest import FakeVLLM
+from tests.fake_vllm import FakeVLLM
 
 MakeGatewayFn = Callable[..., tuple[LLMGateway, LRUPosteriorCache]]
 

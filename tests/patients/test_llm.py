@@ -14,7 +14,7 @@ from app.llm import prompts
 from app.llm.cache import LRUPosteriorCache
 from app.llm.gateway import LLMGateway
 from app.patients import LLMPatient, SimulatedPatient
-from tests.llm.conftest import FakeVLLM, unit_settings
+from tests.fake_vllm import FakeVLLM, unit_settings
 
 FACTS = ["Smokes 20 a day.", "No fever.", "Pain at rest."]
 

@@ -28,7 +28,7 @@ from app.research.twentyq.llm import ANSWER_OPTIONS, LLMTwentyQ, check_llm_label
 from app.research.twentyq.simulate import CASE, INQUIRY, simulate_engine, simulate_tabular
 from app.settings import get_settings
 from app.worlds.tabular import NO, YES, TabularProvider
-from tests.llm.conftest import FakeVLLM, unit_settings
+from tests.fake_vllm import FakeVLLM, unit_settings
 
 GAME = make_game(20)
 BUDGET = 4
