@@ -25,6 +25,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,38 @@ async def _seed(settings: Settings, key: str, count: int) -> list[str]:
     return ids
 
 
+@contextlib.contextmanager
+def scratch_database(prefix: str, *, sessions: int) -> Iterator[tuple[Settings, str, list[str]]]:
+    """A fresh migrated PostgreSQL database with an API key and ``sessions`` seeded
+    interviews: (settings without an LLM, the key, the session ids). Dropped afterwards."""
+    name = f"pursuit_{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    database_url = (
+        make_url(ADMIN_URL)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        upgrade_head(database_url)
+        _, key = asyncio.run(
+            create_key(
+                database_url, tenant="bench", scopes=[Scope.SESSIONS_READ, Scope.SESSIONS_WRITE]
+            )
+        )
+        settings = Settings(
+            database_url=database_url,
+            redis_url=REDIS_URL,
+            data_dir=ROOT / "var" / prefix,
+            llm_base_url=None,
+            llm_model=None,
+        )
+        yield settings, key, asyncio.run(_seed(settings, key, sessions))
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -101,30 +134,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
 
-    name = f"pursuit_getbench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = (
-        make_url(ADMIN_URL)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
     server: subprocess.Popen[bytes] | None = None
-    try:
-        upgrade_head(database_url)
-        _, key = asyncio.run(
-            create_key(
-                database_url, tenant="bench", scopes=[Scope.SESSIONS_READ, Scope.SESSIONS_WRITE]
-            )
+
+    def stop_server() -> None:
+        running = server
+        if running is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.pid, signal.SIGTERM)
+            running.wait(timeout=30)
+
+    with contextlib.ExitStack() as stack:
+        settings, key, sessions = stack.enter_context(
+            scratch_database("getbench", sessions=args.sessions)
         )
-        settings = Settings(
-            database_url=database_url,
-            redis_url=REDIS_URL,
-            data_dir=ROOT / "var" / "get_bench",
-            llm_base_url=None,
-            llm_model=None,
-        )
-        sessions = asyncio.run(_seed(settings, key, args.sessions))
+        stack.callback(stop_server)  # before the database is dropped
+        database_url = str(settings.database_url)
         port = args.port or free_port()
         url = f"http://127.0.0.1:{port}"
         env = {
@@ -217,13 +241,6 @@ def main(argv: list[str] | None = None) -> None:
                         f"{bare_ms:.2f} ms = {service_ms / bare_ms:.2f}x (goal 1.3x)",
                         flush=True,
                     )
-    finally:
-        if server is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _line(summary: dict[str, Any]) -> str:

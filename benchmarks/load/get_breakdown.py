@@ -16,23 +16,17 @@ import asyncio
 import logging
 import statistics
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-import psycopg
-from sqlalchemy.engine import make_url
 
-from app.auth.keys import Scope
-from app.auth.service import create_key
-from app.db.migrate import upgrade_head
 from app.limits.ratelimit import RateDecision
 from app.main import create_app
 from app.resources import Resources
 from app.sessions.service import SessionService
 from app.settings import Settings
-from benchmarks.load.get_bench import ADMIN_URL, REDIS_URL, ROOT, _seed
+from benchmarks.load.get_bench import scratch_database
 
 Patch = Callable[[Resources], Callable[[], None]]
 
@@ -98,31 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
 
-    name = f"pursuit_getbreak_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = (
-        make_url(ADMIN_URL)
-        .set(drivername="postgresql+asyncpg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    try:
-        upgrade_head(database_url)
-        _, key = asyncio.run(
-            create_key(
-                database_url, tenant="bench", scopes=[Scope.SESSIONS_READ, Scope.SESSIONS_WRITE]
-            )
+    with scratch_database("getbreakdown", sessions=5) as (settings, key, ids):
+        settings = settings.model_copy(
+            update={"rate_limit_per_minute": 10_000_000, "log_json": True}
         )
-        settings = Settings(
-            database_url=database_url,
-            redis_url=REDIS_URL,
-            data_dir=ROOT / "var" / "get_breakdown",
-            llm_base_url=None,
-            llm_model=None,
-            rate_limit_per_minute=10_000_000,
-            log_json=True,
-        )
-        ids = asyncio.run(_seed(settings, key, 5))
         logging.disable(logging.CRITICAL)  # the request log would be most of the CPU
         results: dict[str, list[float]] = {label: [] for label in VARIANTS}
         for _ in range(args.rounds):
@@ -130,12 +103,9 @@ def main(argv: list[str] | None = None) -> None:
                 results[label].append(
                     asyncio.run(_cpu_ms_per_get(settings, key, ids, patch, args.requests))
                 )
-        for label, values in results.items():
-            rounds = ", ".join(f"{v:.2f}" for v in values)
-            print(f"{label:14s} CPU ms per GET: {rounds} (median {statistics.median(values):.2f})")
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    for label, values in results.items():
+        rounds = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{label:14s} CPU ms per GET: {rounds} (median {statistics.median(values):.2f})")
 
 
 if __name__ == "__main__":
