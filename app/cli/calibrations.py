@@ -33,7 +33,7 @@ from app.calibrations.service import create_run, prepare_spec
 from app.calibrations.spec import PatientKind, RunSpec
 from app.calibrations.transfer import export_calibration, import_calibration
 from app.cli.policy_options import policy_options
-from app.conformal.rank import exact_alpha, min_calibration_size
+from app.conformal.rank import min_calibration_size, per_step_alpha
 from app.datasets import SplitFractions
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_head
@@ -71,9 +71,7 @@ def register(cli: typer.Typer) -> None:
 
 def run_warnings(spec: RunSpec) -> list[str]:
     """What ``pursuit calibrate`` says before it starts: too few cases, and how long."""
-    alpha = exact_alpha(spec.alpha)
-    if spec.anytime:
-        alpha /= spec.max_questions + 1
+    alpha = per_step_alpha(spec.alpha, steps=spec.max_questions + 1, anytime=spec.anytime)
     needed = min_calibration_size(alpha)
     lines = []
     if spec.cases < needed:

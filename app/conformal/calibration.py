@@ -29,7 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from app.conformal.mondrian import MondrianCalibration, mondrian_calibration
-from app.conformal.rank import AlphaLike, ThresholdResult, conformal_threshold, exact_alpha
+from app.conformal.rank import (
+    AlphaLike,
+    ThresholdResult,
+    conformal_threshold,
+    exact_alpha,
+    per_step_alpha,
+)
 
 __all__ = [
     "SCHEMA",
@@ -140,7 +146,7 @@ class PerStepCalibration:
     @property
     def step_alpha(self) -> Fraction:
         """Alpha spent at each step: alpha / (T + 1) in anytime mode, else alpha."""
-        return self.alpha_exact / len(self.steps) if self.anytime else self.alpha_exact
+        return per_step_alpha(self.alpha_exact, steps=len(self.steps), anytime=self.anytime)
 
     @property
     def thresholds(self) -> FloatArray:
@@ -194,7 +200,7 @@ class PerStepCalibration:
         if groups_per_step is not None and len(groups_per_step) != len(scores_per_step):
             raise ValueError("groups_per_step must have one entry per step")
         a = exact_alpha(alpha)
-        step_alpha = a / len(scores_per_step) if anytime else a
+        step_alpha = per_step_alpha(a, steps=len(scores_per_step), anytime=anytime)
         steps = []
         for k, scores in enumerate(scores_per_step):
             groups = None

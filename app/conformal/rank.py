@@ -60,6 +60,15 @@ def conformal_rank(n: int, alpha: AlphaLike) -> int:
     return math.ceil((int(n) + 1) * (1 - exact_alpha(alpha)))
 
 
+def per_step_alpha(alpha: AlphaLike, *, steps: int, anytime: bool) -> Fraction:
+    """The alpha each of ``steps`` calibrated steps (0..T: T + 1 of them) is held to, exactly:
+    ``alpha`` itself, or ``alpha / steps`` in anytime mode (a union bound over the steps)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    a = exact_alpha(alpha)
+    return a / steps if anytime else a
+
+
 def min_calibration_size(alpha: AlphaLike) -> int:
     """Return the smallest n whose conformal rank is <= n (a finite threshold)."""
     # r <= n  <=>  (n + 1)(1 - a) <= n  <=>  n >= (1 - a) / a

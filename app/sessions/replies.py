@@ -23,7 +23,7 @@ from typing import Any
 
 from app.calibrations.lookup import Serving
 from app.calibrations.results import GROUP_FIELD
-from app.conformal.rank import exact_alpha, min_calibration_size
+from app.conformal.rank import min_calibration_size, per_step_alpha
 from app.db.models import InterviewSession, Turn
 from app.db.status import SessionStatus
 from app.engine import Differential, SelectionRule, StopReason, TurnOutcome
@@ -141,9 +141,9 @@ def differential_out(
             "calibration_note": f"step {d.step} is beyond the calibrated steps 0..{max_step}",
         }
     else:
-        step_alpha = exact_alpha(d.alpha)
-        if calibration.display.anytime:
-            step_alpha /= calibration.display.max_step + 1
+        step_alpha = per_step_alpha(
+            d.alpha, steps=calibration.display.max_step + 1, anytime=calibration.display.anytime
+        )
         trivial = d.calibrated and (threshold is None or threshold >= 1.0)
         if threshold is None:
             guarantee = GUARANTEE_INSUFFICIENT.format(target=target, n=source.n, step=d.step)

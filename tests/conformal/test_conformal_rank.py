@@ -16,6 +16,7 @@ from app.conformal import (
     lac_threshold,
     min_calibration_size,
 )
+from app.conformal.rank import per_step_alpha
 
 
 def integer_rank(n: int, num: int, den: int) -> int:
@@ -141,3 +142,13 @@ def test_threshold_with_ties_is_the_rth_order_statistic() -> None:
     scores = np.array([0.3, 0.1, 0.3, 0.3, 0.2, 0.9, 0.1, 0.3, 0.5, 0.3])
     # n = 10, alpha = 0.2: r = ceil(11 * 0.8) = ceil(8.8) = 9 -> sorted[8]
     assert lac_threshold(scores, 0.2) == sorted(scores.tolist())[8] == 0.5
+
+
+def test_per_step_alpha_is_alpha_or_its_union_bound_share() -> None:
+    assert per_step_alpha(0.1, steps=3, anytime=False) == Fraction(1, 10)
+    assert per_step_alpha(0.1, steps=3, anytime=True) == Fraction(1, 30)
+    assert per_step_alpha("0.05", steps=1, anytime=True) == Fraction(1, 20)
+    # The smallest calibration that gives a finite threshold grows with the share.
+    assert min_calibration_size(per_step_alpha(0.1, steps=2, anytime=True)) == 19
+    with pytest.raises(ValueError, match="steps"):
+        per_step_alpha(0.1, steps=0, anytime=True)
