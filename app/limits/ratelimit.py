@@ -1,5 +1,12 @@
 """Per-key request rate limits: fixed one-minute windows in Redis, or in memory without it.
 
+Each request gets a number in its key's window, unique across processes; it is allowed when
+the number is within the limit. A process takes numbers from Redis in blocks (``INCRBY``):
+one at a time at first and near the limit, doubling up to ``MAX_BLOCK`` while a key is busy
+and far from it, so a busy key costs one Redis round trip per block instead of per request.
+Numbers a process took but did not hand out before the window ended are lost, so several
+processes may refuse a key slightly before its limit; none ever allows more than the limit.
+
 When Redis is configured but unreachable, an in-process limiter takes over for those
 requests (a warning is logged): a clinic's interview must not stop because the cache is
 down, and a key must not get unlimited requests either. The in-memory limiter counts per
@@ -56,30 +63,62 @@ def _decide(count: int, limit: int, reset_s: int) -> RateDecision:
     )
 
 
-# One round trip and one command: count the hit, start the window's expiry with its first.
-_HIT = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return count
+# One round trip and one command: take a block of numbers, start the window's expiry with its
+# first block.
+_TAKE = """
+local top = redis.call('INCRBY', KEYS[1], ARGV[2])
+if top == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return top
 """
+MAX_BLOCK = 16
+
+
+@dataclass(slots=True)
+class _Block:
+    """Numbers this process took for one key and window: ``next`` up to ``top``."""
+
+    window: int
+    next: int
+    top: int
+    size: int  # the size of the block taken, for the next one
 
 
 class RedisRateLimiter:
     def __init__(self, redis: Redis, *, per_minute: int) -> None:
         self._redis = redis
         self._limit = per_minute
-        self._hit = redis.register_script(_HIT)
+        self._take = redis.register_script(_TAKE)
+        self._blocks: dict[str, _Block] = {}
         self._fallback = MemoryRateLimiter(per_minute=per_minute)
 
     async def hit(self, key: str) -> RateDecision:
         index, reset_s = _window(time.time())
-        name = f"pursuit:rl:{key}:{index}"
+        block = self._blocks.get(key)
+        if block is not None and block.window == index and block.next <= block.top:
+            number = block.next
+            block.next += 1
+            return _decide(number, self._limit, reset_s)
+        size = self._next_size(block, index)
         try:
-            count = await self._hit(keys=[name], args=[WINDOW_S + 5])
+            top = int(
+                await self._take(keys=[f"pursuit:rl:{key}:{index}"], args=[WINDOW_S + 5, size])
+            )
         except (RedisError, OSError) as exc:
             log.warning("rate_limit.redis_unavailable", error=type(exc).__name__)
             return await self._fallback.hit(key)
-        return _decide(int(count), self._limit, reset_s)
+        first = top - size + 1
+        if len(self._blocks) > 100_000:  # drop stale windows now and then
+            self._blocks = {k: b for k, b in self._blocks.items() if b.window == index}
+        self._blocks[key] = _Block(window=index, next=first + 1, top=top, size=size)
+        return _decide(first, self._limit, reset_s)
+
+    def _next_size(self, last: _Block | None, index: int) -> int:
+        """1 for a key's first block in a window; then double, but never more than an eighth
+        of what is left under the limit (so near it, one number at a time: exact)."""
+        if last is None or last.window != index:
+            return 1
+        left = self._limit - last.top
+        return max(1, min(MAX_BLOCK, 2 * last.size, left // 8))
 
 
 class MemoryRateLimiter:
