@@ -17,8 +17,9 @@ times the number of replicas (the same holds while Redis is down).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -55,6 +56,20 @@ class RateLimiter(Protocol):
 def _window(now: float) -> tuple[int, int]:
     index = int(now // WINDOW_S)
     return index, max(1, int((index + 1) * WINDOW_S - now))
+
+
+_MAX_ENTRIES = 100_000
+_Entry = TypeVar("_Entry")
+
+
+def _pruned(
+    entries: dict[str, _Entry], index: int, window: Callable[[_Entry], int]
+) -> dict[str, _Entry]:
+    """``entries`` as they are, or, once they hold more than ``_MAX_ENTRIES`` keys, only those
+    of the current window (per-key state must not grow without bound)."""
+    if len(entries) <= _MAX_ENTRIES:
+        return entries
+    return {k: v for k, v in entries.items() if window(v) == index}
 
 
 def _decide(count: int, limit: int, reset_s: int) -> RateDecision:
@@ -107,8 +122,7 @@ class RedisRateLimiter:
             log.warning("rate_limit.redis_unavailable", error=type(exc).__name__)
             return await self._fallback.hit(key)
         first = top - size + 1
-        if len(self._blocks) > 100_000:  # drop stale windows now and then
-            self._blocks = {k: b for k, b in self._blocks.items() if b.window == index}
+        self._blocks = _pruned(self._blocks, index, lambda b: b.window)
         self._blocks[key] = _Block(window=index, next=first + 1, top=top, size=size)
         return _decide(first, self._limit, reset_s)
 
@@ -131,8 +145,7 @@ class MemoryRateLimiter:
         window, count = self._counts.get(key, (index, 0))
         count = count + 1 if window == index else 1
         self._counts[key] = (index, count)
-        if len(self._counts) > 100_000:  # drop stale windows now and then
-            self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
+        self._counts = _pruned(self._counts, index, lambda v: v[0])
         return _decide(count, self._limit, reset_s)
 
 
@@ -156,5 +169,4 @@ class FailureThrottle:
         index, _ = _window(time.time())
         window, count = self._counts.get(address, (index, 0))
         self._counts[address] = (index, count + 1 if window == index else 1)
-        if len(self._counts) > 100_000:
-            self._counts = {k: v for k, v in self._counts.items() if v[0] == index}
+        self._counts = _pruned(self._counts, index, lambda v: v[0])
