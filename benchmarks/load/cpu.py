@@ -7,8 +7,10 @@ a shared machine can be read against what else was running.
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -20,6 +22,14 @@ class Snapshot:
     process_s: dict[str, float] = field(default_factory=dict)  # name -> CPU seconds so far
     machine_busy_s: float = 0.0
     machine_total_s: float = 0.0
+    at: float = 0.0  # wall-clock time of the snapshot (time.time())
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self)) + "\n")
+
+    @classmethod
+    def read(cls, path: Path) -> Snapshot:
+        return cls(**json.loads(path.read_text()))
 
 
 def _process_stats() -> dict[int, tuple[str, list[str]]]:
@@ -80,7 +90,7 @@ def snapshot(pids: dict[str, int]) -> Snapshot:
     """CPU so far of each named process tree, and of the machine."""
     process = {name: tree_cpu_s(pid) for name, pid in pids.items()}
     busy, total = machine_cpu_s()
-    return Snapshot(process_s=process, machine_busy_s=busy, machine_total_s=total)
+    return Snapshot(process_s=process, machine_busy_s=busy, machine_total_s=total, at=time.time())
 
 
 def usage(before: Snapshot, after: Snapshot, *, wall_s: float, requests: int) -> dict[str, object]:
@@ -107,26 +117,13 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m benchmarks.load.cpu --watch api=PID ... --out FILE``: one snapshot as JSON
     (scripts/load.sh takes one before and one after the interviews)."""
     import argparse
-    import json
-    import time
 
     parser = argparse.ArgumentParser(description="Snapshot the CPU time of process trees.")
     parser.add_argument("--watch", action="append", default=[], help="NAME=PID (repeatable)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     pids = {name: int(pid) for name, _, pid in (w.partition("=") for w in args.watch)}
-    snap = snapshot(pids)
-    args.out.write_text(
-        json.dumps(
-            {
-                "at": time.time(),
-                "process_s": snap.process_s,
-                "machine_busy_s": snap.machine_busy_s,
-                "machine_total_s": snap.machine_total_s,
-            }
-        )
-        + "\n"
-    )
+    snapshot(pids).write(args.out)
 
 
 if __name__ == "__main__":

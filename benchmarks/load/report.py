@@ -111,15 +111,10 @@ def interview_cpu(run: Path, records: list[dict[str, Any]]) -> dict[str, Any] | 
     before_path, after_path = run / "cpu_interviews_before.json", run / "cpu_interviews_after.json"
     if not (before_path.exists() and after_path.exists()):
         return None
-    before, after = (json.loads(p.read_text()) for p in (before_path, after_path))
+    before, after = Snapshot.read(before_path), Snapshot.read(after_path)
     turns = turns_done(records)
-    used = usage(
-        Snapshot(before["process_s"], before["machine_busy_s"], before["machine_total_s"]),
-        Snapshot(after["process_s"], after["machine_busy_s"], after["machine_total_s"]),
-        wall_s=after["at"] - before["at"],
-        requests=turns,
-    )
-    return {"turns": turns, "wall_s": round(after["at"] - before["at"], 1), "usage": used}
+    used = usage(before, after, wall_s=after.at - before.at, requests=turns)
+    return {"turns": turns, "wall_s": round(after.at - before.at, 1), "usage": used}
 
 
 def summarize(run: Path) -> dict[str, Any]:
