@@ -307,7 +307,8 @@ class SessionService:
 
         No transaction: the version, the session with its turns and the audit row are each one
         statement that stands alone (a read changes nothing), which saves the BEGIN and COMMIT
-        round trips on the most frequent request (docs/load.md, "GET of a session: reads without BEGIN/COMMIT").
+        round trips on the most frequent request (docs/load.md, "GET of a session: reads
+        without BEGIN/COMMIT").
         """
         async with statement_session(self.sessionmaker) as db:
             repo = SessionRepository(db)
