@@ -7,9 +7,9 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 
-from app.api.deps import ResourcesDep
+from app.api.deps import resources_of
 from app.api.paging import Cursor, Limit
 from app.api.problems import (
     BODY_LIMIT_RESPONSES,
@@ -22,6 +22,7 @@ from app.api.turn_jobs import ACCEPTED_DOC, JobsDep, accepted, wants_async
 from app.auth.principal import Principal
 from app.db.status import SessionStatus
 from app.errors import InvalidInputError
+from app.resources import Resources
 from app.sessions.jobs import JobKind
 from app.sessions.schemas import (
     ANSWER_EXAMPLE,
@@ -56,7 +57,7 @@ CHANGE_ERRORS = {
 }
 
 
-def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
+def _service(resources: Resources, principal: Principal) -> SessionService:
     return SessionService(
         sessionmaker=resources.sessionmaker,
         provider=resources.provider,
@@ -71,12 +72,12 @@ def _service(resources: ResourcesDep, principal: Principal) -> SessionService:
 
 # The dependencies are async (though they never await) because FastAPI runs sync ones in its
 # threadpool: a thread hop per dependency per request, measurable on the GET path.
-async def writer_service(resources: ResourcesDep, principal: SessionsWriter) -> SessionService:
-    return _service(resources, principal)
+async def writer_service(request: Request, principal: SessionsWriter) -> SessionService:
+    return _service(resources_of(request), principal)
 
 
-async def reader_service(resources: ResourcesDep, principal: SessionsReader) -> SessionService:
-    return _service(resources, principal)
+async def reader_service(request: Request, principal: SessionsReader) -> SessionService:
+    return _service(resources_of(request), principal)
 
 
 WriterDep = Annotated[SessionService, Depends(writer_service)]
@@ -196,14 +197,19 @@ async def list_sessions(
     "/{session_id}",
     operation_id="sessions_get",
     summary="The whole state: transcript, current question, the differential at every step",
+    response_model=SessionDetail,
     responses=ERRORS,
 )
-async def get_session(
-    session_id: uuid.UUID, service: ReaderDep, response: Response
-) -> SessionDetail:
+async def get_session(session_id: uuid.UUID, service: ReaderDep, response: Response) -> Response:
+    # The most frequent request: an unchanged session's detail comes from the service's cache
+    # with its JSON already rendered (``SessionDetail.json_bytes``), so it is sent as is; the
+    # headers the dependencies set on ``response`` (rate limit) are carried over, which
+    # FastAPI does only for the replies it builds itself.
     detail = await service.get(session_id)
-    _etag(response, detail.version)
-    return detail
+    reply = Response(detail.json_bytes(), media_type="application/json")
+    reply.headers.raw.extend(response.headers.raw)
+    _etag(reply, detail.version)
+    return reply
 
 
 @router.post(

@@ -33,11 +33,13 @@ class AuditRepository:
     ) -> None:
         """Append one event within the caller's transaction; the request id is taken from context.
 
-        A Core INSERT built once, not an ORM add + flush: it is on every request's path (reads
-        too), and the ORM's unit of work cost more than the rest of a cached read. The id and
-        time come from the columns' defaults, as for the ORM.
+        A Core INSERT built once, not an ORM add + flush, run on the session's connection
+        (its transaction) rather than through ``Session.execute``: it is on every request's
+        path (reads too), and the ORM's unit of work and execution layer cost more than the
+        rest of a cached read. The id and time come from the columns' defaults, as for the ORM.
         """
-        await self._session.execute(
+        connection = await self._session.connection()
+        await connection.execute(
             _INSERT,
             {
                 "action": action,

@@ -71,8 +71,10 @@ class SessionRepository:
         return (await self._session.scalars(stmt)).all()
 
     async def version(self, session_id: uuid.UUID, *, tenant: str | None) -> int | None:
-        """The session's version if it exists and belongs to ``tenant``: one narrow row."""
-        found = (await self._session.execute(_VERSION, {"id": session_id})).first()
+        """The session's version if it exists and belongs to ``tenant``: one narrow row, read
+        on the session's connection (no ORM execution layer: this runs on every GET)."""
+        connection = await self._session.connection()
+        found = (await connection.execute(_VERSION, {"id": session_id})).first()
         if found is None or (tenant is not None and found.tenant != tenant):
             return None
         return int(found.version)

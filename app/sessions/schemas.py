@@ -9,6 +9,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     field_validator,
     model_validator,
@@ -313,6 +314,17 @@ class SessionDetail(SessionOut):
     inquiry: str
     candidates: list[str]
     transcript: list[TurnOut]
+
+    _json: bytes | None = PrivateAttr(default=None)
+
+    def json_bytes(self) -> bytes:
+        """This reply as JSON (what FastAPI would send for it), rendered once and kept: a
+        detail cached for an unchanged session (``DetailCache``) then serves every GET of its
+        version without being validated and serialised again. A detail is never changed
+        after it is built."""
+        if self._json is None:
+            self._json = self.model_dump_json(by_alias=True).encode()
+        return self._json
 
 
 class FinalOut(SessionOut):
