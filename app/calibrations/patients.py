@@ -23,7 +23,8 @@ def _minilm() -> MiniLM:
 
 
 async def patient_for(kind: PatientKind, llm_patient: SimulatedPatient) -> SimulatedPatient:
-    """The LLM fact-select patient, or a retrieval patient of this run's own.
+    """The LLM fact-select patient, a retrieval patient of this run's own, or the
+    knowledge-base patient (``pursuit kb-cases`` files; it needs no model).
 
     The encoder is loaded once per process; the patient is made per run, inside the running
     event loop, because its lock must not outlive the loop (one ``asyncio.run`` per command,
@@ -31,6 +32,10 @@ async def patient_for(kind: PatientKind, llm_patient: SimulatedPatient) -> Simul
     """
     if kind is PatientKind.LLM:
         return llm_patient
+    if kind is PatientKind.KB:
+        from app.worlds.kb.cases import KbCasePatient
+
+        return KbCasePatient()
     from app.patients.retrieval import RetrievalPatient
 
     return RetrievalPatient(await asyncio.to_thread(_minilm))

@@ -93,8 +93,9 @@ class CalibrationCreate(QuestionPolicy):
     patient: PatientKind = Field(
         default=PatientKind.LLM,
         description=(
-            "Simulated patient answering from the case's facts: 'llm' (MediQ's fact-select) "
-            "or 'retrieval' (the most similar fact by sentence embeddings; cheaper)."
+            "Simulated patient answering from the case's facts: 'llm' (MediQ's fact-select), "
+            "'retrieval' (the most similar fact by sentence embeddings; cheaper) or 'kb' (the "
+            "answer lines of cases written by `pursuit kb-cases`, for the HPO provider)."
         ),
     )
     specialty: str | None = Field(

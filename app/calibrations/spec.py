@@ -60,6 +60,7 @@ class PatientKind(StrEnum):
 
     LLM = "llm"  # MediQ's fact-select patient: the LLM picks the facts (a generation)
     RETRIEVAL = "retrieval"  # the most similar fact by MiniLM embeddings (app.patients)
+    KB = "kb"  # a knowledge-base case's own answer lines (app.worlds.kb.cases; no model)
 
 
 class Purpose(StrEnum):

@@ -170,7 +170,10 @@ def calibrate(
     name: str | None = typer.Option(None, "--name", help="A label for people."),
     activate: bool = typer.Option(False, "--activate", help="Serve it when it succeeds."),
     patient: str = typer.Option(
-        "llm", "--patient", help="llm (MediQ's fact-select) | retrieval (nearest fact, cheap)"
+        "llm",
+        "--patient",
+        help="llm (MediQ's fact-select) | retrieval (nearest fact, cheap) | kb (the answer "
+        "lines of `pursuit kb-cases` files, for PURSUIT_PROVIDER=hpo)",
     ),
     specialty: str | None = typer.Option(None, "--specialty", help="Only this specialty."),
     stratify: bool = typer.Option(
@@ -345,7 +348,7 @@ def bench(
     ),
     seed: int = typer.Option(0, "--seed"),
     anytime: bool = typer.Option(False, "--anytime"),
-    patient: str = typer.Option("llm", "--patient", help="llm | retrieval"),
+    patient: str = typer.Option("llm", "--patient", help="llm | retrieval | kb"),
     specialty: str | None = typer.Option(None, "--specialty"),
     stratify: bool = typer.Option(True, "--stratify/--no-stratify"),
     concurrency: int = typer.Option(4, "--concurrency"),

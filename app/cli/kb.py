@@ -1,12 +1,16 @@
-"""``pursuit bench-kb``: the HPO knowledge-base bench from the command line.
+"""``pursuit bench-kb`` and ``pursuit kb-cases``: the HPO knowledge base from the command line.
 
-``register(cli)`` adds the command. ``--kb hpo`` is the only knowledge base (the hpo3
-wheel's Human Phenotype Ontology); the report has bench20q's shape (``app.research.report``)
-plus ``all_terms`` (every bank term answered) and the HPO attribution.
+``register(cli)`` adds the commands. ``--kb hpo`` is the only knowledge base (the hpo3
+wheel's Human Phenotype Ontology). ``bench-kb``'s report has bench20q's shape
+(``app.research.report``) plus ``all_terms`` (every bank term answered) and the HPO
+attribution; ``kb-cases`` writes labelled cases for ``pursuit calibrate --patient kb``
+(``app.worlds.kb.cases``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 
@@ -17,9 +21,11 @@ from app.engine import Objective
 from app.errors import PursuitError
 from app.research.kb import KbBenchConfig, KbRun, run_kb_sync
 from app.research.report import write_report
+from app.worlds.kb.cases import kb_cases
+from app.worlds.kb.hpo import load_hpo
 from app.worlds.kb.world import PatientConfig, WorldConfig
 
-__all__ = ["bench_kb", "register"]
+__all__ = ["bench_kb", "cases", "register"]
 
 
 def bench_kb(
@@ -128,6 +134,55 @@ def _summary(run: KbRun, wall: float) -> str:
     return "\n".join(lines)
 
 
+def cases(
+    kb: str = typer.Option("hpo", "--kb", help="Knowledge base: hpo (the hpo3 wheel's HPO)."),
+    count: int = typer.Option(500, "--cases", help="Cases to write."),
+    worlds: int = typer.Option(
+        20, "--worlds", help="Differentials, world seeds --world-seed onward; case i takes i % W."
+    ),
+    candidates: int = typer.Option(15, "--candidates", "-K", help="Diseases per differential."),
+    world_seed: int = typer.Option(0, "--world-seed", help="Seed of the first differential."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the true diseases and the patients."),
+    source: str = typer.Option("omim", "--source", help="Candidates from omim | orpha | both."),
+    max_terms: int = typer.Option(
+        300, "--max-terms", help="Questions per differential (the HPO provider asks from 300)."
+    ),
+    ancestor_rate: float = typer.Option(
+        0.2, "--ancestor-rate", help="The patient reports a parent term instead."
+    ),
+    false_positive: float = typer.Option(
+        0.02, "--false-positive", help="The patient's background findings per term."
+    ),
+    unsure_rate: float = typer.Option(0.1, "--unsure-rate", help="The patient answers unsure."),
+    out: Path = typer.Option(..., "--out", help="The MediQ-format JSONL file to write."),
+) -> None:
+    """Write labelled HPO cases for `pursuit calibrate --patient kb`; the file on the last line."""
+    if kb != "hpo":
+        raise typer.BadParameter(f"kb must be hpo, got {kb!r}")
+    try:
+        world = WorldConfig(
+            candidates=candidates, seed=world_seed, source=source, max_terms=max_terms
+        )
+        patient = PatientConfig(
+            ancestor_rate=ancestor_rate, false_positive=false_positive, unsure_rate=unsure_rate
+        )
+        records = kb_cases(
+            load_hpo(), cases=count, worlds=worlds, world=world, patient=patient, seed=seed
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        with partial.open("w", encoding="utf-8") as f:  # whole or nothing: renamed when done
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+        os.replace(partial, out)
+    except (PursuitError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{count} cases over {worlds} differentials of {candidates} diseases")
+    typer.echo(str(out))
+
+
 def register(cli: typer.Typer) -> None:
-    """Add ``bench-kb`` to ``cli``."""
+    """Add ``bench-kb`` and ``kb-cases`` to ``cli``."""
     cli.command("bench-kb")(bench_kb)
+    cli.command("kb-cases")(cases)

@@ -48,13 +48,13 @@ from app.worlds.kb.world import (
     KbWorld,
     PatientConfig,
     WorldConfig,
+    answer_text,
     build_world,
     patient_answers,
 )
-from app.worlds.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, NO, YES, TabularProvider
+from app.worlds.tabular import ANSWER_NO, ANSWER_YES, TabularProvider
 
 __all__ = [
-    "UNSURE",
     "KbBenchConfig",
     "KbRun",
     "all_terms_reference",
@@ -64,7 +64,6 @@ __all__ = [
     "split_answers",
 ]
 
-UNSURE = "Unsure."
 # The tabular model reads neither; an LLM-backed provider would.
 CASE = CaseContext(summary="A patient with a suspected rare disease; yes/no findings.")
 INQUIRY = "Which disease does the patient have?"
@@ -161,12 +160,6 @@ def split_answers(world: KbWorld, games: Games, patient: PatientConfig, seed: in
     )
 
 
-def _reply(code: int) -> str:
-    if code == ANSWER_UNKNOWN:
-        return UNSURE
-    return YES if code == ANSWER_YES else NO
-
-
 async def selection_thresholds(
     provider: PosteriorProvider,
     *,
@@ -194,7 +187,7 @@ async def selection_thresholds(
         answers = patient_answers(world, truth, root.spawn(n), patient)
         questions = np.argsort(rng.random((n, len(bank))), axis=1)[:, : min(k, len(bank))]
         histories: list[History] = [
-            tuple(QA(bank[int(a)], _reply(int(answers[h, a]))) for a in questions[h])
+            tuple(QA(bank[int(a)], answer_text(int(answers[h, a]))) for a in questions[h])
             for h in range(n)
         ]
         return truth, histories

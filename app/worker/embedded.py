@@ -37,7 +37,10 @@ async def embedded_services(resources: Resources) -> AsyncIterator[None]:
         except Exception as exc:  # the service still serves, uncalibrated (and says so)
             log.warning("demo_calibration.failed", error=type(exc).__name__)
     task: asyncio.Task[None] | None = None
-    if settings.runs_inprocess_worker and provider is not None and resources.llm_http is not None:
+    # A worker needs the model the provider serves: the LLM server, or the HPO provider itself
+    # (whose runs use the kb patient); a provider injected without either (tests) runs none.
+    serves_runs = resources.llm_http is not None or settings.provider == "hpo"
+    if settings.runs_inprocess_worker and provider is not None and serves_runs:
         worker = Worker(
             sessionmaker=resources.sessionmaker,
             provider=provider,

@@ -9,6 +9,8 @@ serves nothing else (the serving one is wrapped, metered, and caches posteriors)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from app.engine.types import PosteriorProvider
 from app.errors import NO_LLM_SERVER, UpstreamUnavailableError
 from app.llm import LLMGateway, LRUPosteriorCache
@@ -34,11 +36,22 @@ def open_run_provider(settings: Settings) -> tuple[Resources, PosteriorProvider,
     return resources, provider, simulated_patient(resources)
 
 
-def simulated_patient(resources: Resources) -> SimulatedPatient:
-    """MediQ's fact-select patient on the resources' LLM server."""
-    provider, settings = resources.provider, resources.settings
-    if provider is None or resources.llm_http is None or not settings.llm_model:
+class _NoLLMPatient:
+    """The fact-select patient of a deployment with no LLM server (``PURSUIT_PROVIDER=hpo``):
+    a run that asks it fails with the no-LLM error; runs with another patient need none."""
+
+    async def patient_reply(self, *, facts: Sequence[str], question: str) -> str:
         raise UpstreamUnavailableError(NO_LLM)
+
+
+def simulated_patient(resources: Resources) -> SimulatedPatient:
+    """MediQ's fact-select patient on the resources' LLM server (one that refuses every
+    reply when the resources have no LLM server)."""
+    provider, settings = resources.provider, resources.settings
+    if provider is None:
+        raise UpstreamUnavailableError(NO_LLM)
+    if resources.llm_http is None or not settings.llm_model:
+        return _NoLLMPatient()
     gateway = LLMGateway(
         http=resources.llm_http,
         model=settings.llm_model,

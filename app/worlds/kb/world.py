@@ -38,13 +38,15 @@ import numpy.typing as npt
 
 from app.errors import InvalidInputError
 from app.worlds.kb.hpo import Disease, HpoKb
-from app.worlds.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, TabularModel
+from app.worlds.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, NO, YES, TabularModel
 
 __all__ = [
     "FREQUENCY_CLASSES",
+    "UNSURE",
     "KbWorld",
     "PatientConfig",
     "WorldConfig",
+    "answer_text",
     "build_world",
     "discriminating_terms",
     "naive_bayes",
@@ -62,6 +64,16 @@ FREQUENCY_CLASSES: tuple[tuple[float, float], ...] = ((0.80, 0.99), (0.30, 0.79)
 _SOURCES = ("omim", "orpha", "both")
 # Seed-word tag of the per-world frequency draws.
 _FREQUENCY_TAG = 1 << 29
+
+
+UNSURE = "Unsure."
+
+
+def answer_text(code: int) -> str:
+    """The patient's words for an answer code: "Yes.", "No." or "Unsure."."""
+    if code == ANSWER_UNKNOWN:
+        return UNSURE
+    return YES if code == ANSWER_YES else NO
 
 
 def question_for(name: str) -> str:

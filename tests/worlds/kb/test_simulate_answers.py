@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from app.engine.types import QA
-from app.research.kb import UNSURE, split_answers
+from app.research.kb import split_answers
 from app.research.twentyq.simulate import BenchPolicy, make_games, simulate_tabular
 from app.worlds.kb.hpo import HpoKb
-from app.worlds.kb.world import PatientConfig, WorldConfig, build_world
+from app.worlds.kb.world import UNSURE, PatientConfig, WorldConfig, build_world
 from app.worlds.tabular import ANSWER_NO, ANSWER_UNKNOWN, ANSWER_YES, NO, YES, TabularProvider
 
 REPLY = {ANSWER_YES: YES, ANSWER_NO: NO, ANSWER_UNKNOWN: UNSURE}
