@@ -18,8 +18,9 @@ from app.worlds.kb.world import UNSURE, WorldConfig, build_world
 WORLD = WorldConfig(candidates=8, max_terms=60, seed=5)
 
 
-def _write(path: Path, hpo: HpoKb, **kwargs: int) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in kb_cases(hpo, world=WORLD, **kwargs)))
+def _write(path: Path, hpo: HpoKb, *, cases: int, worlds: int, seed: int = 0) -> Path:
+    records = kb_cases(hpo, cases=cases, worlds=worlds, world=WORLD, seed=seed)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
