@@ -104,11 +104,14 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _settings(verbose: bool) -> Settings:
-    """Settings with the LLM filled in from the local server when not configured."""
+    """Settings with the LLM filled in from the local server when not configured (the HPO
+    provider needs none)."""
     settings = get_settings()
     configure_logging(level="INFO" if verbose else "WARNING", json=settings.log_json)
     if settings.is_embedded_database:
         upgrade_head(settings.effective_database_url)
+    if settings.provider == "hpo":
+        return settings
     from app.tooling import local_llm  # the local-server helper is only needed here
 
     resolved = local_llm.configured_or_local(settings, echo=typer.echo)

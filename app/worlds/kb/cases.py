@@ -10,7 +10,8 @@ seeded by (seed, i). A record holds
 
 - ``options``: the candidates as ``"<id> <name>"`` (what ``HpoProvider`` resolves), and
   ``answer_idx``, the true one's index;
-- ``context[0]``: the presenting phenotype the differential was drawn for;
+- ``context[0]``: the case id and the presenting phenotype the differential was drawn for
+  (the id keeps the fingerprints of one differential's patients apart);
 - ``facts``: the patient's answer to every question of the world's bank, one line each,
   ``"Does the patient have <term>? Yes."`` (``No.``, ``Unsure.``): the whole patient, drawn
   once, so a question asked twice gets the same answer.
@@ -77,13 +78,18 @@ def kb_cases(
         truth = int(np.random.default_rng(truth_seed).integers(len(w.labels)))
         answers = patient_answers(w, [truth], [patient_seed], patient)[0]
         presenting = kb.names[w.presenting].casefold()
+        case_id = f"hpo-{seed}-{i}"
         yield {
-            "id": f"hpo-{seed}-{i}",
+            "id": case_id,
             "question": INQUIRY,
             "options": list(w.labels),
             "answer_idx": truth,
             "answer": w.labels[truth],
-            "context": [f"A patient presenting with {presenting}; a rare disease is suspected."],
+            # The case id makes each patient's fingerprint its own: patients of one
+            # differential share the inquiry and options (the split checks compare them).
+            "context": [
+                f"Patient {case_id} presents with {presenting}; a rare disease is suspected."
+            ],
             "facts": [
                 f"{question} {answer_text(int(code))}"
                 for question, code in zip(w.model.questions, answers, strict=True)

@@ -1,4 +1,4 @@
-"""An HPO deployment calibrated end to end with no LLM: ``pursuit kb-cases`` writes labelled
+"""An HPO deployment calibrated end to end with no LLM server: ``pursuit kb-cases`` writes labelled
 cases, ``pursuit calibrate --patient kb`` calibrates C-IP on them under
 ``PURSUIT_PROVIDER=hpo`` (real PostgreSQL), a session with a held-out case's candidates is
 served by that calibration, and the sets cover held-out patients as promised at every step
@@ -29,6 +29,7 @@ from app.worlds.kb.cases import KbCasePatient
 from app.worlds.kb.hpo import HpoKb
 from app.worlds.kb.provider import HpoProvider
 from tests.conftest import make_key, open_client
+from tests.ports import free_port
 
 ALPHA = 0.1
 T = 3
@@ -58,6 +59,8 @@ def hpo_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("PURSUIT_DATA_DIR", str(settings.data_dir))
     for name in ("PURSUIT_REDIS_URL", "PURSUIT_LLM_BASE_URL", "PURSUIT_LLM_MODEL"):
         monkeypatch.delenv(name, raising=False)
+    # No LLM server where the CLI would look for a local one: none is needed.
+    monkeypatch.setenv("PURSUIT_LLM_PORT", str(free_port()))
     get_settings.cache_clear()
     yield settings.model_copy(update={"provider": "hpo"})
     get_settings.cache_clear()
