@@ -122,7 +122,13 @@ class EstimationAnswers:
         return [self._pool[int(i)] for i in picked]
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         drawn = self.draw(question, m)
         replies = await asyncio.gather(*(self._reply(c, question) for c in drawn))

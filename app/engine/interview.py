@@ -157,7 +157,11 @@ async def plan_turn(
             *(
                 answered(
                     provider.simulate_answers(
-                        case=case, history=history, question=q, m=config.n_answers
+                        case=case,
+                        history=history,
+                        question=q,
+                        labels=label_tuple,
+                        m=config.n_answers,
                     )
                 )
                 for q in to_score

@@ -93,7 +93,18 @@ class PosteriorProvider(Protocol):
         ...
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
-        """Up to ``m`` distinct plausible answers whose weights sum to 1."""
+        """Up to ``m`` distinct plausible answers whose weights sum to 1.
+
+        ``labels`` are the interview's candidates: a provider whose own model of the answers
+        depends on them (the knowledge base's naive Bayes) weighs answers with the same model
+        as its posteriors over them; an LLM patient's answers do not read them.
+        """
         ...

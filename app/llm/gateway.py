@@ -579,7 +579,13 @@ class LLMGateway:
     # --- simulated answers ---------------------------------------------------------------
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         """Up to ``m`` distinct plausible answers whose weights sum to 1 (see ``merge_answers``)."""
         (answers,) = await self.simulate_answers_batch(

@@ -163,10 +163,18 @@ class MeteredProvider:
         return result
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         result: list[WeightedAnswer] = await self._timed(
             "simulate",
-            self._inner.simulate_answers(case=case, history=history, question=question, m=m),
+            self._inner.simulate_answers(
+                case=case, history=history, question=question, labels=labels, m=m
+            ),
         )
         return result

@@ -165,11 +165,15 @@ async def test_estimation_answers_come_from_estimation_patients(
     patient = StubPatient()
     provider = EstimationAnswers(scripted_provider(), patient=patient, pool=pool, seed=3)
     case = CaseContext(summary="x")
-    first = await provider.simulate_answers(case=case, history=(), question="Any cough?", m=3)
+    first = await provider.simulate_answers(
+        case=case, history=(), question="Any cough?", labels=(), m=3
+    )
     drawn = provider.draw("Any cough?", 3)
     assert len(drawn) == 3 and provider.draw("any  COUGH?", 3) == drawn
     replies = ["yes" if "38 C" in c.facts[0] else "no" for c in drawn]
     assert {a.text: a.weight for a in first} == {r: replies.count(r) / 3 for r in set(replies)}
-    again = await provider.simulate_answers(case=case, history=(), question="Any cough?", m=3)
+    again = await provider.simulate_answers(
+        case=case, history=(), question="Any cough?", labels=(), m=3
+    )
     assert again == first and len(patient.calls) == 3  # cached, deterministic
     assert provider.info.extra["answers"] == "estimation"

@@ -76,7 +76,13 @@ class ScriptedProvider:
         return list(proposals)[:n]
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         self.simulate_calls.append(question)
         return list(self.answers.get(question, self.default_answers))[:m]

@@ -321,7 +321,7 @@ async def test_simulate_answers_errors_when_nothing_usable(
     fake_vllm.answers = ["  "]
     gateway, _ = make_gateway()
     with pytest.raises(UpstreamBadOutputError):
-        await gateway.simulate_answers(case=CASE, history=(), question="Smoke?", m=2)
+        await gateway.simulate_answers(case=CASE, history=(), question="Smoke?", labels=(), m=2)
     assert len(fake_vllm.completions()) == 2  # one retry
 
 

@@ -194,7 +194,7 @@ async def test_proposed_questions_parse_and_are_distinct(live_gateway: LLMGatewa
 
 async def test_simulated_answers_weights_sum_to_one(live_gateway: LLMGateway) -> None:
     answers = await live_gateway.simulate_answers(
-        case=CASE, history=BASE, question="Do you smoke?", m=3
+        case=CASE, history=BASE, question="Do you smoke?", labels=(), m=3
     )
     assert 1 <= len(answers) <= 3
     assert math.fsum(a.weight for a in answers) == pytest.approx(1.0)

@@ -92,6 +92,8 @@ async def test_the_gateway_drops_screened_simulated_answers(
     fake_vllm.answers = ["Yes.", "My password is hunter2.", "No."]
     drops: list[tuple[str, Drop]] = []
     gateway, _ = make_gateway(on_drop=lambda kind, why: drops.append((kind, why)))
-    answers = await gateway.simulate_answers(case=CASE, history=(), question="Smoke?", m=3)
+    answers = await gateway.simulate_answers(
+        case=CASE, history=(), question="Smoke?", labels=(), m=3
+    )
     assert sorted(a.text for a in answers) == ["No.", "Yes."]
     assert drops == [("answer", Drop.CREDENTIALS)]

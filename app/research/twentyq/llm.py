@@ -179,7 +179,13 @@ class LLMTwentyQ:
         return dedupe_questions(self._bank, exclude=asked)[: max(n, 0)]
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         """``[("Yes.", P(yes | h, q)), ("No.", P(no | h, q))]`` as the LLM predicts them.
 

@@ -12,11 +12,12 @@ the most even split first); answers are read by their first word (yes / no / any
 else: no information), so every question offers the options yes / no / unsure
 (``answer_options``), whose display texts read that way. A question outside the candidates' terms is an ``InvalidInputError``.
 
-Candidate answers (``simulate_answers``, which the engine calls without the candidates):
-the same naive Bayes over every disease of the knowledge base, so a question's "yes"
-weight is its predictive probability under the history for a patient with any annotated
-disease. It needs no per-session state; the displayed posterior is over the session's
-candidates only.
+Candidate answers (``simulate_answers``): the same candidates' naive Bayes, so a question's
+"yes" weight is its predictive probability under the posterior the session shows
+(``sum_d p(d | h) P(yes | d, q)``). (Until 2026-12-07 the weights came from naive Bayes over
+every disease of the knowledge base, because the engine did not pass the candidates: most
+terms then looked like background findings, "no" got about 0.95 of the weight, and IP and
+C-IP sessions stopped for "no gain" far too early; docs/results-kb.md has the figures.)
 
 The case text and the inquiry are not read. ``info.model`` is ``hpo:<release>:...`` with
 the model's two numbers, so calibrations made with this provider record it as their model.
@@ -36,7 +37,7 @@ from app.engine.types import CaseContext, History, ProviderInfo, WeightedAnswer
 from app.errors import InvalidInputError
 from app.worlds.kb.hpo import Disease, HpoKb
 from app.worlds.kb.world import discriminating_terms, naive_bayes, question_for
-from app.worlds.tabular import ANSWER_NO, ANSWER_YES, NO, YES, TabularModel, parse_answer
+from app.worlds.tabular import TabularModel
 from app.worlds.tabular.provider import TabularProvider
 
 __all__ = ["HpoProvider"]
@@ -68,12 +69,6 @@ class HpoProvider:
         for disease in kb.diseases:  # names last: an id never loses to a name
             self._by_key.setdefault(disease.name.casefold(), disease)
         self._term_of = {normalize_question(question_for(n)): t for t, n in kb.names.items()}
-        # Inverted index, built once: term -> the diseases whose propagated annotations hold it.
-        holders: dict[int, list[int]] = {}
-        for i, disease in enumerate(kb.diseases):
-            for term in kb.propagated(disease):
-                holders.setdefault(term, []).append(i)
-        self._holders = {t: np.asarray(ix, dtype=np.intp) for t, ix in holders.items()}
         self._model = lru_cache(maxsize=256)(self._build_model)
 
     @property
@@ -158,35 +153,20 @@ class HpoProvider:
         """Yes / no / unsure for a question on an HPO term ("Unsure" carries no information)."""
         return YES_NO_UNSURE if normalize_question(question) in self._term_of else None
 
-    def _annotated(self, term: int) -> npt.NDArray[np.bool_]:
-        out = np.zeros(len(self.kb.diseases), dtype=np.bool_)
-        out[self._holders.get(term, np.zeros(0, dtype=np.intp))] = True
-        return out
-
-    def _term(self, question: str) -> int:
-        term = self._term_of.get(normalize_question(question))
-        if term is None:
-            raise InvalidInputError("questions must ask about an HPO term")
-        return term
-
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
-        """``[("Yes.", w), ("No.", 1 - w)]``, w the predictive "yes" over every KB disease."""
-        s, b = self.sensitivity, self.background
-        log_post = np.zeros(len(self.kb.diseases))
-        for qa in history:
-            parsed = parse_answer(qa.answer)
-            if parsed not in (ANSWER_YES, ANSWER_NO):
-                continue
-            p = np.where(self._annotated(self._term(qa.question)), s, b)
-            log_post += np.log(p if parsed == ANSWER_YES else 1.0 - p)
-        post = np.exp(log_post - log_post.max())
-        post /= post.sum()
-        w_yes = float(post @ np.where(self._annotated(self._term(question)), s, b))
-        answers = [WeightedAnswer(YES, w_yes), WeightedAnswer(NO, 1.0 - w_yes)]
-        if m >= 2:
-            return answers
-        if m == 1:
-            return [WeightedAnswer(max(answers, key=lambda x: x.weight).text, 1.0)]
-        return []
+        """``[("Yes.", w), ("No.", 1 - w)]``, w the candidates' predictive "yes" (m = 1: the
+        likelier answer, weight 1)."""
+        if normalize_question(question) not in self._term_of:
+            raise InvalidInputError("questions must ask about an HPO term")
+        provider = TabularProvider(self.model(labels))
+        return await provider.simulate_answers(
+            case=case, history=history, question=question, labels=labels, m=m
+        )

@@ -144,7 +144,13 @@ class TabularProvider:
         ]
 
     async def simulate_answers(
-        self, *, case: CaseContext, history: History, question: str, m: int
+        self,
+        *,
+        case: CaseContext,
+        history: History,
+        question: str,
+        labels: Sequence[str],
+        m: int,
     ) -> list[WeightedAnswer]:
         """``[("Yes.", P(yes | h)), ("No.", P(no | h))]``; with m = 1 the likelier one, weight 1."""
         a = self.model.require_question(question)

@@ -110,15 +110,19 @@ async def test_temperature_tempers_the_label_distribution_only() -> None:
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
     # The answer weights are the LLM's own, untempered.
     cold = await _provider().simulate_answers(
-        case=CASE, history=history, question=GAME.questions[7], m=2
+        case=CASE, history=history, question=GAME.questions[7], labels=(), m=2
     )
     assert (
-        await hot.simulate_answers(case=CASE, history=history, question=GAME.questions[7], m=2)
+        await hot.simulate_answers(
+            case=CASE, history=history, question=GAME.questions[7], labels=(), m=2
+        )
         == cold
     )
     assert [a.text for a in cold] == [YES, NO]
     assert sum(a.weight for a in cold) == pytest.approx(1.0)
-    one = await hot.simulate_answers(case=CASE, history=history, question=GAME.questions[7], m=1)
+    one = await hot.simulate_answers(
+        case=CASE, history=history, question=GAME.questions[7], labels=(), m=1
+    )
     assert len(one) == 1 and one[0].weight == 1.0
     assert one[0].text == max(cold, key=lambda a: a.weight).text
 
@@ -178,7 +182,7 @@ async def test_yes_no_prediction_averages_both_option_orders() -> None:
     fake = FakeVLLM(preference={"Yes": 1.0, "No": 0.0}, letter_a_bias=1.0)
     history = (QA(GAME.questions[0], YES),)
     both = await _fake_provider(fake).simulate_answers(
-        case=CASE, history=history, question=GAME.questions[3], m=2
+        case=CASE, history=history, question=GAME.questions[3], labels=(), m=2
     )
     # "A. Yes" scores 1 + 1 against 0; "A. No" scores 0 + 1 against 1.
     p_first = np.exp(2.0) / (np.exp(2.0) + 1.0)
@@ -191,7 +195,7 @@ async def test_yes_no_prediction_averages_both_option_orders() -> None:
     }
     assert options == {("A. Yes", "B. No"), ("A. No", "B. Yes")}
     one = await _fake_provider(fake, answer_permutations=1).simulate_answers(
-        case=CASE, history=history, question=GAME.questions[3], m=2
+        case=CASE, history=history, question=GAME.questions[3], labels=(), m=2
     )
     assert one[0].weight == pytest.approx(p_first)  # the letter bias goes straight through
 

@@ -103,7 +103,7 @@ async def test_llm_posteriors_and_answer_weights_are_distributions(
         np.testing.assert_allclose(sharp.sum(axis=1), 1.0, atol=1e-12)
         assert (sharp.max(axis=1) >= probs.max(axis=1)).all()  # over-confident at T < 1
         answers = await plain.simulate_answers(
-            case=CASE, history=first, question=GAME.questions[7], m=2
+            case=CASE, history=first, question=GAME.questions[7], labels=(), m=2
         )
         assert [a.text for a in answers] == [YES, NO]
         assert sum(a.weight for a in answers) == pytest.approx(1.0)

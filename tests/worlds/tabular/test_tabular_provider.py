@@ -111,7 +111,9 @@ async def test_answer_distribution_is_the_tempered_posterior_mixture(temperature
     provider = TabularProvider(model(), temperature=temperature)
     h = history(("Is it red?", "Yes."))
     p = await posterior(provider, h)
-    answers = await provider.simulate_answers(case=CASE, history=h, question="Is it big?", m=4)
+    answers = await provider.simulate_answers(
+        case=CASE, history=h, question="Is it big?", labels=(), m=4
+    )
     assert [a.text for a in answers] == [YES, NO]
     assert answers[0].weight == pytest.approx(float(p @ P_YES[:, 0]), rel=1e-12)
     assert answers[0].weight + answers[1].weight == pytest.approx(1.0)
@@ -120,7 +122,9 @@ async def test_answer_distribution_is_the_tempered_posterior_mixture(temperature
     after = [await posterior(provider, (*h, QA("Is it big?", a.text))) for a in answers]
     mixed = sum(a.weight * q for a, q in zip(answers, after, strict=True))
     assert np.allclose(mixed, p, atol=1e-12) == (temperature == 1.0)
-    one = await provider.simulate_answers(case=CASE, history=h, question="Is it big?", m=1)
+    one = await provider.simulate_answers(
+        case=CASE, history=h, question="Is it big?", labels=(), m=1
+    )
     assert len(one) == 1 and one[0].weight == 1.0
 
 
