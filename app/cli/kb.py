@@ -27,9 +27,20 @@ from app.worlds.kb.world import PatientConfig, WorldConfig
 
 __all__ = ["bench_kb", "cases", "register"]
 
+# Options both commands take: the knowledge base, where the candidates come from, the patient.
+KB_OPTION = typer.Option("hpo", "--kb", help="Knowledge base: hpo (the hpo3 wheel's HPO).")
+SOURCE_OPTION = typer.Option("omim", "--source", help="Candidates from omim | orpha | both.")
+ANCESTOR_RATE_OPTION = typer.Option(
+    0.2, "--ancestor-rate", help="The patient reports a parent term instead."
+)
+FALSE_POSITIVE_OPTION = typer.Option(
+    0.02, "--false-positive", help="The patient's background findings per term."
+)
+UNSURE_RATE_OPTION = typer.Option(0.1, "--unsure-rate", help="The patient answers unsure.")
+
 
 def bench_kb(
-    kb: str = typer.Option("hpo", "--kb", help="Knowledge base: hpo (the hpo3 wheel's HPO)."),
+    kb: str = KB_OPTION,
     candidates: int = typer.Option(15, "--candidates", "-K", help="Diseases in the differential."),
     games: int = typer.Option(1000, "--games", help="Test games (patients) per policy."),
     calibration_games: int = typer.Option(
@@ -55,19 +66,15 @@ def bench_kb(
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the games and patients."),
     world_seed: int = typer.Option(0, "--world-seed", help="Seed of the differential."),
-    source: str = typer.Option("omim", "--source", help="Candidates from omim | orpha | both."),
+    source: str = SOURCE_OPTION,
     max_terms: int = typer.Option(300, "--max-terms", help="Largest question bank."),
     sensitivity: float = typer.Option(0.8, "--sensitivity", help="The model's P(yes | annotated)."),
     background: float = typer.Option(
         0.05, "--background", help="The model's P(yes | not annotated)."
     ),
-    ancestor_rate: float = typer.Option(
-        0.2, "--ancestor-rate", help="The patient reports a parent term instead."
-    ),
-    false_positive: float = typer.Option(
-        0.02, "--false-positive", help="The patient's background findings per term."
-    ),
-    unsure_rate: float = typer.Option(0.1, "--unsure-rate", help="The patient answers unsure."),
+    ancestor_rate: float = ANCESTOR_RATE_OPTION,
+    false_positive: float = FALSE_POSITIVE_OPTION,
+    unsure_rate: float = UNSURE_RATE_OPTION,
     out: Path = typer.Option(Path("var/bench-kb"), "--out", help="Report directory."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
 ) -> None:
@@ -135,7 +142,7 @@ def _summary(run: KbRun, wall: float) -> str:
 
 
 def cases(
-    kb: str = typer.Option("hpo", "--kb", help="Knowledge base: hpo (the hpo3 wheel's HPO)."),
+    kb: str = KB_OPTION,
     count: int = typer.Option(500, "--cases", help="Cases to write."),
     worlds: int = typer.Option(
         20, "--worlds", help="Differentials, world seeds --world-seed onward; case i takes i % W."
@@ -143,17 +150,13 @@ def cases(
     candidates: int = typer.Option(15, "--candidates", "-K", help="Diseases per differential."),
     world_seed: int = typer.Option(0, "--world-seed", help="Seed of the first differential."),
     seed: int = typer.Option(0, "--seed", help="Seed of the true diseases and the patients."),
-    source: str = typer.Option("omim", "--source", help="Candidates from omim | orpha | both."),
+    source: str = SOURCE_OPTION,
     max_terms: int = typer.Option(
         300, "--max-terms", help="Questions per differential (the HPO provider asks from 300)."
     ),
-    ancestor_rate: float = typer.Option(
-        0.2, "--ancestor-rate", help="The patient reports a parent term instead."
-    ),
-    false_positive: float = typer.Option(
-        0.02, "--false-positive", help="The patient's background findings per term."
-    ),
-    unsure_rate: float = typer.Option(0.1, "--unsure-rate", help="The patient answers unsure."),
+    ancestor_rate: float = ANCESTOR_RATE_OPTION,
+    false_positive: float = FALSE_POSITIVE_OPTION,
+    unsure_rate: float = UNSURE_RATE_OPTION,
     out: Path = typer.Option(..., "--out", help="The MediQ-format JSONL file to write."),
 ) -> None:
     """Write labelled HPO cases for `pursuit calibrate --patient kb`; the file on the last line."""
@@ -171,10 +174,13 @@ def cases(
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
-        with partial.open("w", encoding="utf-8") as f:  # whole or nothing: renamed when done
-            for record in records:
-                f.write(json.dumps(record) + "\n")
-        os.replace(partial, out)
+        try:  # whole or nothing: renamed when done, removed on any failure
+            with partial.open("w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record) + "\n")
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
     except (PursuitError, ValueError) as exc:
         typer.echo(f"error: {getattr(exc, 'detail', exc)}", err=True)
         raise typer.Exit(2) from exc

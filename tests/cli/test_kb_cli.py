@@ -43,3 +43,18 @@ def test_bad_settings_are_usage_errors() -> None:
     assert runner.invoke(app(), ["bench-kb", "--policies", "cip,magic"]).exit_code == 2
     bad = runner.invoke(app(), ["bench-kb", "--candidates", "1"])
     assert bad.exit_code == 2 and "at least 2 candidates" in bad.output
+
+
+def test_kb_cases_writes_a_dataset_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "cases" / "hpo.jsonl"
+    args = ["kb-cases", "--cases", "6", "--worlds", "2", "--candidates", "5", "--out", str(out)]
+    written = CliRunner().invoke(app(), [*args, "--max-terms", "40"])
+    assert written.exit_code == 0, written.output
+    assert written.output.strip().splitlines()[-1] == str(out)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 6 and all(len(r["options"]) == 5 for r in records)
+    # A usage error leaves nothing behind: no file, no partial one.
+    bad = tmp_path / "bad.jsonl"
+    refused = CliRunner().invoke(app(), ["kb-cases", "--cases", "0", "--out", str(bad)])
+    assert refused.exit_code == 2 and "at least one case" in refused.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases"]
