@@ -468,9 +468,7 @@ async def execute_run(
             calibration_id, CalibrationStatus.FAILED, computed, 0, _elapsed(started), error
         )
     finally:
-        beat.cancel()
-        with contextlib.suppress(BaseException):
-            await beat
+        await _stop(beat)
 
 
 async def join_next(
@@ -556,9 +554,15 @@ async def help_run(
         log.warning("calibration.help_failed", calibration_id=str(calibration_id), error=error)
         return RunOutcome(calibration_id, "helped", computed, 0, _elapsed(started), error)
     finally:
-        beat.cancel()
-        with contextlib.suppress(BaseException):
-            await beat
+        await _stop(beat)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it to end, whatever it raises, without swallowing a
+    cancellation of the caller itself: ``suppress(BaseException)`` around the wait once did,
+    and a worker cancelled just as its run finished went on polling for ever."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _requester(params: dict[str, Any]) -> str | None:

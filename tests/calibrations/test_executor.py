@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.calibrations.executor import claim_run, execute_run
+from app.calibrations.executor import _stop, claim_run, execute_run
 from app.calibrations.repository import CalibrationRepository
 from app.calibrations.service import create_run
 from app.calibrations.spec import RunSpec
@@ -228,3 +228,28 @@ async def test_cancelling_gives_the_run_back_to_the_queue(
     assert row is not None and row.status == "queued"
     assert lease is not None and lease.token is None
     assert {"calibration.create", "calibration.claim"} <= set(actions)
+
+
+async def test_stopping_the_heartbeat_never_swallows_the_workers_own_cancellation() -> None:
+    """A worker cancelled while its run waits for the heartbeat to stop must end: the wait
+    once suppressed every BaseException, the cancellation with it, and the worker polled on
+    for ever (a hang seen in CI, tests/worker/test_shared_run.py)."""
+
+    async def heartbeat() -> None:  # takes a moment to stop, as one mid-write does
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            raise
+
+    async def run_end() -> str:
+        beat = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0)
+        await _stop(beat)
+        return "went on"
+
+    worker = asyncio.create_task(run_end())
+    await asyncio.sleep(0.05)  # inside the wait for the heartbeat
+    worker.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await worker
