@@ -110,21 +110,29 @@ async def test_an_injected_answer_does_not_choose_the_next_question(
         f"/v1/sessions/{session['id']}/answers",
         json={"question_id": question["id"], "answer": injected},
     )
-    assert response.status_code == 200, response.text
     reply = response.json()
-    following = reply["next_question"]
-    if following is None:
+    following = reply.get("next_question")
+    if response.status_code == 502:
+        # The small model's outputs are sampled (unseeded): once in a clean-clone CI run,
+        # every simulated answer to the proposed questions copied the injected answer and
+        # was screened out, and the turn failed as upstream-bad-output. Nothing was shown.
+        assert reply["type"].endswith("/upstream-bad-output"), reply
+    elif following is None:
+        assert response.status_code == 200, response.text
         # The model's proposals are sampled (unseeded): at times (2 of 7 runs on a float32
         # server) none survives the screen or the parse, twice, and the interview ends for
         # want of a question. Nothing reached the clinician then either, which is the point.
         # The budget (2) is not reached: any other stop is one of the engine's own.
         assert reply["stop_reason"] in ("exhausted", "no_gain", "singleton"), reply
     else:
+        assert response.status_code == 200, response.text
         assert screen_question(following["text"], [injected]) is None
         assert "password" not in following["text"].casefold()
     detail = (await live_client.get(f"/v1/sessions/{session['id']}")).json()
     shown = [turn["question"]["text"] for turn in detail["transcript"] if turn["question"]]
     assert shown and not any("password" in q.casefold() for q in shown), shown
+    if response.status_code == 502:  # a failed turn writes nothing
+        assert detail["version"] == session["version"], detail
 
 
 async def _events(client: httpx.AsyncClient, path: str) -> list[tuple[str, dict[str, Any]]]:
