@@ -16,8 +16,9 @@ Candidate answers (``simulate_answers``): the same candidates' naive Bayes, so a
 "yes" weight is its predictive probability under the posterior the session shows
 (``sum_d p(d | h) P(yes | d, q)``). (Until 2026-12-07 the weights came from naive Bayes over
 every disease of the knowledge base, because the engine did not pass the candidates: most
-terms then looked like background findings, "no" got about 0.95 of the weight, and IP and
-C-IP sessions stopped for "no gain" far too early; docs/results-kb.md has the figures.)
+terms then looked like background findings, "no" got most of the weight (0.925 where the
+candidates' model says 0.7), and IP and C-IP sessions stopped for "no gain" far too early;
+docs/results-kb.md has the figures.)
 
 The case text and the inquiry are not read. ``info.model`` is ``hpo:<release>:...`` with
 the model's two numbers, so calibrations made with this provider record it as their model.
@@ -69,7 +70,10 @@ class HpoProvider:
         for disease in kb.diseases:  # names last: an id never loses to a name
             self._by_key.setdefault(disease.name.casefold(), disease)
         self._term_of = {normalize_question(question_for(n)): t for t, n in kb.names.items()}
-        self._model = lru_cache(maxsize=256)(self._build_model)
+        # One tabular provider per candidate tuple, kept: every method asks the same model.
+        self._tabular = lru_cache(maxsize=256)(
+            lambda labels: TabularProvider(self._build_model(labels))
+        )
 
     @property
     def info(self) -> ProviderInfo:
@@ -120,7 +124,11 @@ class HpoProvider:
 
     def model(self, labels: Sequence[str]) -> TabularModel:
         """The naive-Bayes model of these candidates (cached per candidate tuple)."""
-        return self._model(tuple(labels))
+        return self._tabular_for(labels).model
+
+    def _tabular_for(self, labels: Sequence[str]) -> TabularProvider:
+        provider: TabularProvider = self._tabular(tuple(labels))
+        return provider
 
     async def label_posteriors(
         self,
@@ -131,8 +139,7 @@ class HpoProvider:
         labels: Sequence[str],
     ) -> FloatArray:
         """(H, len(labels)): the candidates' naive-Bayes posteriors."""
-        provider = TabularProvider(self.model(labels))
-        return await provider.label_posteriors(
+        return await self._tabular_for(labels).label_posteriors(
             case=case, histories=histories, inquiry=inquiry, labels=labels
         )
 
@@ -166,7 +173,6 @@ class HpoProvider:
         likelier answer, weight 1)."""
         if normalize_question(question) not in self._term_of:
             raise InvalidInputError("questions must ask about an HPO term")
-        provider = TabularProvider(self.model(labels))
-        return await provider.simulate_answers(
+        return await self._tabular_for(labels).simulate_answers(
             case=case, history=history, question=question, labels=labels, m=m
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from app.calibrations.repository import CalibrationRepository
 from app.calibrations.spec import RunSpec
 from app.cli.main import cli
 from app.conformal.rank import conformal_rank
+from app.datasets import MediQCase
 from app.db.engine import create_engine, create_sessionmaker
 from app.main import create_app
 from app.research.report import coverage_p_value
@@ -78,14 +79,13 @@ async def _stored_result(settings: Settings, run_id: uuid.UUID) -> dict[str, Any
     return row.result
 
 
-async def _held_out(spec: RunSpec, hpo: HpoKb) -> list[CaseResult]:
+async def _held_out(spec: RunSpec, test_cases: Sequence[MediQCase], hpo: HpoKb) -> list[CaseResult]:
     """The test split's cases interviewed as the calibration interviewed its own."""
     results: list[CaseResult] = []
 
     async def keep(result: CaseResult) -> None:
         results.append(result)
 
-    test_cases = spec.splits(await asyncio.to_thread(spec.load_dataset)).test
     await run_cases(
         list(enumerate(test_cases)),
         spec=spec,
@@ -131,8 +131,9 @@ async def test_an_hpo_deployment_is_calibrated_and_serves_calibrated_sets(
         assert run["model"].startswith("hpo:") and run["params"]["patient"] == "kb"
         # The API names the dataset without its server path; the run read this file.
         spec = RunSpec.from_params({**run["params"], "dataset": str(cases)})
-        held_out = await _held_out(spec, hpo)
-        case = spec.splits(spec.load_dataset()).test[0]
+        test_cases = spec.splits(await asyncio.to_thread(spec.load_dataset)).test
+        held_out = await _held_out(spec, test_cases, hpo)
+        case = test_cases[0]
         body: dict[str, Any] = {
             "patient": {"summary": case.summary},
             "inquiry": case.inquiry,
@@ -152,7 +153,7 @@ async def test_an_hpo_deployment_is_calibrated_and_serves_calibrated_sets(
         assert other.status_code == 201 and other.json()["differential"]["calibrated"] is False
 
     thresholds = run["result"]["thresholds"]
-    assert len(thresholds) == T + 1 and len(held_out) == len(spec.splits(spec.load_dataset()).test)
+    assert len(thresholds) == T + 1 and len(held_out) == len(test_cases)
     scores = np.array([r.scores for r in held_out])  # (n_test, T + 1)
     n_test = len(held_out)
     for k in range(T + 1):
