@@ -2,14 +2,18 @@
 
     .venv/bin/python -m benchmarks.load.get_bench --workers 2 --rates 150,300 --duration 30
 
-What it does: a fresh PostgreSQL database (migrated), an API key, ``--sessions`` interviews of
-3 answered turns each (made in-process with the sessions tests' scripted model, so replies are the
+What it does: a fresh PostgreSQL database (migrated), an API key, ``--sessions`` interviews of 3
+answered turns each (made in-process with the sessions tests' scripted model, so replies are the
 ~9 kB of the load test's sessions), then `pursuit serve --workers N` on its own port
 (PostgreSQL, Redis, no LLM) and, per rate, the open-loop client of ``fixed_rate`` for
 ``--warmup`` + ``--duration`` seconds. It prints one line per rate (latency percentiles from
 each request's due time, errors, and the CPU per request of the API processes, PostgreSQL and
 Redis, and how busy the machine was) and writes the summaries to ``--out``. The database is
-dropped at the end. ``scripts/load.sh`` is the whole-stack run (interviews against the local
+dropped at the end. With ``--bare``, ``benchmarks/load/bare_app.py`` (the same row read on bare
+FastAPI) runs beside the service on its own port, and each of ``--rounds`` rounds measures both
+at every rate, back to back and in alternating order; the API CPU per GET of the service over
+the bare app's is reported per round, with the median and a 95% interval over the rounds (and in
+``--out``/ratios.json). ``scripts/load.sh`` is the whole-stack run (interviews against the local
 vLLM, then the same GETs); this one isolates the read path so a change to it can be measured
 before and after in one sitting.
 """
@@ -20,8 +24,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
+import statistics
 import subprocess
 import time
 import uuid
@@ -31,6 +37,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from scipy import stats
 from sqlalchemy.engine import make_url
 
 from app.auth.keys import Scope
@@ -115,6 +122,30 @@ def _wait_ready(url: str, timeout_s: float = 60.0) -> None:
     raise SystemExit(f"the API at {url} did not become ready in {timeout_s:.0f} s")
 
 
+def ratio_summary(ratios: list[float]) -> dict[str, Any]:
+    """Median, geometric mean and a 95% Student-t interval of the geometric mean of paired
+    ratios (one per round): a ratio of CPU times is read on the log scale."""
+    logs = [math.log(r) for r in ratios]
+    summary: dict[str, Any] = {
+        "rounds": len(ratios),
+        "median": round(statistics.median(ratios), 3),
+        "geometric_mean": round(math.exp(statistics.fmean(logs)), 3),
+        "ci95": None,
+    }
+    if len(logs) >= 2:
+        half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+        mean = statistics.fmean(logs)
+        summary["ci95"] = [round(math.exp(mean - half), 3), round(math.exp(mean + half), 3)]
+    return summary
+
+
+def _rounds(labels: list[str], rounds: int) -> Iterator[tuple[int, list[str]]]:
+    """The phase order of each round: A B, then B A, and so on (a drift in the machine's
+    load over the run then falls on both sides alike)."""
+    for r in range(rounds):
+        yield r, labels if r % 2 == 0 else labels[::-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=1, help="API worker processes")
@@ -128,36 +159,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bare",
         action="store_true",
-        help="also serve benchmarks/load/bare_app.py (the same row read, bare FastAPI) and "
-        "report the API CPU per GET of the service over the bare app's",
+        help="also serve benchmarks/load/bare_app.py (the same row read, bare FastAPI) beside "
+        "the service and report the API CPU per GET of the service over the bare app's",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with --bare: measure service and bare this many times per rate, alternating "
+        "which goes first, and summarise the paired ratios (median, 95%% interval)",
     )
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
-    server: subprocess.Popen[bytes] | None = None
+    servers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def stop_server() -> None:
-        running = server
-        if running is not None:
+    def stop_servers() -> None:
+        for running in servers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(running.pid, signal.SIGTERM)
+        for running in servers.values():
             running.wait(timeout=30)
 
     with contextlib.ExitStack() as stack:
         settings, key, sessions = stack.enter_context(
             scratch_database("getbench", sessions=args.sessions)
         )
-        stack.callback(stop_server)  # before the database is dropped
-        database_url = str(settings.database_url)
-        port = args.port or free_port()
-        url = f"http://127.0.0.1:{port}"
+        stack.callback(stop_servers)  # before the database is dropped
         env = {
             **os.environ,
-            "PURSUIT_DATABASE_URL": database_url,
+            "PURSUIT_DATABASE_URL": str(settings.database_url),
             "PURSUIT_REDIS_URL": REDIS_URL,
             "PURSUIT_RATE_LIMIT_PER_MINUTE": "10000000",
             "PURSUIT_LOG_JSON": "true",
         }
+        port = args.port or free_port()
+        ports = {"service": port}
         commands = {
             "service": [
                 str(ROOT / ".venv" / "bin" / "pursuit"),
@@ -169,11 +208,14 @@ def main(argv: list[str] | None = None) -> None:
             ],
         }
         if args.bare:
+            # Both run for the whole benchmark, each on its own port: an idle server costs
+            # next to nothing, and the phases of one round are then seconds apart.
+            ports["bare"] = free_port()
             commands["bare"] = [
                 str(ROOT / ".venv" / "bin" / "uvicorn"),
                 "benchmarks.load.bare_app:app",
                 "--port",
-                str(port),
+                str(ports["bare"]),
                 "--workers",
                 str(args.workers),
                 "--no-access-log",
@@ -184,9 +226,9 @@ def main(argv: list[str] | None = None) -> None:
             import uvloop
 
             uvloop.install()
-        per_get: dict[str, dict[float, float]] = {}
+        watched: dict[str, dict[str, int]] = {}
         for label, command in commands.items():
-            server = subprocess.Popen(
+            servers[label] = subprocess.Popen(
                 command,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -194,53 +236,75 @@ def main(argv: list[str] | None = None) -> None:
                 start_new_session=True,
                 cwd=ROOT,
             )
-            _wait_ready(url)
-            watched = {"api": server.pid}
+            _wait_ready(f"http://127.0.0.1:{ports[label]}")
+            watched[label] = {"api": servers[label].pid}
             for name_, command_ in (("postgres", "postgres"), ("redis", "redis-server")):
                 if (pid := cpu.oldest_pid(command_)) is not None:
-                    watched[name_] = pid  # PostgreSQL: the postmaster, whose tree has the backends
+                    # PostgreSQL: the postmaster, whose tree has the backends
+                    watched[label][name_] = pid
+        # rate -> label -> API CPU ms per GET, one per round
+        per_get: dict[float, dict[str, list[float]]] = {rate: {} for rate in rates}
+        for round_, order in _rounds(list(commands), args.rounds if args.bare else 1):
             for rate in rates:
-                samples, usage = asyncio.run(
-                    fixed_rate.run(
-                        url=url,
-                        key=key,
-                        sessions=sessions,
-                        rate=rate,
-                        duration=args.duration,
-                        warmup=args.warmup,
-                        request_timeout_s=10.0,
-                        max_connections=args.max_connections,
-                        watch_pids=watched,
+                for label in order:
+                    samples, usage = asyncio.run(
+                        fixed_rate.run(
+                            url=f"http://127.0.0.1:{ports[label]}",
+                            key=key,
+                            sessions=sessions,
+                            rate=rate,
+                            duration=args.duration,
+                            warmup=args.warmup,
+                            request_timeout_s=10.0,
+                            max_connections=args.max_connections,
+                            watch_pids=watched[label],
+                        )
                     )
-                )
-                summary = fixed_rate.summarize(
-                    samples, rate=rate, duration=args.duration, goal_p99_ms=25.0
-                )
-                summary.update(workers=args.workers, sessions=len(sessions), cpu=usage)
-                print(f"{label}: {_line(summary)}", flush=True)
-                api = usage.get("api")
-                api_ms = api.get("cpu_ms_per_request") if isinstance(api, dict) else None
-                if isinstance(api_ms, int | float):
-                    per_get.setdefault(label, {})[rate] = float(api_ms)
-                if args.out:
-                    args.out.mkdir(parents=True, exist_ok=True)
-                    suffix = "" if label == "service" else f"_{label}"
-                    (args.out / f"get_{rate:g}{suffix}.json").write_text(
-                        json.dumps(summary, indent=2) + "\n"
+                    summary = fixed_rate.summarize(
+                        samples, rate=rate, duration=args.duration, goal_p99_ms=25.0
                     )
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-            server = None
-        if "bare" in per_get:
-            for rate, bare_ms in per_get["bare"].items():
-                service_ms = per_get.get("service", {}).get(rate)
-                if service_ms is not None and bare_ms > 0:
-                    print(
-                        f"{rate:g} req/s: API CPU per GET, service {service_ms:.2f} ms / bare "
-                        f"{bare_ms:.2f} ms = {service_ms / bare_ms:.2f}x (goal 1.3x)",
-                        flush=True,
-                    )
+                    summary.update(workers=args.workers, sessions=len(sessions), cpu=usage)
+                    print(f"round {round_ + 1} {label}: {_line(summary)}", flush=True)
+                    api = usage.get("api")
+                    api_ms = api.get("cpu_ms_per_request") if isinstance(api, dict) else None
+                    if isinstance(api_ms, int | float):
+                        per_get[rate].setdefault(label, []).append(float(api_ms))
+                    if args.out:
+                        args.out.mkdir(parents=True, exist_ok=True)
+                        suffix = "" if label == "service" else f"_{label}"
+                        name = f"get_{rate:g}{suffix}" + (f"_r{round_ + 1}" if args.bare else "")
+                        (args.out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if args.bare:
+            _report_ratios(per_get, args.out)
+
+
+def _report_ratios(per_get: dict[float, dict[str, list[float]]], out: Path | None) -> None:
+    """Print (and write to OUT/ratios.json) each rate's paired ratios, service over bare."""
+    report: dict[str, Any] = {}
+    for rate, by_label in per_get.items():
+        pairs = list(zip(by_label.get("service", []), by_label.get("bare", []), strict=False))
+        ratios = [service / bare for service, bare in pairs if bare > 0]
+        if not ratios:
+            continue
+        summary = ratio_summary(ratios)
+        report[f"{rate:g}"] = {
+            "service_ms": [s for s, _ in pairs],
+            "bare_ms": [b for _, b in pairs],
+            "ratios": [round(r, 3) for r in ratios],
+            **summary,
+        }
+        interval = summary["ci95"]
+        print(
+            f"{rate:g} req/s: API CPU per GET, service over bare, {len(ratios)} paired rounds: "
+            + ", ".join(f"{r:.2f}x" for r in ratios)
+            + f"; median {summary['median']:.2f}x, geometric mean {summary['geometric_mean']:.2f}x"
+            + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+            + " (goal 1.3x)",
+            flush=True,
+        )
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ratios.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 def _line(summary: dict[str, Any]) -> str:
