@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         return not self.database_url
 
     @property
+    def needs_llm_server(self) -> bool:
+        """Posteriors come from the LLM server (the HPO provider computes its own)."""
+        return self.provider == "llm"
+
+    @property
     def runs_inprocess_worker(self) -> bool:
         if self.inprocess_worker is not None:
             return self.inprocess_worker

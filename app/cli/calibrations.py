@@ -110,7 +110,7 @@ def _settings(verbose: bool) -> Settings:
     configure_logging(level="INFO" if verbose else "WARNING", json=settings.log_json)
     if settings.is_embedded_database:
         upgrade_head(settings.effective_database_url)
-    if settings.provider == "hpo":
+    if not settings.needs_llm_server:
         return settings
     from app.tooling import local_llm  # the local-server helper is only needed here
 

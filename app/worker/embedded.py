@@ -39,7 +39,7 @@ async def embedded_services(resources: Resources) -> AsyncIterator[None]:
     task: asyncio.Task[None] | None = None
     # A worker needs the model the provider serves: the LLM server, or the HPO provider itself
     # (whose runs use the kb patient); a provider injected without either (tests) runs none.
-    serves_runs = resources.llm_http is not None or settings.provider == "hpo"
+    serves_runs = resources.llm_http is not None or not settings.needs_llm_server
     if settings.runs_inprocess_worker and provider is not None and serves_runs:
         worker = Worker(
             sessionmaker=resources.sessionmaker,
