@@ -12,14 +12,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.repository import AuditRepository
+from app.audit.repository import SUCCESS, AuditRepository, Lookup
 
 __all__ = ["SUCCESS", "Auditor", "ResourceType"]
-
-SUCCESS = "success"
 
 
 class ResourceType(StrEnum):
@@ -53,6 +52,20 @@ class Auditor:
             resource_type=self.resource_type.value,
             resource_id=None if resource_id is None else str(resource_id),
             outcome=outcome,
+            actor_key_id=self.actor_key_id,
+            tenant=self.tenant,
+        )
+
+    async def lookup(
+        self, db: AsyncSession, lookup: Lookup, *, action: str, resource_id: uuid.UUID | str
+    ) -> Any:
+        """Run an ``audited_read`` (a read and its event, one statement) within ``db``'s
+        transaction: the value found, or None, recorded as "not_found"."""
+        return await AuditRepository(db).lookup(
+            lookup,
+            action=action,
+            resource_type=self.resource_type.value,
+            resource_id=str(resource_id),
             actor_key_id=self.actor_key_id,
             tenant=self.tenant,
         )

@@ -10,15 +10,28 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
+from app.audit.repository import Lookup, audited_read
 from app.db.keyset import newest_first
 from app.db.models import IdempotencyRecord, InterviewSession, Turn, TurnJob
 from app.pagination import Position
 
 _SESSIONS = cast(sa.Table, InterviewSession.__table__)
-# Core, built once: every GET runs it, and the ORM's per-statement overhead was most of a GET.
-_VERSION = sa.select(_SESSIONS.c.version, _SESSIONS.c.tenant).where(
-    _SESSIONS.c.id == sa.bindparam("id")
+_VERSION = sa.select(_SESSIONS.c.version).where(_SESSIONS.c.id == sa.bindparam("session_id"))
+# Core, built once: every GET runs one (the ORM's per-statement overhead was most of a GET).
+_AUDITED_VERSION = audited_read(_VERSION.scalar_subquery())
+_AUDITED_VERSION_OF_TENANT = audited_read(
+    _VERSION.where(_SESSIONS.c.tenant == sa.bindparam("session_tenant")).scalar_subquery()
 )
+
+
+def version_lookup(session_id: uuid.UUID, *, tenant: str | None) -> Lookup:
+    """The session's version if it exists and belongs to ``tenant`` (any tenant's for a
+    caller without one), read by the statement that also appends the read's audit event
+    (``Auditor.lookup``)."""
+    if tenant is None:
+        return Lookup(_AUDITED_VERSION, {"session_id": session_id})
+    return Lookup(_AUDITED_VERSION_OF_TENANT, {"session_id": session_id, "session_tenant": tenant})
+
 
 # What a listing reads of a session: no patient text (summary, inquiry, candidates, turns).
 SUMMARY_COLUMNS = (
@@ -69,15 +82,6 @@ class SessionRepository:
             limit=limit,
         )
         return (await self._session.scalars(stmt)).all()
-
-    async def version(self, session_id: uuid.UUID, *, tenant: str | None) -> int | None:
-        """The session's version if it exists and belongs to ``tenant``: one narrow row, read
-        on the session's connection (no ORM execution layer: this runs on every GET)."""
-        connection = await self._session.connection()
-        found = (await connection.execute(_VERSION, {"id": session_id})).first()
-        if found is None or (tenant is not None and found.tenant != tenant):
-            return None
-        return int(found.version)
 
     async def with_turns(
         self, session_id: uuid.UUID, *, tenant: str | None

@@ -65,7 +65,7 @@ from app.sessions.replies import (
     session_summary,
     turn_row,
 )
-from app.sessions.repository import SessionRepository
+from app.sessions.repository import SessionRepository, version_lookup
 from app.sessions.schemas import (
     AnswerIn,
     DifferentialOut,
@@ -305,26 +305,29 @@ class SessionService:
     async def get(self, session_id: uuid.UUID) -> SessionDetail:
         """The whole state; an unchanged session's comes from ``details`` (read audited still).
 
-        No transaction: the version, the session with its turns and the audit row are each one
-        statement that stands alone (a read changes nothing), which saves the BEGIN and COMMIT
-        round trips on the most frequent request (docs/load.md, "GET of a session: reads
-        without BEGIN/COMMIT").
+        One statement reads the version and appends the read's audit event ("success", or
+        "not_found": no such session, or another tenant's); a cache miss reads the session with
+        its turns in a second. No transaction: each statement stands alone (a read changes
+        nothing), which saves the BEGIN and COMMIT round trips on the most frequent request
+        (docs/load.md, "GET of a session").
         """
         async with statement_session(self.sessionmaker) as db:
-            repo = SessionRepository(db)
-            version = await repo.version(session_id, tenant=self.tenant)
+            version = await self._auditor.lookup(
+                db,
+                version_lookup(session_id, tenant=self.tenant),
+                action="session.read",
+                resource_id=session_id,
+            )
             if version is None:
-                await self._audit(db, "session.read", session_id, "not_found")
                 raise NotFoundError(f"no session {session_id}")
             detail = self.details.get(session_id, version)
             if detail is None:
-                found = await repo.with_turns(session_id, tenant=self.tenant)
-                if found is None:  # erased since the version was read
+                found = await SessionRepository(db).with_turns(session_id, tenant=self.tenant)
+                if found is None:  # erased since the version was read: the trail says so too
                     await self._audit(db, "session.read", session_id, "not_found")
                     raise NotFoundError(f"no session {session_id}")
                 detail = session_detail(*found)
                 self.details.put(session_id, detail)
-            await self._audit(db, "session.read", session_id, "success")
         return detail
 
     async def page(

@@ -11,9 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from app.audit.auditor import Auditor, ResourceType
 from app.audit.repository import AuditRepository
 from app.context import request_id_var
-from app.db.engine import create_engine, create_sessionmaker
+from app.db.engine import create_engine, create_sessionmaker, statement_session
+from app.db.models import AuditEvent, InterviewSession
+from app.sessions.repository import version_lookup
 from app.settings import Settings
 
 
@@ -160,3 +163,62 @@ async def test_a_member_of_the_retention_role_can_purge(postgres_settings: Setti
             await conn.execute(sa.text(f"REVOKE ALL ON audit_events FROM {purger}"))
             await conn.execute(sa.text(f"DROP ROLE IF EXISTS {purger}"))
         await admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("asking_tenant", "exists", "found"),
+    [("clinic-a", True, 3), (None, True, 3), ("clinic-b", True, None), ("clinic-a", False, None)],
+)
+async def test_an_audited_read_returns_what_it_found_and_records_one_event(
+    settings: Settings, asking_tenant: str | None, exists: bool, found: int | None
+) -> None:
+    # The GET path's one statement: the session's version (only the asking tenant's session,
+    # or any for a caller without a tenant) and the read's event, "not_found" when nothing was.
+    engine = create_engine(settings.effective_database_url)
+    session_id = uuid.uuid4()
+    token = request_id_var.set("req-audited-read")
+    try:
+        maker = create_sessionmaker(engine)
+        if exists:
+            async with maker.begin() as db:
+                db.add(_session_row(session_id, tenant="clinic-a", version=3))
+        async with statement_session(maker) as db:
+            auditor = Auditor(ResourceType.SESSION, tenant=asking_tenant, actor_key_id="key-1")
+            version = await auditor.lookup(
+                db,
+                version_lookup(session_id, tenant=asking_tenant),
+                action="session.read",
+                resource_id=session_id,
+            )
+        async with maker() as db:
+            events = (await db.execute(sa.select(AuditEvent))).scalars().all()
+    finally:
+        request_id_var.reset(token)
+        await engine.dispose()
+    assert version == found
+    assert [(e.action, e.resource_id, e.outcome) for e in events] == [
+        ("session.read", str(session_id), "success" if found else "not_found")
+    ]
+    event = events[0]
+    assert (event.tenant, event.actor_key_id, event.request_id) == (
+        asking_tenant,
+        "key-1",
+        "req-audited-read",
+    )
+    assert event.id is not None and event.occurred_at is not None
+
+
+def _session_row(session_id: uuid.UUID, *, tenant: str, version: int) -> InterviewSession:
+    return InterviewSession(
+        id=session_id,
+        tenant=tenant,
+        status="active",
+        version=version,
+        patient_summary="",
+        inquiry="",
+        candidates=["a", "b"],
+        config={},
+        seed=0,
+        model="m",
+        prompt_version="p",
+    )
