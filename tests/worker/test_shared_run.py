@@ -22,6 +22,10 @@ from tests.calibrations.test_runner import spec_for
 from tests.worker.conftest import Maker
 
 CASES = 12
+# How long a claim may go without a heartbeat (every 0.1 s) before another worker takes it.
+# These workers share one event loop: with 0.5 s, a loaded CI machine once delayed a live
+# worker's heartbeats past it, and its two reclaimed cases were taken and redone again.
+LEASE_S = 2.0
 
 
 class SlowPatient(StubPatient):
@@ -134,8 +138,8 @@ async def test_a_killed_workers_cases_are_redone_once_and_thresholds_unchanged(
 
     calibration_id = await _queue(maker, tmp_path)
     # The victim dies (Crash is not an Exception: nothing is given back) in its 2nd case.
-    dying = worker(maker, "dying", patient=SlowPatient(crash_after=3), lease_timeout_s=0.5)
-    others = [worker(maker, f"w{i}", lease_timeout_s=0.5, heartbeat_s=0.1) for i in range(2)]
+    dying = worker(maker, "dying", patient=SlowPatient(crash_after=3), lease_timeout_s=LEASE_S)
+    others = [worker(maker, f"w{i}", lease_timeout_s=LEASE_S, heartbeat_s=0.1) for i in range(2)]
     if victim == "owner":
         with pytest.raises(BaseExceptionGroup) as died:
             await dying.run_once()
@@ -143,7 +147,7 @@ async def test_a_killed_workers_cases_are_redone_once_and_thresholds_unchanged(
         await _run_together(maker, calibration_id, others)
     else:
         slow_owner = worker(
-            maker, "owner", SlowPatient(delay_s=0.1), lease_timeout_s=0.5, heartbeat_s=0.1
+            maker, "owner", SlowPatient(delay_s=0.1), lease_timeout_s=LEASE_S, heartbeat_s=0.1
         )
         owner = asyncio.create_task(slow_owner.run())
         try:
