@@ -397,7 +397,10 @@ def bench(
     write_report(
         out,
         report,
-        title="MediQ (iMedQA) interviews",
+        # kb cases are MediQ-format files of simulated knowledge-base patients, not iMedQA.
+        title="Knowledge-base (kb) case interviews"
+        if spec.patient is PatientKind.KB
+        else "MediQ (iMedQA) interviews",
         settings={
             **{k: v for k, v in spec.settings().items() if k not in ("policies", "test_cases")},
             "wall time (s)": report["wall_seconds"],

@@ -152,6 +152,30 @@ async def test_an_hpo_deployment_is_calibrated_and_serves_calibrated_sets(
         other = await client.post("/v1/sessions", json={**body, "n_answers": 3})
         assert other.status_code == 201 and other.json()["differential"]["calibrated"] is False
 
+    # The same cases and this calibration benchmark C-IP with no LLM either, in a report
+    # titled as what the cases are.
+    report = tmp_path / "bench"
+    await asyncio.to_thread(
+        _invoke,
+        "bench",
+        "--dataset",
+        str(cases),
+        "--patient",
+        "kb",
+        "--calibration",
+        str(run_id),
+        "--policies",
+        "cip",
+        *policy_flags[2:],
+        "--max-questions",
+        str(T),
+        "--cases",
+        "4",
+        "--out",
+        str(report),
+    )
+    assert (report / "report.md").read_text().startswith("# Knowledge-base (kb) case interviews")
+
     thresholds = run["result"]["thresholds"]
     assert len(thresholds) == T + 1 and len(held_out) == len(test_cases)
     scores = np.array([r.scores for r in held_out])  # (n_test, T + 1)
