@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.repository import SUCCESS, AuditRepository, Lookup
+from app.audit.repository import NOT_FOUND, SUCCESS, AuditRepository, Lookup
 
-__all__ = ["SUCCESS", "Auditor", "ResourceType"]
+__all__ = ["NOT_FOUND", "SUCCESS", "Auditor", "ResourceType"]
 
 
 class ResourceType(StrEnum):

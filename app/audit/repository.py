@@ -24,6 +24,24 @@ _INSERT = sa.insert(_TABLE)
 _GIVEN = ("action", "resource_type", "resource_id", "request_id", "actor_key_id", "tenant")
 
 
+def _given(
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    actor_key_id: str | None,
+    tenant: str | None,
+) -> dict[str, Any]:
+    """The ``_GIVEN`` fields of an event, the request id taken from context."""
+    return {
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "request_id": request_id_var.get(),
+        "actor_key_id": actor_key_id,
+        "tenant": tenant,
+    }
+
+
 def audited_read(found: sa.ScalarSelect[Any]) -> sa.Insert:
     """A read and its audit event as one statement: one round trip instead of two on the most
     frequent request (a GET). It appends an event whose outcome is "success" when ``found`` (a
@@ -73,18 +91,8 @@ class AuditRepository:
         rest of a cached read. The id and time come from the columns' defaults, as for the ORM.
         """
         connection = await self._session.connection()
-        await connection.execute(
-            _INSERT,
-            {
-                "action": action,
-                "resource_type": resource_type,
-                "resource_id": resource_id,
-                "outcome": outcome,
-                "request_id": request_id_var.get(),
-                "actor_key_id": actor_key_id,
-                "tenant": tenant,
-            },
-        )
+        given = _given(action, resource_type, resource_id, actor_key_id, tenant)
+        await connection.execute(_INSERT, {**given, "outcome": outcome})
 
     async def lookup(
         self,
@@ -99,14 +107,7 @@ class AuditRepository:
         """Run an ``audited_read``: the value it found (None: not found), with its event
         appended within the caller's transaction as ``record`` appends one."""
         connection = await self._session.connection()
-        given = {
-            "action": action,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "request_id": request_id_var.get(),
-            "actor_key_id": actor_key_id,
-            "tenant": tenant,
-        }
+        given = _given(action, resource_type, resource_id, actor_key_id, tenant)
         params = {**lookup.params, **{f"event_{k}": v for k, v in given.items()}}
         return (await connection.execute(lookup.statement, params)).scalar_one()
 

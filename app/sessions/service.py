@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.audit.auditor import Auditor, ResourceType
+from app.audit.auditor import NOT_FOUND, SUCCESS, Auditor, ResourceType
 from app.calibrations.lookup import Calibrated, Serving, calibration_by_id, find_serving
 from app.calibrations.matching import SessionPolicy
 from app.context import cache_scope_var
@@ -165,7 +165,7 @@ class SessionService:
             options = self._answer_options(question.question_bank_name, outcome.next_question)
             turn = turn_row(row, outcome, question_id, serving, options=options)
             await repo.add(turn)
-            await self._audit(db, "session.create", session_id, "success")
+            await self._audit(db, "session.create", session_id, SUCCESS)
             created = session_out(row, turn)
             if commit is not None:
                 await commit(db, session_id, created)
@@ -245,7 +245,7 @@ class SessionService:
                         response=response.model_dump(mode="json"),
                     )
                 )
-            await self._audit(db, "session.answer", session_id, "success")
+            await self._audit(db, "session.answer", session_id, SUCCESS)
             if commit is not None:
                 await commit(db, session_id, response)
         return response
@@ -324,7 +324,7 @@ class SessionService:
             if detail is None:
                 found = await SessionRepository(db).with_turns(session_id, tenant=self.tenant)
                 if found is None:  # erased since the version was read: the trail says so too
-                    await self._audit(db, "session.read", session_id, "not_found")
+                    await self._audit(db, "session.read", session_id, NOT_FOUND)
                     raise NotFoundError(f"no session {session_id}")
                 detail = session_detail(*found)
                 self.details.put(session_id, detail)
@@ -371,14 +371,14 @@ class SessionService:
                 ):
                     raise ConflictError("the session changed meanwhile; reload it")
                 row = await repo.get(session_id, tenant=self.tenant) or row
-            await self._audit(db, "session.finalize", session_id, "success")
+            await self._audit(db, "session.finalize", session_id, SUCCESS)
             return FinalOut.model_validate({**session_fields(row, turn), **final})
 
     async def delete(self, session_id: uuid.UUID) -> None:
         async with self.sessionmaker.begin() as db:
             await self._load(db, session_id, "session.delete")
             await SessionRepository(db).delete(session_id)
-            await self._audit(db, "session.delete", session_id, "success")
+            await self._audit(db, "session.delete", session_id, SUCCESS)
         self.details.drop(session_id)
         if self.posterior_cache is not None:
             await self.posterior_cache.purge(session_scope(session_id))
@@ -412,7 +412,7 @@ class SessionService:
     async def _load(self, db: AsyncSession, session_id: uuid.UUID, action: str) -> InterviewSession:
         row = await SessionRepository(db).get(session_id, tenant=self.tenant)
         if row is None:
-            await self._audit_separately(action, session_id, "not_found")
+            await self._audit_separately(action, session_id, NOT_FOUND)
             raise NotFoundError(f"no session {session_id}")
         return row
 
